@@ -1,0 +1,17 @@
+"""The project's error types: one message that names what is wrong."""
+
+
+class ForecastingError(Exception):
+    """Base class for every error the pipeline reports to a user."""
+
+
+class DataError(ForecastingError):
+    """Input data is unreadable or breaks the data contract (column, series or row named)."""
+
+
+class DivergedError(ForecastingError):
+    """Training produced a non-finite loss."""
+
+
+class ModelNotFoundError(ForecastingError):
+    """A registered model or alias does not exist."""

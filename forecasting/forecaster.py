@@ -1,0 +1,261 @@
+"""A global forecaster over a long DataFrame: fit, evaluate, forecast, save and load.
+
+It glues the core pieces together (panel, scaler, windows, model, fit loop) and
+is what the MLflow pyfunc model wraps; it needs only torch, numpy and pandas.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from forecasting import __version__
+from forecasting.baselines import season_length, seasonal_naive
+from forecasting.data import ID, TARGET, TIME, Split
+from forecasting.errors import DataError
+from forecasting.features import calendar_features, n_calendar_features
+from forecasting.metrics import mae, mase, mse, rmse, seasonal_scale, smape
+from forecasting.models import ModelConfig, RecurrentForecaster, count_parameters
+from forecasting.scaling import SeriesScaler
+from forecasting.training import FitResult, TrainConfig, fit, predict
+from forecasting.windows import Panel, Windows, make_windows, panel_from_long
+
+FORECAST_COLUMNS = (ID, TIME, "y_hat")
+
+
+@dataclass(frozen=True)
+class ForecasterConfig:
+    """Everything that defines a forecaster besides its learnt state."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    freq: str = "h"
+    calendar: bool = True
+    covariates: tuple[str, ...] = ()
+    season: int | None = None  # seasonal period for MASE and seasonal naive; from freq if None
+
+    @property
+    def period(self) -> int:
+        return self.season or season_length(self.freq)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ForecasterConfig:
+        return cls(
+            model=ModelConfig(**d["model"]), train=TrainConfig(**d["train"]), freq=d["freq"],
+            calendar=d["calendar"], covariates=tuple(d["covariates"]), season=d.get("season"),
+        )
+
+
+def with_features(cfg: ForecasterConfig) -> ForecasterConfig:
+    """Set the model's input width from the target, covariates and calendar features."""
+    n = 1 + len(cfg.covariates) + (n_calendar_features(cfg.freq) if cfg.calendar else 0)
+    return replace(cfg, model=replace(cfg.model, n_features=n))
+
+
+def build_panel(df: pd.DataFrame, cfg: ForecasterConfig) -> Panel:
+    """Long frame -> panel with target, covariates and (optionally) calendar columns."""
+    panel = panel_from_long(df, cfg.freq, cfg.covariates)
+    if not cfg.calendar:
+        return panel
+    cal = calendar_features(pd.DatetimeIndex(df[TIME]), cfg.freq)  # [T, C]
+    values = np.ascontiguousarray(np.concatenate([panel.values, cal], axis=1))
+    names = tuple(f"cal{i}" for i in range(cal.shape[1]))
+    return replace(panel, values=values, columns=panel.columns + names)
+
+
+def point_metrics(y: np.ndarray, y_hat: np.ndarray, scale: np.ndarray) -> dict[str, float]:
+    """MAE, MSE, RMSE, sMAPE and MASE of forecasts [N, H]; `scale` [N] is each row's MASE scale."""
+    return {"mae": mae(y, y_hat), "mse": mse(y, y_hat), "rmse": rmse(y, y_hat),
+            "smape": smape(y, y_hat), "mase": mase(y, y_hat, scale)}
+
+
+@dataclass
+class Evaluation:
+    """Forecasts of one split part on the original scale, with their metrics."""
+
+    y: np.ndarray  # [N, H]
+    y_hat: np.ndarray  # [N, H]
+    series: np.ndarray  # [N]
+    metrics: dict[str, float]
+
+
+class Forecaster:
+    """One global recurrent model across all series of a dataset."""
+
+    def __init__(self, cfg: ForecasterConfig):
+        self.cfg = with_features(cfg)
+        self.model_: RecurrentForecaster | None = None
+        self.scaler_: SeriesScaler | None = None
+        self.mase_scale_: np.ndarray | None = None  # [S] in original units
+        self.fit_result_: FitResult | None = None
+
+    # ------------------------------------------------------------------ training
+    def fit(self, df: pd.DataFrame, split: Split, callback=None) -> FitResult:
+        """Fit scaler (training rows only) and model; early stopping on the validation part."""
+        raw = build_panel(df, self.cfg)
+        self.scaler_ = SeriesScaler.fit(raw, split.train_end)
+        self.mase_scale_ = self._mase_scales(raw, split.train_end)
+        panel = self.scaler_.transform(raw)
+        m = self.cfg.model
+        train = make_windows(panel, m.lookback, m.horizon, split, "train")
+        val = make_windows(panel, m.lookback, m.horizon, split, "val")
+        self.model_ = RecurrentForecaster(m)
+        self.fit_result_ = fit(self.model_, train, val, self.cfg.train, callback)
+        self.model_.cpu()
+        return self.fit_result_
+
+    def _mase_scales(self, raw: Panel, train_end: np.ndarray) -> np.ndarray:
+        scales = []
+        for i in range(len(raw.ids)):
+            ins = raw.series(i)[: int(train_end[i]), 0]
+            m = self.cfg.period if len(ins) > self.cfg.period else 1
+            s = seasonal_scale(ins, m) if len(ins) > m else 1.0
+            scales.append(s if s > 0 else 1.0)
+        return np.array(scales)
+
+    @property
+    def n_parameters(self) -> int:
+        return count_parameters(self.model_) if self.model_ is not None else 0
+
+    # ------------------------------------------------------------------ evaluation
+    def windows(self, df: pd.DataFrame, split: Split, part: str, lookback: int | None = None) -> Windows:
+        """Scaled windows of a split part (stride 1)."""
+        panel = self.scaler_.transform(build_panel(df, self.cfg))
+        return make_windows(panel, lookback or self.cfg.model.lookback, self.cfg.model.horizon, split, part)
+
+    def evaluate(self, df: pd.DataFrame, split: Split, part: str = "test", device: str = "cpu") -> Evaluation:
+        """Forecast every window of a part; metrics on the original scale plus `mse_std`, `mae_std`."""
+        w = self.windows(df, split, part)
+        x, y = w.arrays()
+        y_hat = predict(self.model_, x, device)
+        return self._evaluation(w, y, y_hat)
+
+    def evaluate_seasonal_naive(self, df: pd.DataFrame, split: Split, part: str = "test") -> Evaluation:
+        """Seasonal naive on the same targets (needs `period` rows of history before the part)."""
+        w = self.windows(df, split, part, lookback=self.cfg.period)
+        x, y = w.arrays()
+        return self._evaluation(w, y, seasonal_naive(x[..., 0], self.cfg.model.horizon, self.cfg.period))
+
+    def _evaluation(self, w: Windows, y_std: np.ndarray, y_hat_std: np.ndarray) -> Evaluation:
+        series = w.series_index
+        y = self.scaler_.inverse_target(y_std, series)
+        y_hat = self.scaler_.inverse_target(y_hat_std, series)
+        metrics = point_metrics(y, y_hat, self.mase_scale_[series])
+        metrics.update(mse_std=mse(y_std, y_hat_std), mae_std=mae(y_std, y_hat_std))
+        return Evaluation(y, y_hat, series, metrics)
+
+    # ------------------------------------------------------------------ forecasting
+    def predict(self, history: pd.DataFrame, device: str = "cpu") -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+        """Next H steps after the end of every series in a long history frame.
+
+        Returns the forecasts (`unique_id`, `ds`, `y_hat`) and the series skipped,
+        each with its reason (too short, gaps or missing values in the lookback).
+        Series unseen in training are standardized with their own history.
+        """
+        x, ids, last, skipped = self._inputs(history)
+        if not ids:
+            return pd.DataFrame({c: [] for c in FORECAST_COLUMNS}), skipped
+        y_std = predict(self.model_, x, device)  # [S, H]
+        y_hat = y_std * self._std[:, None] + self._mean[:, None]
+        H = self.cfg.model.horizon
+        step = pd.tseries.frequencies.to_offset(self.cfg.freq)
+        ds = (pd.DatetimeIndex(np.repeat(last, H)) + np.tile(np.arange(1, H + 1), len(ids)) * pd.Timedelta(step)
+              if _fixed(step) else pd.DatetimeIndex(
+                  np.concatenate([pd.date_range(t, periods=H + 1, freq=step)[1:] for t in last])))
+        out = pd.DataFrame({ID: np.repeat(np.array(ids, dtype=object), H), TIME: ds,
+                            "y_hat": y_hat.reshape(-1).astype(np.float64)})
+        return out, skipped
+
+    def _inputs(self, history: pd.DataFrame):
+        cfg, L = self.cfg, self.cfg.model.lookback
+        need = [ID, TIME, TARGET, *cfg.covariates]
+        missing = [c for c in need if c not in history.columns]
+        if missing:
+            raise DataError(f"history is missing column(s) {missing}; columns present: {list(history.columns)}")
+        h = history[need].copy()
+        h[ID] = h[ID].astype(str)
+        h[TIME] = pd.to_datetime(h[TIME], errors="coerce")
+        if h[TIME].isna().any():
+            raise DataError(f"column {TIME!r}: unparseable timestamp at row {int(np.flatnonzero(h[TIME].isna())[0]) + 2}")
+        for c in need[2:]:
+            h[c] = pd.to_numeric(h[c], errors="coerce")
+        h = h.sort_values([ID, TIME], kind="stable")
+        counts = h.groupby(ID, sort=False).size()
+        skipped = [(u, f"{n} points, needs lookback {L}") for u, n in counts.items() if n < L]
+        tail = h.groupby(ID, sort=False).tail(L)
+        tail = tail[tail[ID].map(counts) >= L]
+        ids_all = tail[ID].to_numpy()[::L]
+        vals = tail[need[2:]].to_numpy(np.float64).reshape(len(ids_all), L, -1)  # [S, L, 1+C]
+        times = tail[TIME].to_numpy().reshape(len(ids_all), L)
+        step = pd.tseries.frequencies.to_offset(cfg.freq)
+        bad = ~np.isfinite(vals).all(axis=(1, 2))
+        if _fixed(step) and L > 1:
+            bad |= (np.diff(times, axis=1) != np.timedelta64(pd.Timedelta(step))).any(axis=1)
+        skipped += [(u, f"gaps, missing or non-finite values in the last {L} points") for u in ids_all[bad]]
+        keep = ~bad
+        ids, vals, times = list(ids_all[keep]), vals[keep], times[keep]
+        mean, std = self._stats(h, ids, vals)
+        self._mean, self._std = mean[:, 0], std[:, 0]
+        x = (vals - mean[:, None, :]) / std[:, None, :]  # [S, L, 1+C]
+        if cfg.calendar:
+            cal = calendar_features(pd.DatetimeIndex(times.reshape(-1)), cfg.freq)
+            x = np.concatenate([x, cal.reshape(len(ids), L, -1)], axis=2)
+        return x.astype(np.float32), ids, times[:, -1] if len(ids) else times, skipped
+
+    def _stats(self, h: pd.DataFrame, ids: list[str], vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Training statistics for known series; the series' own history for new ones."""
+        nvar = vals.shape[2]
+        mean, std = np.zeros((len(ids), nvar)), np.ones((len(ids), nvar))
+        pos = {u: i for i, u in enumerate(self.scaler_.ids)}
+        known = np.array([u in pos for u in ids], dtype=bool)
+        if known.any():
+            idx = np.array([pos[u] for u in np.array(ids)[known]])
+            mean[known], std[known] = self.scaler_.mean[idx, :nvar], self.scaler_.std[idx, :nvar]
+        if (~known).any():
+            g = h.groupby(ID, sort=False)[list(h.columns[2:])]
+            m, s = g.mean().loc[np.array(ids)[~known]], g.std(ddof=0).loc[np.array(ids)[~known]]
+            mean[~known] = m.to_numpy()
+            std[~known] = np.where(s.to_numpy() > 1e-8, s.to_numpy(), 1.0)
+        return mean, std
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write config.json, weights.pt and scaler.json into a directory."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {"config": self.cfg.to_dict(), "version": __version__,
+                "mase_scale": self.mase_scale_.tolist()}
+        (path / "config.json").write_text(json.dumps(meta, indent=2))
+        torch.save({k: v.cpu() for k, v in self.model_.state_dict().items()}, path / "weights.pt")
+        (path / "scaler.json").write_text(json.dumps(self.scaler_.to_dict()))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Forecaster:
+        """Rebuild a saved forecaster on the CPU (whatever device it was trained on)."""
+        path = Path(path)
+        meta = json.loads((path / "config.json").read_text())
+        self = cls(ForecasterConfig.from_dict(meta["config"]))
+        self.model_ = RecurrentForecaster(self.cfg.model)
+        state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
+        self.model_.load_state_dict(state)
+        self.model_.eval()
+        self.scaler_ = SeriesScaler.from_dict(json.loads((path / "scaler.json").read_text()))
+        self.mase_scale_ = np.array(meta["mase_scale"])
+        return self
+
+
+def _fixed(step) -> bool:
+    try:
+        pd.Timedelta(step)
+        return True
+    except ValueError:
+        return False

@@ -1,0 +1,220 @@
+"""The fit loop: device auto, bf16 autocast on CUDA, clipping, early stopping, seeds.
+
+Training data stays on the device as one tensor; every batch is gathered from
+an `unfold` view of it by window start index, so there is no per-sample
+Dataset and no host-to-device copy per batch.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from forecasting.errors import DivergedError
+from forecasting.windows import Windows
+
+EpochCallback = Callable[[int, float, float], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings. `max_train_windows` samples that many windows per epoch (all if None)."""
+
+    lr: float = 1e-3
+    batch_size: int = 256
+    weight_decay: float = 0.0
+    max_epochs: int = 20
+    patience: int = 3
+    clip: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    max_train_windows: int | None = None
+    eval_batch_size: int = 4096
+
+
+@dataclass
+class FitResult:
+    """What a fit did: per-epoch history and the cost of it."""
+
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val_loss: float = math.inf
+    seconds: float = 0.0
+    peak_memory_mb: float = 0.0
+    device: str = "cpu"
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` picks CUDA when available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but CUDA is not available")
+    return torch.device(name)
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class PeakMemory:
+    """Peak memory of a block in MB: CUDA allocator peak, or on the CPU the rise of the
+    process' resident set size above its level at entry (sampled every 5 ms)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.peak_mb = device, 0.0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def _rss() -> int:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * 4096
+        except OSError:  # not Linux: no cheap reading, report 0
+            return 0
+
+    def _sample(self, base: int) -> None:
+        peak = base
+        while not self._stop.wait(0.005):
+            peak = max(peak, self._rss())
+        self.peak_mb = max(peak - base, 0) / 2**20
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self._thread = threading.Thread(target=self._sample, args=(self._rss(),), daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
+
+
+def _device_windows(windows: Windows, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The panel on the device as an unfold view [T-W+1, F, W] and the window starts [N]."""
+    values = torch.from_numpy(windows.panel.values).to(device)  # [T, F]
+    view = values.unfold(0, windows.lookback + windows.horizon, 1)  # [T-W+1, F, W], no copy
+    return view, torch.from_numpy(windows.starts).to(device)
+
+
+def _gather(view: torch.Tensor, starts: torch.Tensor, lookback: int) -> tuple[torch.Tensor, torch.Tensor]:
+    w = view[starts].transpose(1, 2)  # [B, W, F]
+    return w[:, :lookback], w[:, lookback:, 0]  # [B, L, F], [B, H]
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+@torch.no_grad()
+def _loss(model: nn.Module, view: torch.Tensor, starts: torch.Tensor, lookback: int, batch: int) -> float:
+    model.eval()
+    total, n = 0.0, 0
+    for i in range(0, len(starts), batch):
+        x, y = _gather(view, starts[i:i + batch], lookback)
+        with _autocast(view.device):
+            pred = model(x)
+        total += torch.sum((pred.float() - y) ** 2).item()
+        n += y.numel()
+    return total / max(n, 1)
+
+
+def fit(
+    model: nn.Module,
+    train: Windows,
+    val: Windows | None,
+    cfg: TrainConfig = TrainConfig(),
+    callback: EpochCallback | None = None,
+) -> FitResult:
+    """Train `model` in place with Adam on MSE; keep the weights of the best validation epoch.
+
+    `callback(epoch, train_loss, val_loss)` runs after each epoch and may raise to
+    stop (Optuna pruning). A non-finite training loss raises `DivergedError`.
+    """
+    if len(train) == 0:
+        raise ValueError("no training windows: series are shorter than lookback + horizon")
+    device = resolve_device(cfg.device)
+    set_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    t_view, t_starts = _device_windows(train, device)
+    has_val = val is not None and len(val) > 0
+    if has_val:
+        v_view, v_starts = _device_windows(val, device)
+    result = FitResult(device=str(device))
+    best_state, stale, t0 = None, 0, time.perf_counter()
+    with PeakMemory(device) as mem:
+        for epoch in range(cfg.max_epochs):
+            model.train()
+            order = torch.randperm(len(t_starts), generator=gen)
+            if cfg.max_train_windows:
+                order = order[: cfg.max_train_windows]
+            order = order.to(device)
+            total, count = torch.zeros((), device=device), 0
+            for i in range(0, len(order), cfg.batch_size):
+                x, y = _gather(t_view, t_starts[order[i:i + cfg.batch_size]], train.lookback)
+                with _autocast(device):
+                    pred = model(x)
+                loss = torch.mean((pred.float() - y) ** 2)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+                opt.step()
+                total += loss.detach() * len(y)
+                count += len(y)
+            train_loss = (total / count).item()  # one device sync per epoch
+            if not math.isfinite(train_loss):
+                raise DivergedError(f"epoch {epoch}: training loss is {train_loss}")
+            val_loss = (
+                _loss(model, v_view, v_starts, val.lookback, cfg.eval_batch_size) if has_val else train_loss
+            )
+            result.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
+            if val_loss < result.best_val_loss:
+                result.best_val_loss, result.best_epoch, stale = val_loss, epoch, 0
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            else:
+                stale += 1
+            if callback is not None:
+                callback(epoch, train_loss, val_loss)
+            if stale > cfg.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    result.seconds = time.perf_counter() - t0
+    result.peak_memory_mb = mem.peak_mb
+    return result
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: np.ndarray, device: str | torch.device = "auto", batch_size: int = 4096) -> np.ndarray:
+    """Forecasts [N, H] for inputs x [N, L, F], in batches."""
+    device = resolve_device(device) if isinstance(device, str) else device
+    model.to(device).eval()
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = torch.as_tensor(np.ascontiguousarray(x[i:i + batch_size]), dtype=torch.float32, device=device)
+        with _autocast(device):
+            out.append(model(xb).float().cpu().numpy())
+    if not out:
+        return np.zeros((0, getattr(getattr(model, "cfg", None), "horizon", 0)), dtype=np.float32)
+    return np.concatenate(out)
