@@ -1,0 +1,76 @@
+"""Train flow: tune each family, refit, seasonal naive, compare, register, promote."""
+
+from __future__ import annotations
+
+import pandas as pd
+from prefect import flow, task
+
+from flows.common import COMPUTE, IO
+from forecasting import pipeline, tracking
+from forecasting.data import Split
+from forecasting.forecaster import ForecasterConfig
+from forecasting.pipeline import TrainJob
+from forecasting.tuning import TuneConfig
+
+
+@task(**IO)
+def load_dataset(home: str, name: str) -> tuple[pd.DataFrame, str]:
+    return pipeline.load_processed(home, name)
+
+
+@task(**COMPUTE)
+def start(home: str, job: TrainJob, df: pd.DataFrame) -> tuple[str, str]:
+    return pipeline.start_pipeline(home, job, df)
+
+
+@task(**COMPUTE)
+def tune_family(df, split: Split, job: TrainJob, family: str, home: str, exp: str, parent: str) -> ForecasterConfig:
+    return pipeline.tune_family(df, split, job, family, home, exp, parent).config
+
+
+@task(**COMPUTE)
+def final_model(df, split: Split, cfg: ForecasterConfig, job: TrainJob, family: str, home: str,
+                exp: str, parent: str) -> dict:
+    return pipeline.final_model(df, split, cfg, job, family, home, exp, parent)
+
+
+@task(**COMPUTE)
+def seasonal_naive(df, split: Split, job: TrainJob, home: str, exp: str, parent: str) -> dict:
+    return pipeline.seasonal_naive_row(df, split, job, home, exp, parent)
+
+
+@task(**COMPUTE)
+def compare(rows: list[dict], parent: str) -> pd.DataFrame:
+    return pipeline.comparison(rows, parent)
+
+
+@task(**COMPUTE)
+def register(row: dict, job: TrainJob, df: pd.DataFrame, freq: str) -> dict:
+    return pipeline.register_family(row, job, df, freq)
+
+
+@flow(name="train")
+def train_flow(name: str, horizon: int, home: str = ".", models: tuple[str, ...] = ("gru", "lstm"),
+               trials: int = 10, max_epochs: int = 20, timeout: float | None = None, device: str = "auto",
+               seed: int = 0, storage: str | None = None, max_train_windows: int | None = None,
+               pruner: str = "median") -> dict:
+    """Tune and register every family in `models` on dataset `name`; returns table and registrations."""
+    job = TrainJob(name, horizon, tuple(models), TuneConfig(n_trials=trials, timeout=timeout, max_epochs=max_epochs,
+                                                          storage=storage, pruner=pruner, seed=seed),
+                   device=device, seed=seed, max_train_windows=max_train_windows)
+    df, freq = load_dataset(home, name)
+    split = pipeline.make_split(df, job)
+    exp, parent = start(home, job, df)
+    try:
+        rows = []
+        for family in job.families:
+            cfg = tune_family(df, split, job, family, home, exp, parent)
+            rows.append(final_model(df, split, cfg, job, family, home, exp, parent))
+        rows.append(seasonal_naive(df, split, job, home, exp, parent))
+        table = compare(rows, parent)
+        registrations = [register(r, job, df, freq) for r in rows if r["model"] in job.families]
+    except BaseException:
+        tracking.end_run(parent, "FAILED")
+        raise
+    pipeline.finish(parent, registrations)
+    return {"table": table, "registrations": registrations, "parent_run_id": parent, "experiment_id": exp}

@@ -1,0 +1,80 @@
+"""Batch forecasting I/O: read a history file, forecast every series, write atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from forecasting.data import ID, TARGET, TIME, IngestConfig, read_table, to_long
+from forecasting.errors import DataError
+
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+def read_history(path: str | Path, cfg: IngestConfig = IngestConfig()) -> pd.DataFrame:
+    """A long history frame from a long or wide CSV/Parquet file (same options as ingest).
+
+    Only shape and types are fixed here; series whose last lookback points have
+    gaps or bad values are skipped by the forecaster, with the reason.
+    """
+    df = to_long(read_table(path), cfg).drop(columns="_row", errors="ignore")
+    df[ID] = df[ID].astype(str)
+    ds = pd.to_datetime(df[TIME], errors="coerce", format="mixed")
+    if ds.isna().any():
+        row = int(ds.isna().to_numpy().argmax())
+        raise DataError(f"{path}: column {TIME!r}: unparseable timestamp {df[TIME].iloc[row]!r} at row {row + 2}")
+    df[TIME] = ds
+    y = pd.to_numeric(df[TARGET], errors="coerce")
+    bad = y.isna() & df[TARGET].notna()
+    if bad.any():
+        row = int(bad.to_numpy().argmax())
+        raise DataError(f"{path}: column {TARGET!r}: non-numeric value {df[TARGET].iloc[row]!r} at row {row + 2} "
+                        f"(series {df[ID].iloc[row]!r})")
+    df[TARGET] = y.astype("float64")
+    return df
+
+
+def write_table_atomic(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write CSV or Parquet (by extension) to a temporary file in the same folder, then rename:
+    an interrupted write leaves no partial output."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise DataError(f"output {path}: unsupported extension {suffix!r} (use .csv or .parquet)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        if suffix == ".csv":
+            df.to_csv(tmp, index=False)
+        else:
+            df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+@dataclass
+class BatchResult:
+    forecasts: pd.DataFrame
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def n_forecast(self) -> int:
+        return int(self.forecasts[ID].nunique()) if len(self.forecasts) else 0
+
+
+def forecast_with(model, history: pd.DataFrame) -> BatchResult:
+    """Forecast with a loaded pyfunc model (`ForecastModel`) and collect what it skipped."""
+    t0 = time.perf_counter()
+    out = model.predict(history)
+    inner = model.unwrap_python_model() if hasattr(model, "unwrap_python_model") else model
+    return BatchResult(out, list(getattr(inner, "skipped", [])), time.perf_counter() - t0)

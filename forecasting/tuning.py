@@ -1,0 +1,246 @@
+"""Optuna search over the recurrent forecaster (imports optuna; not part of the core).
+
+One study per (dataset, horizon, family), named `<dataset>-h<H>-<family>`, in a
+persistent RDB storage with heartbeats, so a killed search resumes: completed
+trials stay, a trial left RUNNING by a dead process is failed once its heartbeat
+is stale and re-queued with the same parameters, and the search runs until the
+requested number of finished (complete or pruned) trials is reached.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import optuna
+import pandas as pd
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.study import MaxTrialsCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from forecasting.data import Split
+from forecasting.errors import DivergedError, ForecastingError
+from forecasting.forecaster import Forecaster, ForecasterConfig
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+EpochLogger = Callable[[int, float, float], None]
+# A trial hook opens a context around one trial (an MLflow nested run, say) and
+# yields the per-epoch logger; on exit it learns the trial's outcome.
+TrialHook = Callable[[optuna.Trial, dict], AbstractContextManager[EpochLogger]]
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Ranges searched; the same space is used for every model family (a fair comparison)."""
+
+    lookbacks: tuple[int, ...] = (48, 96, 168, 336)
+    hidden: tuple[int, int] = (16, 128)
+    layers: tuple[int, int] = (1, 3)
+    dropout: tuple[float, float] = (0.0, 0.3)
+    lr: tuple[float, float] = (1e-4, 1e-2)
+    batch_sizes: tuple[int, ...] = (64, 128, 256, 512)
+    weight_decay: tuple[float, float] = (1e-7, 1e-2)
+    norms: tuple[str, ...] = ("none", "last", "standard")
+    segments: tuple[int, ...] = (1, 24)
+
+
+def default_space(period: int, max_lookback: int) -> SearchSpace:
+    """Lookbacks of 1, 2, 4 and 7 seasons that fit `max_lookback`; segments of 1 step or 1 season."""
+    lookbacks = tuple(k * period for k in (1, 2, 4, 7) if k * period <= max_lookback) or (max_lookback,)
+    return SearchSpace(lookbacks=lookbacks, segments=(1, period) if period > 1 else (1,))
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """Budget and storage of a search. `storage` is any SQLAlchemy URL."""
+
+    n_trials: int = 20
+    timeout: float | None = None
+    max_epochs: int = 20
+    storage: str | None = None
+    pruner: str = "median"
+    seed: int = 0
+    heartbeat_interval: int = 5
+    grace_period: int = 20
+    max_retry: int = 2
+    max_failures: int = 10
+
+
+def study_name(dataset: str, horizon: int, family: str) -> str:
+    return f"{dataset}-h{horizon}-{family}"
+
+
+def default_storage(home: str | Path) -> str:
+    """SQLite file beside the MLflow store: `<home>/mlruns/optuna.db`."""
+    path = Path(home).resolve() / "mlruns"
+    path.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path / 'optuna.db'}"
+
+
+def make_storage(url: str, cfg: TuneConfig) -> RDBStorage:
+    """An RDB storage with heartbeats; stale trials are failed and retried with their parameters."""
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    return RDBStorage(
+        url, engine_kwargs=engine_kwargs,
+        heartbeat_interval=cfg.heartbeat_interval, grace_period=cfg.grace_period,
+        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=cfg.max_retry),
+    )
+
+
+def _pruner(name: str) -> optuna.pruners.BasePruner:
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"pruner must be median, hyperband or none, got {name!r}")
+
+
+def open_study(name: str, cfg: TuneConfig) -> optuna.Study:
+    """Create the study or load it if it exists (a resumed search)."""
+    storage = make_storage(cfg.storage, cfg) if cfg.storage else None
+    sampler = optuna.samplers.TPESampler(seed=cfg.seed, multivariate=True, constant_liar=True, n_startup_trials=5)
+    return optuna.create_study(
+        storage=storage, study_name=name, direction="minimize",
+        sampler=sampler, pruner=_pruner(cfg.pruner), load_if_exists=True,
+    )
+
+
+def suggest(trial: optuna.Trial, space: SearchSpace) -> dict:
+    """Draw one configuration from the space."""
+    return {
+        "lookback": trial.suggest_categorical("lookback", list(space.lookbacks)),
+        "hidden": trial.suggest_int("hidden", *space.hidden, log=True),
+        "layers": trial.suggest_int("layers", *space.layers),
+        "dropout": trial.suggest_float("dropout", *space.dropout),
+        "lr": trial.suggest_float("lr", *space.lr, log=True),
+        "batch_size": trial.suggest_categorical("batch_size", list(space.batch_sizes)),
+        "weight_decay": trial.suggest_float("weight_decay", *space.weight_decay, log=True),
+        "norm": trial.suggest_categorical("norm", list(space.norms)),
+        "segment": trial.suggest_categorical("segment", list(space.segments)),
+    }
+
+
+def apply_params(base: ForecasterConfig, params: dict, family: str) -> ForecasterConfig:
+    """The forecaster configuration a parameter set stands for."""
+    model = replace(
+        base.model, cell=family, lookback=params["lookback"], hidden=params["hidden"],
+        layers=params["layers"], dropout=params["dropout"], norm=params["norm"],
+        segment=min(params["segment"], params["lookback"]),
+    )
+    train = replace(base.train, lr=params["lr"], batch_size=params["batch_size"],
+                    weight_decay=params["weight_decay"])
+    return replace(base, model=model, train=train)
+
+
+def finished_trials(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+class Progress:
+    """One line per epoch and per trial: trial k of N, epoch, validation loss, elapsed, remaining."""
+
+    def __init__(self, label: str, total: int, done: int, stream=sys.stderr):
+        self.label, self.total, self.start_done, self.stream = label, total, done, stream
+        self.t0 = time.perf_counter()
+
+    def _eta(self, done: int) -> str:
+        elapsed = time.perf_counter() - self.t0
+        new = done - self.start_done
+        left = (elapsed / new) * (self.total - done) if new > 0 else float("nan")
+        return f"elapsed {elapsed:5.0f}s, remaining ~{left:4.0f}s" if math.isfinite(left) else f"elapsed {elapsed:5.0f}s"
+
+    def epoch(self, trial: int, done: int, epoch: int, val: float) -> None:
+        print(f"[{self.label}] trial {done + 1}/{self.total} (#{trial}) epoch {epoch + 1}: "
+              f"val_loss {val:.5f} | {self._eta(done)}", file=self.stream, flush=True)
+
+    def trial(self, t: FrozenTrial, done: int) -> None:
+        value = f"{t.value:.5f}" if t.value is not None else "-"
+        print(f"[{self.label}] trial {done}/{self.total} (#{t.number}) {t.state.name.lower()} "
+              f"val_loss {value} | {self._eta(done)}", file=self.stream, flush=True)
+
+
+@dataclass
+class TuneResult:
+    study: optuna.Study
+    best_params: dict
+    config: ForecasterConfig
+
+
+def tune(
+    df: pd.DataFrame,
+    split: Split,
+    base: ForecasterConfig,
+    family: str,
+    name: str,
+    cfg: TuneConfig = TuneConfig(),
+    space: SearchSpace | None = None,
+    trial_hook: TrialHook | None = None,
+    progress: bool = True,
+) -> TuneResult:
+    """Search until the study holds `cfg.n_trials` finished trials (or `cfg.timeout` passes).
+
+    Validation loss is reported each epoch and the pruner may stop a trial; a
+    trial whose loss is NaN or infinite fails alone and the search goes on.
+    """
+    space = space or default_space(base.period, 7 * base.period)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # `Progress` prints our own lines
+    study = open_study(name, cfg)
+    done = finished_trials(study)
+    bar = Progress(name, cfg.n_trials, done) if progress else None
+
+    def objective(trial: optuna.Trial) -> float:
+        params = suggest(trial, space)
+        fcfg = apply_params(base, params, family)
+        fcfg = replace(fcfg, train=replace(fcfg.train, max_epochs=cfg.max_epochs))
+        trial.set_user_attr("config", fcfg.to_dict())
+        hook = trial_hook(trial, params) if trial_hook else nullcontext(lambda *a: None)
+        with hook as log_epoch:
+            def on_epoch(epoch: int, train_loss: float, val_loss: float) -> None:
+                if not math.isfinite(val_loss):
+                    raise DivergedError(f"trial {trial.number} epoch {epoch}: validation loss is {val_loss}")
+                log_epoch(epoch, train_loss, val_loss)
+                if bar:
+                    bar.epoch(trial.number, finished_trials(study), epoch, val_loss)
+                trial.report(val_loss, epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+            result = Forecaster(fcfg).fit(df, split, callback=on_epoch)
+        trial.set_user_attr("train_seconds", result.seconds)
+        return result.best_val_loss
+
+    def report(study_: optuna.Study, t: FrozenTrial) -> None:
+        if bar:
+            bar.trial(t, finished_trials(study_))
+
+    remaining = cfg.n_trials - done
+    if remaining > 0:
+        # MaxTrialsCallback stops every worker once the study holds enough finished trials;
+        # the cap bounds a search whose trials keep failing.
+        study.optimize(
+            objective, n_trials=remaining + cfg.max_failures, timeout=cfg.timeout,
+            catch=(DivergedError,), gc_after_trial=False,
+            callbacks=[MaxTrialsCallback(cfg.n_trials, states=FINISHED), report],
+        )
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        raise ForecastingError(f"study {name!r}: no trial completed (all failed or were pruned)")
+    best = study.best_trial
+    return TuneResult(study, dict(best.params), apply_params(base, best.params, family))
+
+
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """Number, state, value and parameters of every trial."""
+    rows = [{"number": t.number, "state": t.state.name, "value": t.value, **t.params}
+            for t in study.get_trials(deepcopy=False)]
+    return pd.DataFrame(rows)
+
+
