@@ -74,6 +74,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite under <home>/mlruns/)")
     p.add_argument("--max-train-windows", type=int, help="windows sampled per training epoch (all if omitted)")
     p.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"])
+    p.add_argument("--workers", type=int, default=1, help="tuning processes sharing each study")
+
+    p = sub.add_parser("tune-worker", parents=[common],
+                       help="join a study from this machine (shared --storage and MLflow store)")
+    p.add_argument("name")
+    p.add_argument("--horizon", type=int, required=True)
+    p.add_argument("--family", default="gru", choices=["gru", "lstm"])
+    p.add_argument("--storage", required=True, help="the study's Optuna storage URL (e.g. postgresql://...)")
+    p.add_argument("--trials", type=int, default=10, help="finished trials the study should reach")
+    p.add_argument("--max-epochs", type=int, default=20)
+    p.add_argument("--timeout", type=float)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-train-windows", type=int)
+    p.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"])
+    p.add_argument("--index", type=int, default=1, help="worker number: sampler seed offset")
+    p.add_argument("--parent-run-id", help="MLflow run to nest the trials under (default: a run of its own)")
+    p.add_argument("--threads", type=int, help="torch threads for this worker")
 
     p = sub.add_parser("forecast", parents=[common], help="batch forecast with a registered model")
     p.add_argument("model_name")
@@ -141,7 +159,8 @@ def cmd_train(args, home: Path) -> dict:
         raise ForecastingError(f"--models: unknown model family {bad}; use gru and/or lstm")
     r = train_flow(args.name, args.horizon, str(home), models=models, trials=args.trials,
                    max_epochs=args.max_epochs, timeout=args.timeout, device=args.device, seed=args.seed,
-                   storage=args.storage, max_train_windows=args.max_train_windows, pruner=args.pruner)
+                   storage=args.storage, max_train_windows=args.max_train_windows, pruner=args.pruner,
+                   workers=args.workers)
     print("\nComparison on the test part (original scale; mse_std/mae_std on the standardized scale):\n")
     print(to_markdown(r["table"]))
     for reg in r["registrations"]:
@@ -150,6 +169,19 @@ def cmd_train(args, home: Path) -> dict:
         print(f"registered {reg['name']} v{reg['version']} -> @{reg['alias']}: "
               f"{reg['metric']} {reg['value']:.4f} {vs}")
     return r
+
+
+def cmd_tune_worker(args, home: Path) -> None:
+    from forecasting.pipeline import TrainJob
+    from forecasting.tuning import TuneConfig
+    from forecasting.worker import run_worker
+
+    tune = TuneConfig(n_trials=args.trials, timeout=args.timeout, max_epochs=args.max_epochs,
+                      storage=args.storage, pruner=args.pruner, seed=args.seed)
+    job = TrainJob(args.name, args.horizon, (args.family,), tune, device=args.device, seed=args.seed,
+                   max_train_windows=args.max_train_windows)
+    r = run_worker(home, job, args.family, args.parent_run_id, args.index, args.threads)
+    print(f"study {r.study.study_name}: best val_loss {r.study.best_value:.5f} with {r.best_params}")
 
 
 def cmd_forecast(args, home: Path) -> dict:
@@ -205,7 +237,8 @@ def cmd_demo(args, home: Path) -> None:
           "refit, compare, register", flush=True)
     train_args = argparse.Namespace(name="etth1", horizon=args.horizon, models="gru,lstm", trials=args.trials,
                                     max_epochs=args.max_epochs, timeout=None, device="auto", seed=0,
-                                    storage=None, max_train_windows=args.max_train_windows, pruner="median")
+                                    storage=None, max_train_windows=args.max_train_windows, pruner="median",
+                                    workers=1)
     cmd_train(train_args, home)
     print("3/4 batch forecast with models:/etth1-gru@champion", flush=True)
     out = home / "data" / "forecasts" / "etth1-gru.csv"
@@ -222,7 +255,8 @@ def cmd_demo(args, home: Path) -> None:
     print(f"    model.predict(pd.read_parquet('{r['path']}'))")
 
 
-COMMANDS = {"ingest": cmd_ingest, "train": cmd_train, "forecast": cmd_forecast, "serve": cmd_serve,
+COMMANDS = {"ingest": cmd_ingest, "train": cmd_train, "tune-worker": cmd_tune_worker, "forecast": cmd_forecast,
+            "serve": cmd_serve,
             "ui": cmd_ui, "demo": cmd_demo}
 
 

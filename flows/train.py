@@ -6,7 +6,7 @@ import pandas as pd
 from prefect import flow, task
 
 from flows.common import COMPUTE, IO
-from forecasting import pipeline, tracking
+from forecasting import pipeline, tracking, worker
 from forecasting.data import Split
 from forecasting.forecaster import ForecasterConfig
 from forecasting.pipeline import TrainJob
@@ -25,7 +25,7 @@ def start(home: str, job: TrainJob, df: pd.DataFrame) -> tuple[str, str]:
 
 @task(**COMPUTE)
 def tune_family(df, split: Split, job: TrainJob, family: str, home: str, exp: str, parent: str) -> ForecasterConfig:
-    return pipeline.tune_family(df, split, job, family, home, exp, parent).config
+    return worker.tune_parallel(df, split, job, family, home, exp, parent, job.workers).config
 
 
 @task(**COMPUTE)
@@ -53,11 +53,11 @@ def register(row: dict, job: TrainJob, df: pd.DataFrame, freq: str) -> dict:
 def train_flow(name: str, horizon: int, home: str = ".", models: tuple[str, ...] = ("gru", "lstm"),
                trials: int = 10, max_epochs: int = 20, timeout: float | None = None, device: str = "auto",
                seed: int = 0, storage: str | None = None, max_train_windows: int | None = None,
-               pruner: str = "median") -> dict:
+               pruner: str = "median", workers: int = 1) -> dict:
     """Tune and register every family in `models` on dataset `name`; returns table and registrations."""
     job = TrainJob(name, horizon, tuple(models), TuneConfig(n_trials=trials, timeout=timeout, max_epochs=max_epochs,
                                                           storage=storage, pruner=pruner, seed=seed),
-                   device=device, seed=seed, max_train_windows=max_train_windows)
+                   device=device, seed=seed, max_train_windows=max_train_windows, workers=workers)
     df, freq = load_dataset(home, name)
     split = pipeline.make_split(df, job)
     exp, parent = start(home, job, df)

@@ -15,13 +15,30 @@ import numpy as np
 import pandas as pd
 
 from forecasting import tracking
-from forecasting.data import ID, IngestConfig, IngestReport, Split, infer_freq, load, split_fractions, write_parquet_atomic
+from forecasting.data import (
+    ID,
+    IngestConfig,
+    IngestReport,
+    Split,
+    infer_freq,
+    load,
+    split_fractions,
+    write_parquet_atomic,
+)
 from forecasting.errors import DataError
 from forecasting.forecaster import Evaluation, Forecaster, ForecasterConfig
 from forecasting.models import ModelConfig
 from forecasting.provenance import code_version, dataset_fingerprint
 from forecasting.training import TrainConfig, predict
-from forecasting.tuning import SearchSpace, TuneConfig, TuneResult, default_space, default_storage, study_name, tune
+from forecasting.tuning import (
+    SearchSpace,
+    TuneConfig,
+    TuneResult,
+    default_space,
+    default_storage,
+    study_name,
+    tune,
+)
 
 
 @dataclass(frozen=True)
@@ -40,6 +57,7 @@ class TrainJob:
     max_train_windows: int | None = None
     metric: str = "mase"  # decides champion vs challenger (lower is better)
     max_lookback: int | None = None  # default: 7 seasons
+    workers: int = 1  # tuning processes sharing each study
 
 
 # --------------------------------------------------------------------------- data
@@ -110,14 +128,16 @@ def start_pipeline(home: str | Path, job: TrainJob, df: pd.DataFrame) -> tuple[s
 
 
 def tune_family(df: pd.DataFrame, split: Split, job: TrainJob, family: str, home: str | Path,
-                experiment_id: str, parent_run_id: str, progress: bool = True) -> TuneResult:
-    """Optuna search for one family, each trial a nested MLflow run."""
+                experiment_id: str, parent_run_id: str, progress: bool = True, plots: bool = True) -> TuneResult:
+    """Optuna search for one family, each trial a nested MLflow run (optimization plots on the parent)."""
     base = base_config(df, _freq(df, home, job), job)
     cfg = job.tune if job.tune.storage else replace(job.tune, storage=default_storage(home))
     space = search_space(df, split, base, job)
     hook = tracking.TrialLogger(experiment_id, parent_run_id, family)
-    result = tune(df, split, base, family, study_name(job.dataset, job.horizon, family), cfg, space, hook, progress)
-    tracking.log_study_plots(parent_run_id, result.study, family)
+    result = tune(df, split, base, family, study_name(job.dataset, job.horizon, family), cfg, space, hook,
+                  progress, on_stale=tracking.close_stale_trial_run)
+    if plots:
+        tracking.log_study_plots(parent_run_id, result.study, family)
     return result
 
 

@@ -157,6 +157,15 @@ class TrialLogger:
             end_run(run_id, status)
 
 
+def close_stale_trial_run(study: optuna.Study, trial) -> None:
+    """Stale-trial hook: the trial's worker died, so end its MLflow run as KILLED (the retry gets a
+    run of its own under its new trial number)."""
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if run_id:
+        log_values(run_id, tags={"state": "failed", "error": "worker stopped sending heartbeats"})
+        end_run(run_id, "KILLED")
+
+
 # --------------------------------------------------------------------------- models
 
 

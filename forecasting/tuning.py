@@ -33,6 +33,8 @@ EpochLogger = Callable[[int, float, float], None]
 # A trial hook opens a context around one trial (an MLflow nested run, say) and
 # yields the per-epoch logger; on exit it learns the trial's outcome.
 TrialHook = Callable[[optuna.Trial, dict], AbstractContextManager[EpochLogger]]
+# Called with a trial whose worker stopped sending heartbeats (killed mid-trial).
+StaleHook = Callable[[optuna.Study, FrozenTrial], None]
 
 
 @dataclass(frozen=True)
@@ -83,14 +85,27 @@ def default_storage(home: str | Path) -> str:
     return f"sqlite:///{path / 'optuna.db'}"
 
 
-def make_storage(url: str, cfg: TuneConfig) -> RDBStorage:
+class _RetryAndReport(RetryHeartbeatStaleTrialCallback):
+    """Re-queue a stale trial (its worker died) and tell `on_stale` (to close its MLflow run)."""
+
+    def __init__(self, max_retry: int, on_stale: StaleHook | None):
+        super().__init__(max_retry=max_retry)
+        self.on_stale = on_stale
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        super().__call__(study, trial)
+        if self.on_stale is not None:
+            self.on_stale(study, trial)
+
+
+def make_storage(url: str, cfg: TuneConfig, on_stale: StaleHook | None = None) -> RDBStorage:
     """An RDB storage with heartbeats; stale trials are failed and retried with their parameters."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     return RDBStorage(
         url, engine_kwargs=engine_kwargs,
         heartbeat_interval=cfg.heartbeat_interval, grace_period=cfg.grace_period,
-        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=cfg.max_retry),
+        heartbeat_stale_trial_callback=_RetryAndReport(cfg.max_retry, on_stale),
     )
 
 
@@ -104,9 +119,9 @@ def _pruner(name: str) -> optuna.pruners.BasePruner:
     raise ValueError(f"pruner must be median, hyperband or none, got {name!r}")
 
 
-def open_study(name: str, cfg: TuneConfig) -> optuna.Study:
-    """Create the study or load it if it exists (a resumed search)."""
-    storage = make_storage(cfg.storage, cfg) if cfg.storage else None
+def open_study(name: str, cfg: TuneConfig, on_stale: StaleHook | None = None) -> optuna.Study:
+    """Create the study or load it if it exists (a resumed search, or another worker's)."""
+    storage = make_storage(cfg.storage, cfg, on_stale) if cfg.storage else None
     sampler = optuna.samplers.TPESampler(seed=cfg.seed, multivariate=True, constant_liar=True, n_startup_trials=5)
     return optuna.create_study(
         storage=storage, study_name=name, direction="minimize",
@@ -185,6 +200,7 @@ def tune(
     space: SearchSpace | None = None,
     trial_hook: TrialHook | None = None,
     progress: bool = True,
+    on_stale: StaleHook | None = None,
 ) -> TuneResult:
     """Search until the study holds `cfg.n_trials` finished trials (or `cfg.timeout` passes).
 
@@ -193,7 +209,7 @@ def tune(
     """
     space = space or default_space(base.period, 7 * base.period)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # `Progress` prints our own lines
-    study = open_study(name, cfg)
+    study = open_study(name, cfg, on_stale)
     done = finished_trials(study)
     bar = Progress(name, cfg.n_trials, done) if progress else None
 

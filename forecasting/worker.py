@@ -1,0 +1,126 @@
+"""Tuning workers that share one Optuna study through its RDB storage.
+
+`tune_parallel` runs one worker in this process and starts `workers - 1` more as
+processes (`python -m forecasting.worker`); `forecasting tune-worker` joins the
+same study from any machine that reaches the storage and the MLflow store. The
+engines coordinate: Optuna's storage hands out trials (heartbeats fail and
+re-queue the trials of a dead worker), MLflow records each trial once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from forecasting import pipeline, tracking
+from forecasting.data import Split
+from forecasting.errors import ForecastingError
+from forecasting.pipeline import TrainJob
+from forecasting.tuning import TuneConfig, TuneResult, default_storage
+
+
+def job_to_json(job: TrainJob) -> str:
+    return json.dumps(asdict(job))
+
+
+def job_from_json(text: str) -> TrainJob:
+    d = json.loads(text)
+    d["tune"] = TuneConfig(**d["tune"])
+    d["families"] = tuple(d["families"])
+    return TrainJob(**d)
+
+
+def with_storage(job: TrainJob, home: str | Path) -> TrainJob:
+    """Workers must share a persistent storage: default to the SQLite file under `<home>/mlruns`."""
+    return job if job.tune.storage else replace(job, tune=replace(job.tune, storage=default_storage(home)))
+
+
+def threads_per_worker(workers: int) -> int:
+    """Split the cores between workers so they do not oversubscribe the CPU."""
+    return max(1, (os.cpu_count() or 1) // max(workers, 1))
+
+
+def worker_command(home: str | Path, job: TrainJob, family: str, parent_run_id: str | None,
+                   index: int, threads: int) -> list[str]:
+    cmd = [sys.executable, "-m", "forecasting.worker", "--home", str(Path(home).resolve()),
+           "--family", family, "--job", job_to_json(job), "--index", str(index), "--threads", str(threads)]
+    return cmd + (["--parent-run-id", parent_run_id] if parent_run_id else [])
+
+
+def tune_parallel(df: pd.DataFrame, split: Split, job: TrainJob, family: str, home: str | Path,
+                  experiment_id: str, parent_run_id: str, workers: int = 1, progress: bool = True) -> TuneResult:
+    """Tune one family with `workers` processes on one study; returns the study's best."""
+    if workers <= 1:
+        return pipeline.tune_family(df, split, job, family, home, experiment_id, parent_run_id, progress)
+    job = with_storage(job, home)
+    threads = threads_per_worker(workers)
+    procs = [subprocess.Popen(worker_command(home, job, family, parent_run_id, i, threads),
+                              stdout=subprocess.DEVNULL)
+             for i in range(1, workers)]
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        result = pipeline.tune_family(df, split, job, family, home, experiment_id, parent_run_id, progress)
+    finally:
+        torch.set_num_threads(old_threads)
+        codes = [p.wait() for p in procs]
+    failed = [c for c in codes if c != 0]
+    if failed:
+        raise ForecastingError(f"{len(failed)} of {workers - 1} worker process(es) failed (exit {failed})")
+    return result
+
+
+def run_worker(home: str | Path, job: TrainJob, family: str, parent_run_id: str | None = None,
+               index: int = 0, threads: int | None = None, progress: bool = True) -> TuneResult:
+    """Join the study `<dataset>-h<H>-<family>` and tune until it holds `job.tune.n_trials` finished trials.
+
+    Trials are logged under `parent_run_id`, or under a run of this worker's own.
+    Each worker draws from its own sampler seed (`seed + index`).
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    job = with_storage(job, home)
+    job = replace(job, tune=replace(job.tune, seed=job.tune.seed + index))
+    df, _ = pipeline.load_processed(home, job.dataset)
+    split = pipeline.make_split(df, job)
+    tracking.configure(home)
+    exp = tracking.ensure_experiment(tracking.experiment_name(job.dataset, job.horizon), home)
+    own = parent_run_id is None
+    parent = parent_run_id or tracking.start_run(
+        exp, f"worker-{socket.gethostname()}-{os.getpid()}", tags={"kind": "worker", "family": family})
+    try:
+        return pipeline.tune_family(df, split, job, family, home, exp, parent, progress, plots=own)
+    finally:
+        if own:
+            tracking.end_run(parent)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m forecasting.worker", description="one tuning worker")
+    p.add_argument("--home", required=True)
+    p.add_argument("--family", required=True)
+    p.add_argument("--job", required=True, help="TrainJob as JSON")
+    p.add_argument("--parent-run-id")
+    p.add_argument("--index", type=int, default=0)
+    p.add_argument("--threads", type=int)
+    args = p.parse_args(argv)
+    try:
+        run_worker(args.home, job_from_json(args.job), args.family, args.parent_run_id, args.index,
+                   args.threads, progress=False)
+    except ForecastingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
