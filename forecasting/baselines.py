@@ -27,7 +27,7 @@ def season_length(freq: str) -> int:
     import pandas as pd
 
     off = pd.tseries.frequencies.to_offset(freq)
-    name = off.name.upper()
+    name = off.rule_code.split("-")[0].upper()  # "W-SUN" -> "W", "QE-DEC" -> "QE"
     table = {"H": 24, "T": 60, "MIN": 60, "S": 60, "D": 7, "B": 5, "W": 52, "M": 12, "MS": 12,
              "ME": 12, "Q": 4, "QS": 4, "QE": 4}
     base = table.get(name, 1)

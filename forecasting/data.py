@@ -193,8 +193,11 @@ def infer_freq(df: pd.DataFrame) -> str:
     votes: dict[str, int] = {}
     for _, ds in df.groupby(ID, sort=False)[TIME]:
         if len(ds) >= 3:
-            f = pd.infer_freq(pd.DatetimeIndex(ds))
-            if f:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # pandas 3: "infer_freq will return an offset"
+                f = pd.infer_freq(pd.DatetimeIndex(ds))
+            if f is not None:
+                f = getattr(f, "freqstr", f)
                 votes[f] = votes.get(f, 0) + 1
     if votes:
         return max(votes, key=votes.get)
@@ -238,6 +241,8 @@ def validate(df: pd.DataFrame, cfg: IngestConfig = IngestConfig()) -> tuple[pd.D
     """Check and regularize a long frame (output of `to_long`); see the module docstring."""
     if df.empty:
         raise DataError("no rows to validate")
+    if "_row" not in df.columns:  # long input: keep file row numbers for messages after sorting
+        df = df.assign(_row=_file_rows(df, np.ones(len(df), dtype=bool)))
     if df[ID].isna().any():
         bad = df[ID].isna().to_numpy()
         raise DataError(f"column {ID!r}: missing series id at row {_file_rows(df, bad)[0]}")

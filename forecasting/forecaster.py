@@ -22,7 +22,7 @@ from forecasting.features import calendar_features, n_calendar_features
 from forecasting.metrics import mae, mase, mse, rmse, seasonal_scale, smape
 from forecasting.models import ModelConfig, RecurrentForecaster, count_parameters
 from forecasting.scaling import SeriesScaler
-from forecasting.training import FitResult, TrainConfig, fit, predict
+from forecasting.training import FitResult, TrainConfig, fit, predict, set_seed
 from forecasting.windows import Panel, Windows, make_windows, panel_from_long
 
 FORECAST_COLUMNS = (ID, TIME, "y_hat")
@@ -101,12 +101,18 @@ class Forecaster:
     def fit(self, df: pd.DataFrame, split: Split, callback=None) -> FitResult:
         """Fit scaler (training rows only) and model; early stopping on the validation part."""
         raw = build_panel(df, self.cfg)
-        self.scaler_ = SeriesScaler.fit(raw, split.train_end)
+        scaler = SeriesScaler.fit(raw, split.train_end)
+        # Calendar columns are bounded sin/cos that `predict` feeds unscaled: leave them as they are.
+        n_var = 1 + len(self.cfg.covariates)
+        mean, std = scaler.mean.copy(), scaler.std.copy()
+        mean[:, n_var:], std[:, n_var:] = 0.0, 1.0
+        self.scaler_ = replace(scaler, mean=mean, std=std)
         self.mase_scale_ = self._mase_scales(raw, split.train_end)
         panel = self.scaler_.transform(raw)
         m = self.cfg.model
         train = make_windows(panel, m.lookback, m.horizon, split, "train")
         val = make_windows(panel, m.lookback, m.horizon, split, "val")
+        set_seed(self.cfg.train.seed)  # the initial weights too, not only the fit loop
         self.model_ = RecurrentForecaster(m)
         self.fit_result_ = fit(self.model_, train, val, self.cfg.train, callback)
         self.model_.cpu()
@@ -193,7 +199,7 @@ class Forecaster:
         tail = h.groupby(ID, sort=False).tail(L)
         tail = tail[tail[ID].map(counts) >= L]
         ids_all = tail[ID].to_numpy()[::L]
-        vals = tail[need[2:]].to_numpy(np.float64).reshape(len(ids_all), L, -1)  # [S, L, 1+C]
+        vals = tail[need[2:]].to_numpy(np.float64).reshape(len(ids_all), L, len(need) - 2)  # [S, L, 1+C]
         times = tail[TIME].to_numpy().reshape(len(ids_all), L)
         step = pd.tseries.frequencies.to_offset(cfg.freq)
         bad = ~np.isfinite(vals).all(axis=(1, 2))
@@ -207,7 +213,7 @@ class Forecaster:
         x = (vals - mean[:, None, :]) / std[:, None, :]  # [S, L, 1+C]
         if cfg.calendar:
             cal = calendar_features(pd.DatetimeIndex(times.reshape(-1)), cfg.freq)
-            x = np.concatenate([x, cal.reshape(len(ids), L, -1)], axis=2)
+            x = np.concatenate([x, cal.reshape(len(ids), L, cal.shape[1])], axis=2)
         return x.astype(np.float32), ids, times[:, -1] if len(ids) else times, skipped
 
     def _stats(self, h: pd.DataFrame, ids: list[str], vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

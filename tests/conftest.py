@@ -1,0 +1,53 @@
+"""Small shared fixtures for the core-library tests: files on disk and synthetic series."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+@pytest.fixture
+def write_text(tmp_path):
+    """write_text(name, text) -> path of a file with that content in a temporary directory."""
+
+    def _write(name: str, text: str) -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return _write
+
+
+def sine_frame(
+    n_series: int = 4,
+    length: int | list[int] = 24 * 30,
+    period: int = 24,
+    noise: float = 0.3,
+    trend: float = 0.0,
+    seed: int = 0,
+    start: str = "2021-01-01",
+    freq: str = "h",
+) -> pd.DataFrame:
+    """Long frame of noisy sine waves: random amplitude, phase and level per series, optional trend."""
+    rng = np.random.default_rng(seed)
+    lengths = [length] * n_series if isinstance(length, int) else list(length)
+    parts = []
+    for i, n in enumerate(lengths):
+        t = np.arange(n)
+        amp, phase, level = rng.uniform(1.0, 3.0), rng.uniform(0, 2 * np.pi), rng.uniform(5.0, 15.0)
+        y = level + amp * np.sin(2 * np.pi * t / period + phase) + trend * t + rng.normal(0, noise, n)
+        parts.append(pd.DataFrame({
+            "unique_id": f"s{i}",
+            "ds": pd.date_range(start, periods=n, freq=freq),
+            "y": y,
+        }))
+    return pd.concat(parts, ignore_index=True)
+
+
+@pytest.fixture(scope="session")
+def make_sine_frame():
+    """The `sine_frame` factory, as a fixture."""
+    return sine_frame

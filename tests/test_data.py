@@ -1,0 +1,447 @@
+"""Ingest: reading, validation messages, regularization, formats, frequency, splits."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from forecasting import data as D
+from forecasting.errors import DataError
+
+ETTH1 = Path(__file__).resolve().parents[1] / "data" / "ETTh1.csv"
+HEADER = "unique_id,ds,y\n"
+
+
+def hourly_rows(uid: str, hours: list[int], values: list) -> str:
+    """CSV lines for one series at the given hour offsets from 2020-01-01 00:00."""
+    t0 = pd.Timestamp("2020-01-01")
+    return "".join(
+        f"{uid},{t0 + pd.Timedelta(hours=h)},{'' if v is None else v}\n" for h, v in zip(hours, values, strict=True)
+    )
+
+
+def load_error(path, **cfg) -> str:
+    with pytest.raises(DataError) as info:
+        D.load(path, D.IngestConfig(**cfg))
+    return str(info.value)
+
+
+# --------------------------------------------------------------------------- unreadable / empty
+
+
+def test_empty_file(write_text):
+    msg = load_error(write_text("empty.csv", ""))
+    assert "empty" in msg and "empty.csv" in msg
+
+
+def test_header_only_file(write_text):
+    msg = load_error(write_text("header.csv", HEADER))
+    assert "no data rows" in msg and "header.csv" in msg
+
+
+def test_missing_path(tmp_path):
+    msg = load_error(tmp_path / "absent.csv")
+    assert "not found" in msg and "absent.csv" in msg
+
+
+def test_binary_garbage_parquet(tmp_path):
+    path = tmp_path / "garbage.parquet"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 512, dtype=np.uint8).tobytes())
+    msg = load_error(path)
+    assert "cannot read" in msg and "garbage.parquet" in msg
+
+
+def test_unsupported_extension(write_text):
+    msg = load_error(write_text("table.xlsx", "whatever"))
+    assert "unsupported file type" in msg and ".xlsx" in msg
+
+
+def test_directory_is_not_a_file(tmp_path):
+    msg = load_error(tmp_path)
+    assert "not a file" in msg
+
+
+# --------------------------------------------------------------------------- bad values
+
+
+def test_missing_target_column(write_text):
+    path = write_text("m.csv", "unique_id,ds\na,2020-01-01 00:00\na,2020-01-01 01:00\n")
+    msg = load_error(path)
+    assert "missing" in msg and "['y']" in msg and "unique_id" in msg  # names the column and lists present
+
+
+def test_missing_configured_column(write_text):
+    path = write_text("m.csv", "series,time,value\na,2020-01-01 00:00,1\n")
+    msg = load_error(path, id_col="series", time_col="time", target_col="load")
+    assert "['load']" in msg
+
+
+def test_missing_id_column_in_long_format(write_text):
+    path = write_text("m.csv", "ds,y\n2020-01-01 00:00,1\n")
+    msg = load_error(path, format="long")
+    assert "['unique_id']" in msg
+
+
+def test_configured_column_names_are_renamed(write_text):
+    body = "series,time,value,temp\n" + "".join(
+        f"a,2020-01-01 0{h}:00,{h},{10 + h}\n" for h in range(4)
+    )
+    df, rep = D.load(write_text("c.csv", body), D.IngestConfig(id_col="series", time_col="time", target_col="value"))
+    assert list(df.columns) == ["unique_id", "ds", "y", "temp"]
+    assert df["y"].tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert df["temp"].tolist() == [10.0, 11.0, 12.0, 13.0]
+    assert rep.n_series == 1 and rep.n_rows == 4
+
+
+def test_unparseable_timestamp(write_text):
+    body = HEADER + "a,2020-01-01 00:00,1\na,notadate,2\na,2020-01-01 02:00,3\n"
+    msg = load_error(write_text("t.csv", body))
+    assert "column 'ds'" in msg and "row 3" in msg and "notadate" in msg
+
+
+def test_missing_timestamp_cell(write_text):
+    body = HEADER + "a,2020-01-01 00:00,1\na,2020-01-01 01:00,2\na,,3\n"
+    msg = load_error(write_text("t.csv", body))
+    assert "column 'ds'" in msg and "row 4" in msg
+
+
+def test_non_numeric_value(write_text):
+    body = HEADER + "a,2020-01-01 00:00,1\nb,2020-01-01 00:00,2\nb,2020-01-01 01:00,abc\n"
+    msg = load_error(write_text("n.csv", body))
+    assert "column 'y'" in msg and "non-numeric" in msg and "row 4" in msg and "series 'b'" in msg
+    assert "abc" in msg
+
+
+def test_non_numeric_covariate(write_text):
+    body = "unique_id,ds,y,temp\na,2020-01-01 00:00,1,5\na,2020-01-01 01:00,2,warm\n"
+    msg = load_error(write_text("n.csv", body))
+    assert "column 'temp'" in msg and "row 3" in msg and "warm" in msg
+
+
+def test_duplicate_pairs(write_text):
+    body = HEADER + hourly_rows("a", [0, 1, 1, 2], [1, 2, 3, 4])
+    msg = load_error(write_text("d.csv", body))
+    assert "2 rows" in msg and "series 'a'" in msg and "2020-01-01 01:00:00" in msg and "rows 3, 4" in msg
+
+
+@pytest.mark.parametrize("token", ["inf", "-inf"])
+def test_infinity(write_text, token):
+    body = HEADER + hourly_rows("a", [0, 1, 2], [1, 2, 3]) + hourly_rows("b", [0, 1, 2], [1, token, 3])
+    msg = load_error(write_text("i.csv", body))
+    assert "infinite" in msg and "column 'y'" in msg and "row 6" in msg and "series 'b'" in msg
+
+
+def test_irregular_spacing(write_text):
+    body = HEADER + hourly_rows("a", [0, 1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 6]) + (
+        "b,2020-01-01 00:00,1\nb,2020-01-01 01:00,2\nb,2020-01-01 02:30,3\nb,2020-01-01 03:00,4\n"
+    )
+    msg = load_error(write_text("irr.csv", body))
+    assert "series 'b'" in msg and "irregular" in msg and "2020-01-01 02:30:00" in msg and "row 10" in msg
+
+
+def test_irregular_spacing_row_is_the_file_row_when_unsorted(write_text):
+    # The off-grid row is line 8 of the file; sorting must not change the row the message names.
+    body = HEADER + (
+        "b,2020-01-01 00:00,1\nb,2020-01-01 01:00,1\nb,2020-01-01 02:00,1\n"
+        "a,2020-01-01 03:00,3\na,2020-01-01 00:00,1\na,2020-01-01 01:00,2\n"
+        "a,2020-01-01 01:30,3\na,2020-01-01 04:00,3\n"
+    )
+    msg = load_error(write_text("irr.csv", body))
+    assert "series 'a'" in msg and "01:30:00" in msg and "(row 8)" in msg
+
+
+def test_given_frequency_rejects_off_grid(write_text):
+    body = HEADER + hourly_rows("a", [0, 1, 2, 3], [1, 2, 3, 4])
+    msg = load_error(write_text("f.csv", body), freq="2h")
+    assert "series 'a'" in msg and "irregular" in msg and "'2h'" in msg
+
+
+def test_bad_config_values():
+    with pytest.raises(DataError, match="fill policy"):
+        D.IngestConfig(fill="mean")
+    with pytest.raises(DataError, match="short-series policy"):
+        D.IngestConfig(short="keep")
+    with pytest.raises(DataError, match="format"):
+        D.IngestConfig(format="tall")
+
+
+# --------------------------------------------------------------------------- short series
+
+
+def short_body() -> str:
+    return HEADER + hourly_rows("a", range(6), [1, 2, 3, 4, 5, 6]) + hourly_rows("b", range(4), [1, 2, 3, 4])
+
+
+def test_short_series_error(write_text):
+    msg = load_error(write_text("s.csv", short_body()), min_length=5, short="error")
+    assert "series 'b'" in msg and "too short" in msg and "4 points" in msg and "5" in msg
+
+
+def test_short_series_drop(write_text):
+    with pytest.warns(UserWarning, match="dropping series 'b'"):
+        df, rep = D.load(write_text("s.csv", short_body()), D.IngestConfig(min_length=5, short="drop"))
+    assert rep.dropped == (("b", "4 points, needs at least 5"),)
+    assert rep.n_series == 1 and rep.n_rows == 6
+    assert df["unique_id"].unique().tolist() == ["a"]
+
+
+def test_all_series_too_short(write_text):
+    with pytest.warns(UserWarning):
+        msg = load_error(write_text("s.csv", short_body()), min_length=10)
+    assert "every series" in msg and "10" in msg
+
+
+def test_long_enough_series_are_kept_silently(write_text):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        df, rep = D.load(write_text("s.csv", short_body()), D.IngestConfig(min_length=4))
+    assert rep.dropped == () and rep.n_series == 2 and len(df) == 10
+
+
+# --------------------------------------------------------------------------- sorting and gaps
+
+
+def test_unsorted_rows_are_sorted(write_text):
+    rng = np.random.default_rng(1)
+    ref = pd.DataFrame({
+        "unique_id": np.repeat(["a", "b", "c"], 5),
+        "ds": np.tile(pd.date_range("2020-01-01", periods=5, freq="h"), 3),
+        "y": rng.normal(size=15).round(6),
+    })
+    path = write_text("u.csv", ref.sample(frac=1.0, random_state=3).to_csv(index=False))
+    df, rep = D.load(path)
+    assert rep.was_sorted is False
+    pd.testing.assert_frame_equal(df, ref, check_dtype=False, check_index_type=False)
+
+    df2, rep2 = D.load(write_text("s.csv", ref.to_csv(index=False)))
+    assert rep2.was_sorted is True
+    pd.testing.assert_frame_equal(df2, df)
+
+
+GAP_BODY = (
+    HEADER
+    + hourly_rows("a", [0, 1, 4, 5], [1, 2, 8, 3])  # 02:00 and 03:00 absent
+    + hourly_rows("b", [0, 1, 2, 4], [1, None, 5, 9])  # 01:00 empty, 03:00 absent
+)
+
+
+@pytest.mark.parametrize(
+    ("fill", "a_filled", "b_filled"),
+    [
+        ("interpolate", [4.0, 6.0], [3.0, 7.0]),
+        ("ffill", [2.0, 2.0], [1.0, 5.0]),
+        ("zero", [0.0, 0.0], [0.0, 0.0]),
+    ],
+)
+def test_gap_fill_policies(write_text, fill, a_filled, b_filled):
+    df, rep = D.load(write_text("g.csv", GAP_BODY), D.IngestConfig(fill=fill))
+    assert rep.n_filled == 4
+    assert rep.n_rows == 11 and rep.n_series == 2 and rep.freq == "h"
+    a = df[df["unique_id"] == "a"]
+    b = df[df["unique_id"] == "b"]
+    assert a["ds"].tolist() == list(pd.date_range("2020-01-01", periods=6, freq="h"))
+    assert b["ds"].tolist() == list(pd.date_range("2020-01-01", periods=5, freq="h"))
+    assert a["y"].tolist() == [1.0, 2.0, *a_filled, 8.0, 3.0]
+    assert b["y"].tolist() == [1.0, b_filled[0], 5.0, b_filled[1], 9.0]
+    assert not df["y"].isna().any()
+
+
+def test_interpolation_fills_covariates_too(write_text):
+    body = "unique_id,ds,y,temp\n" + "".join(
+        f"a,2020-01-01 {h:02d}:00,{h},{10 * h}\n" for h in (0, 1, 3)
+    )
+    df, rep = D.load(write_text("c.csv", body))
+    assert rep.n_filled == 1
+    assert df["y"].tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert df["temp"].tolist() == [0.0, 10.0, 20.0, 30.0]
+
+
+def test_fill_error(write_text):
+    msg = load_error(write_text("g.csv", GAP_BODY), fill="error")
+    assert "series 'a'" in msg and "2 missing" in msg and "2020-01-01 02:00:00" in msg and "fill='error'" in msg
+
+
+def test_no_gaps_reports_zero_filled(write_text):
+    df, rep = D.load(write_text("ok.csv", short_body()))
+    assert rep.n_filled == 0 and rep.n_rows == 10
+
+
+# --------------------------------------------------------------------------- wide format
+
+
+def test_wide_format(write_text):
+    body = (
+        "date,zeta,alpha\n"
+        "2020-01-01 00:00,1.5,10\n"
+        "2020-01-01 01:00,2.5,20\n"
+        "2020-01-01 02:00,3.5,30\n"
+    )
+    df, rep = D.load(write_text("w.csv", body))
+    times = list(pd.date_range("2020-01-01", periods=3, freq="h"))
+    expected = pd.DataFrame({
+        "unique_id": ["alpha"] * 3 + ["zeta"] * 3,
+        "ds": times * 2,
+        "y": [10.0, 20.0, 30.0, 1.5, 2.5, 3.5],
+    })
+    pd.testing.assert_frame_equal(df, expected, check_dtype=False)
+    assert rep.n_series == 2 and rep.n_rows == 6 and rep.freq == "h"
+    assert rep.was_sorted is False  # columns zeta, alpha melt into unsorted ids
+
+
+def test_wide_format_series_cols_and_errors(write_text):
+    body = "date,A,B\n2020-01-01,1,x1\n2020-01-02,2,2\n2020-01-03,3,3\n"
+    path = write_text("w.csv", body)
+    df, rep = D.load(path, D.IngestConfig(series_cols=("A",)))
+    assert df["unique_id"].unique().tolist() == ["A"] and df["y"].tolist() == [1.0, 2.0, 3.0]
+    assert rep.freq == "D"
+    # The bad cell is on line 2 of the file, in column B.
+    msg = load_error(path)
+    assert "non-numeric" in msg and "row 2" in msg and "series 'B'" in msg and "x1" in msg
+    msg = load_error(path, series_cols=("A", "C"))
+    assert "['C']" in msg
+
+
+def test_wide_etth1():
+    raw = pd.read_csv(ETTH1)
+    df, rep = D.load(ETTH1)
+    cols = [c for c in raw.columns if c != "date"]
+    assert rep.n_series == len(cols) == 7
+    assert rep.n_rows == len(raw) * 7 == len(df)
+    assert rep.freq == "h" and rep.n_filled == 0
+    assert df["unique_id"].tolist() == list(np.repeat(sorted(cols), len(raw)))
+    # Every series equals its column in the raw file, in time order.
+    times = pd.to_datetime(raw["date"])
+    for col in ("OT", "HUFL"):
+        part = df[df["unique_id"] == col]
+        np.testing.assert_array_equal(part["y"].to_numpy(), raw[col].to_numpy(np.float64))
+        np.testing.assert_array_equal(part["ds"].to_numpy(), times.to_numpy())
+    assert df.iloc[0]["unique_id"] == "HUFL" and df.iloc[0]["y"] == pytest.approx(5.827000141143799)
+
+
+# --------------------------------------------------------------------------- frequency
+
+
+@pytest.mark.parametrize(("freq", "expected"), [("h", "h"), ("D", "D"), ("15min", "15min")])
+def test_infer_frequency(freq, expected):
+    df = pd.DataFrame({
+        "unique_id": np.repeat(["a", "b"], 10),
+        "ds": np.tile(pd.date_range("2020-03-01", periods=10, freq=freq), 2),
+        "y": np.arange(20.0),
+    })
+    assert D.infer_freq(df) == expected
+    _, rep = D.validate(df)
+    assert rep.freq == expected and rep.n_filled == 0
+
+
+def test_infer_frequency_is_a_string_without_warnings():
+    # pandas 3 warns that infer_freq will return an offset object; the report keeps a string, quietly.
+    df = pd.DataFrame({"unique_id": "a", "ds": pd.date_range("2020-01-01", periods=5, freq="h"), "y": 1.0})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        freq = D.infer_freq(df)
+    assert freq == "h" and isinstance(freq, str)
+    assert [str(w.message) for w in caught] == []
+
+
+def test_infer_frequency_with_gaps_uses_commonest_step():
+    ds = pd.date_range("2020-01-01", periods=10, freq="h").delete([3, 6])  # pandas cannot infer
+    df = pd.DataFrame({"unique_id": "a", "ds": ds, "y": np.arange(8.0)})
+    assert pd.infer_freq(ds) is None
+    assert D.infer_freq(df) == "h"
+    out, rep = D.validate(df)
+    assert rep.n_filled == 2 and len(out) == 10
+
+
+def test_infer_frequency_needs_two_points():
+    df = pd.DataFrame({"unique_id": ["a", "b"], "ds": pd.to_datetime(["2020-01-01", "2020-01-02"]), "y": [1.0, 2.0]})
+    with pytest.raises(DataError, match="cannot infer a frequency"):
+        D.validate(df)
+
+
+def test_unknown_frequency():
+    df = pd.DataFrame({"unique_id": "a", "ds": pd.date_range("2020-01-01", periods=4, freq="h"), "y": 1.0})
+    with pytest.raises(DataError, match="unknown frequency 'fortnightly'"):
+        D.validate(df, D.IngestConfig(freq="fortnightly"))
+
+
+# --------------------------------------------------------------------------- csv and parquet
+
+
+def test_csv_and_parquet_load_the_same(tmp_path, make_sine_frame):
+    ref = make_sine_frame(n_series=3, length=[30, 40, 25], freq="D")
+    ref["temp"] = np.arange(len(ref), dtype=np.float64)
+    ref.to_csv(tmp_path / "x.csv", index=False)
+    D.write_parquet_atomic(ref, tmp_path / "x.parquet")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.csv", "x.parquet"]  # no temp file left
+    a, rep_a = D.load(tmp_path / "x.csv")
+    b, rep_b = D.load(tmp_path / "x.parquet")
+    assert rep_a == rep_b
+    assert rep_a.freq == "D" and rep_a.n_rows == 95 and rep_a.n_series == 3
+    pd.testing.assert_frame_equal(a, b, check_dtype=False, check_index_type=False, atol=1e-12)
+    np.testing.assert_allclose(b["y"].to_numpy(), ref["y"].to_numpy())
+    assert b["ds"].tolist() == ref["ds"].tolist()
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def test_split_fractions():
+    sp = D.split_fractions({"a": 100, "b": 50}, val=0.1, test=0.2)
+    assert sp.ids == ("a", "b")
+    np.testing.assert_array_equal(sp.lengths, [100, 50])
+    np.testing.assert_array_equal(sp.train_end, [70, 35])
+    np.testing.assert_array_equal(sp.val_end, [80, 40])
+
+
+@pytest.mark.parametrize(("val", "test"), [(-0.1, 0.2), (0.5, 0.5), (0.1, 1.0)])
+def test_split_fractions_rejects_bad_fractions(val, test):
+    with pytest.raises(DataError, match="fractions"):
+        D.split_fractions({"a": 10}, val=val, test=test)
+
+
+def two_series() -> pd.DataFrame:
+    return pd.DataFrame({
+        "unique_id": ["a"] * 10 + ["b"] * 10,
+        "ds": list(pd.date_range("2020-01-01 00:00", periods=10, freq="h"))
+        + list(pd.date_range("2020-01-01 03:00", periods=10, freq="h")),
+        "y": np.arange(20.0),
+    })
+
+
+def test_split_cutoffs():
+    sp = D.split_cutoffs(two_series(), "2020-01-01 05:00", "2020-01-01 08:00")
+    assert sp.ids == ("a", "b")
+    np.testing.assert_array_equal(sp.lengths, [10, 10])
+    np.testing.assert_array_equal(sp.train_end, [5, 2])
+    np.testing.assert_array_equal(sp.val_end, [8, 5])
+    with pytest.raises(DataError, match="before val_start"):
+        D.split_cutoffs(two_series(), "2020-01-01 08:00", "2020-01-01 05:00")
+
+
+def test_split_frames_lookback_overlap():
+    df = two_series()
+    sp = D.split_cutoffs(df, "2020-01-01 05:00", "2020-01-01 08:00")
+    parts = D.split_frames(df, sp, lookback=3)
+    # a: rows 0..9 (y 0..9), train [0,5), val [5,8) from 5-3=2, test [8,10) from 8-3=5.
+    # b: rows 0..9 (y 10..19), train [0,2), val [2,5) from max(2-3,0)=0, test [5,10) from 2.
+    assert parts["train"]["y"].tolist() == [0, 1, 2, 3, 4, 10, 11]
+    assert parts["val"]["y"].tolist() == [2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 14]
+    assert parts["test"]["y"].tolist() == [5, 6, 7, 8, 9, 12, 13, 14, 15, 16, 17, 18, 19]
+    val_a = parts["val"][parts["val"]["unique_id"] == "a"]
+    assert val_a["ds"].iloc[0] == pd.Timestamp("2020-01-01 02:00")
+    # Without lookback the parts partition the rows exactly.
+    exact = D.split_frames(df, sp, lookback=0)
+    assert sum(len(p) for p in exact.values()) == len(df)
+    assert exact["test"]["ds"].min() == pd.Timestamp("2020-01-01 08:00")
+    assert exact["val"]["ds"].max() < pd.Timestamp("2020-01-01 08:00")
+
+
+def test_error_messages_name_the_problem_not_a_traceback(write_text):
+    # Every message is a single line that a user can act on.
+    msg = load_error(write_text("t.csv", HEADER + "a,yesterday,1\n"))
+    assert "\n" not in msg and re.search(r"row \d+", msg)
