@@ -30,8 +30,12 @@ def _quiet(debug: bool) -> None:
     if not debug:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
         os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
-        for name in ("mlflow", "alembic", "optuna", "prefect", "httpx"):
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # read once, when mlflow is imported
+        for name in ("mlflow", "alembic", "optuna", "httpx"):
             logging.getLogger(name).setLevel(logging.ERROR)
+        # Prefect's logging setup applies PREFECT_LOGGING_LEVEL when it is imported; when it is already
+        # imported (a second `main` in one process), ERROR would let "Task run failed" tracebacks through.
+        logging.getLogger("prefect").setLevel(logging.CRITICAL)
         import warnings
 
         warnings.filterwarnings("ignore")
@@ -48,12 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--home", help="state directory (default: $FORECASTING_HOME or the current directory)")
     common.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
+    # The same options after the subcommand. SUPPRESS: a subparser's own defaults would otherwise
+    # overwrite values given before the subcommand (`forecasting --debug --home H ingest ...`).
+    sub_common = argparse.ArgumentParser(add_help=False)
+    sub_common.add_argument("--home", default=argparse.SUPPRESS,
+                            help="state directory (default: $FORECASTING_HOME or the current directory)")
+    sub_common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                            help="show tracebacks and library logs")
 
     parser = argparse.ArgumentParser(prog="forecasting", parents=[common],
                                      description="GRU/LSTM forecasting with Optuna, MLflow and Prefect.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("ingest", parents=[common], help="validate a CSV/Parquet file into data/processed/")
+    p = sub.add_parser("ingest", parents=[sub_common], help="validate a CSV/Parquet file into data/processed/")
     p.add_argument("source")
     p.add_argument("--name", required=True)
     _ingest_options(p)
@@ -62,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-length", type=int, default=0, help="series shorter than this are dropped or refused")
     p.add_argument("--short", default="drop", choices=["drop", "error"])
 
-    p = sub.add_parser("train", parents=[common], help="tune, compare and register GRU/LSTM models")
+    p = sub.add_parser("train", parents=[sub_common], help="tune, compare and register GRU/LSTM models")
     p.add_argument("name")
     p.add_argument("--horizon", type=int, required=True)
     p.add_argument("--models", default="gru,lstm")
@@ -73,10 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite under <home>/mlruns/)")
     p.add_argument("--max-train-windows", type=int, help="windows sampled per training epoch (all if omitted)")
+    p.add_argument("--max-val-windows", type=int, help="evenly spaced validation windows scored per epoch")
     p.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"])
     p.add_argument("--workers", type=int, default=1, help="tuning processes sharing each study")
 
-    p = sub.add_parser("tune-worker", parents=[common],
+    p = sub.add_parser("tune-worker", parents=[sub_common],
                        help="join a study from this machine (shared --storage and MLflow store)")
     p.add_argument("name")
     p.add_argument("--horizon", type=int, required=True)
@@ -88,19 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-train-windows", type=int)
+    p.add_argument("--max-val-windows", type=int)
     p.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"])
     p.add_argument("--index", type=int, default=1, help="worker number: sampler seed offset")
     p.add_argument("--parent-run-id", help="MLflow run to nest the trials under (default: a run of its own)")
     p.add_argument("--threads", type=int, help="torch threads for this worker")
 
-    p = sub.add_parser("forecast", parents=[common], help="batch forecast with a registered model")
+    p = sub.add_parser("forecast", parents=[sub_common], help="batch forecast with a registered model")
     p.add_argument("model_name")
     p.add_argument("--alias", default="champion")
     p.add_argument("--input", required=True)
     p.add_argument("--output", required=True)
     _ingest_options(p)
 
-    p = sub.add_parser("serve", parents=[common], help="serve the flows on cron schedules (needs a Prefect server)")
+    p = sub.add_parser("serve", parents=[sub_common], help="serve the flows on cron schedules (needs a Prefect server)")
     p.add_argument("--source", default=None, help="file ingested by the daily ingest (default: bundled ETTh1)")
     p.add_argument("--dataset", default="etth1")
     p.add_argument("--horizon", type=int, default=24)
@@ -110,14 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cron-train", default="0 2 * * 0")
     p.add_argument("--cron-forecast", default="0 3 * * *")
 
-    p = sub.add_parser("ui", parents=[common], help="MLflow UI on the local store (127.0.0.1)")
+    p = sub.add_parser("ui", parents=[sub_common], help="MLflow UI on the local store (127.0.0.1)")
     p.add_argument("--port", type=int, default=5000)
 
-    p = sub.add_parser("demo", parents=[common], help="the main job on the bundled ETTh1 data")
-    p.add_argument("--trials", type=int, default=4)
-    p.add_argument("--max-epochs", type=int, default=6)
+    p = sub.add_parser("demo", parents=[sub_common], help="the main job on the bundled ETTh1 data")
+    p.add_argument("--trials", type=int, default=6)
+    p.add_argument("--max-epochs", type=int, default=8)
     p.add_argument("--horizon", type=int, default=24)
     p.add_argument("--max-train-windows", type=int, default=4096)
+    p.add_argument("--max-val-windows", type=int, default=2048)
     return parser
 
 
@@ -160,7 +174,7 @@ def cmd_train(args, home: Path) -> dict:
     r = train_flow(args.name, args.horizon, str(home), models=models, trials=args.trials,
                    max_epochs=args.max_epochs, timeout=args.timeout, device=args.device, seed=args.seed,
                    storage=args.storage, max_train_windows=args.max_train_windows, pruner=args.pruner,
-                   workers=args.workers)
+                   workers=args.workers, max_val_windows=args.max_val_windows)
     print("\nComparison on the test part (original scale; mse_std/mae_std on the standardized scale):\n")
     print(to_markdown(r["table"]))
     for reg in r["registrations"]:
@@ -179,7 +193,7 @@ def cmd_tune_worker(args, home: Path) -> None:
     tune = TuneConfig(n_trials=args.trials, timeout=args.timeout, max_epochs=args.max_epochs,
                       storage=args.storage, pruner=args.pruner, seed=args.seed)
     job = TrainJob(args.name, args.horizon, (args.family,), tune, device=args.device, seed=args.seed,
-                   max_train_windows=args.max_train_windows)
+                   max_train_windows=args.max_train_windows, max_val_windows=args.max_val_windows)
     r = run_worker(home, job, args.family, args.parent_run_id, args.index, args.threads)
     print(f"study {r.study.study_name}: best val_loss {r.study.best_value:.5f} with {r.best_params}")
 
@@ -238,7 +252,7 @@ def cmd_demo(args, home: Path) -> None:
     train_args = argparse.Namespace(name="etth1", horizon=args.horizon, models="gru,lstm", trials=args.trials,
                                     max_epochs=args.max_epochs, timeout=None, device="auto", seed=0,
                                     storage=None, max_train_windows=args.max_train_windows, pruner="median",
-                                    workers=1)
+                                    workers=1, max_val_windows=args.max_val_windows)
     cmd_train(train_args, home)
     print("3/4 batch forecast with models:/etth1-gru@champion", flush=True)
     out = home / "data" / "forecasts" / "etth1-gru.csv"

@@ -53,11 +53,12 @@ def register(row: dict, job: TrainJob, df: pd.DataFrame, freq: str) -> dict:
 def train_flow(name: str, horizon: int, home: str = ".", models: tuple[str, ...] = ("gru", "lstm"),
                trials: int = 10, max_epochs: int = 20, timeout: float | None = None, device: str = "auto",
                seed: int = 0, storage: str | None = None, max_train_windows: int | None = None,
-               pruner: str = "median", workers: int = 1) -> dict:
+               pruner: str = "median", workers: int = 1, max_val_windows: int | None = None) -> dict:
     """Tune and register every family in `models` on dataset `name`; returns table and registrations."""
     job = TrainJob(name, horizon, tuple(models), TuneConfig(n_trials=trials, timeout=timeout, max_epochs=max_epochs,
                                                           storage=storage, pruner=pruner, seed=seed),
-                   device=device, seed=seed, max_train_windows=max_train_windows, workers=workers)
+                   device=device, seed=seed, max_train_windows=max_train_windows, workers=workers,
+                   max_val_windows=max_val_windows)
     df, freq = load_dataset(home, name)
     split = pipeline.make_split(df, job)
     exp, parent = start(home, job, df)

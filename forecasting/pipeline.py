@@ -55,6 +55,7 @@ class TrainJob:
     seed: int = 0
     calendar: bool = True
     max_train_windows: int | None = None
+    max_val_windows: int | None = None
     metric: str = "mase"  # decides champion vs challenger (lower is better)
     max_lookback: int | None = None  # default: 7 seasons
     workers: int = 1  # tuning processes sharing each study
@@ -97,7 +98,7 @@ def base_config(df: pd.DataFrame, freq: str, job: TrainJob) -> ForecasterConfig:
     """Defaults the search starts from (the searched fields are overwritten per trial)."""
     covs = tuple(c for c in df.columns if c not in (ID, "ds", "y"))
     train = TrainConfig(max_epochs=job.tune.max_epochs, seed=job.seed, device=job.device,
-                        max_train_windows=job.max_train_windows)
+                        max_train_windows=job.max_train_windows, max_val_windows=job.max_val_windows)
     return ForecasterConfig(model=ModelConfig(horizon=job.horizon), train=train, freq=freq,
                             calendar=job.calendar, covariates=covs)
 

@@ -89,7 +89,7 @@ def _finite(metrics: dict[str, float]) -> dict[str, float]:
 
 def start_run(experiment_id: str, name: str, parent_run_id: str | None = None, tags: dict | None = None) -> str:
     """Create a run (nested under `parent_run_id` if given) and return its id."""
-    tags = dict(tags or {})
+    tags = {k: str(v) for k, v in (tags or {}).items()}  # a tracking server refuses non-string tags
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     return MlflowClient().create_run(experiment_id, run_name=name, tags=tags).info.run_id
@@ -179,7 +179,9 @@ class ForecastModel(mlflow.pyfunc.PythonModel):
         self.forecaster = Forecaster.load(context.artifacts["forecaster"])
         self.skipped: list[tuple[str, str]] = []
 
-    def predict(self, context, model_input, params=None):
+    # The DataFrame hint only keeps MLflow from warning (on every import, past any warnings filter)
+    # that `predict` has no type hints: MLflow infers no schema from it and validates nothing.
+    def predict(self, context, model_input: pd.DataFrame, params=None):
         out, self.skipped = self.forecaster.predict(pd.DataFrame(model_input))
         return out
 

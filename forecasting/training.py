@@ -26,7 +26,12 @@ EpochCallback = Callable[[int, float, float], None]
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings. `max_train_windows` samples that many windows per epoch (all if None)."""
+    """Optimisation settings.
+
+    `max_train_windows` samples that many training windows per epoch (all if None);
+    `max_val_windows` scores early stopping on that many evenly spaced validation
+    windows (all if None): both bound the cost of an epoch on large panels.
+    """
 
     lr: float = 1e-3
     batch_size: int = 256
@@ -37,6 +42,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     max_train_windows: int | None = None
+    max_val_windows: int | None = None
     eval_batch_size: int = 4096
 
 
@@ -160,6 +166,8 @@ def fit(
     has_val = val is not None and len(val) > 0
     if has_val:
         v_view, v_starts = _device_windows(val, device)
+        if cfg.max_val_windows and len(v_starts) > cfg.max_val_windows:
+            v_starts = v_starts[torch.linspace(0, len(v_starts) - 1, cfg.max_val_windows, device=device).long()]
     result = FitResult(device=str(device))
     best_state, stale, t0 = None, 0, time.perf_counter()
     with PeakMemory(device) as mem:

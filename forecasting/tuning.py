@@ -10,6 +10,8 @@ requested number of finished (complete or pruned) trials is reached.
 from __future__ import annotations
 
 import math
+import os
+import socket
 import sys
 import time
 import warnings
@@ -18,6 +20,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pandas as pd
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -53,9 +56,32 @@ class SearchSpace:
 
 
 def default_space(period: int, max_lookback: int) -> SearchSpace:
-    """Lookbacks of 1, 2, 4 and 7 seasons that fit `max_lookback`; segments of 1 step or 1 season."""
+    """Lookbacks of 1, 2, 4 and 7 seasons that fit `max_lookback`; segments of half or one season.
+
+    Step-by-step reading (segment 1) is left out for seasonal data: on ETTh1 it
+    trained 10-25x slower and ended less accurate at the same budget than
+    season-long segments (benchmarks/results/speed.md); pass a space to search it.
+    """
     lookbacks = tuple(k * period for k in (1, 2, 4, 7) if k * period <= max_lookback) or (max_lookback,)
-    return SearchSpace(lookbacks=lookbacks, segments=(1, period) if period > 1 else (1,))
+    segments = tuple(sorted({max(period // 2, 1), period})) if period >= 8 else (1,)
+    return SearchSpace(lookbacks=lookbacks, segments=segments)
+
+
+def starting_point(space: SearchSpace) -> dict:
+    """A sensible first trial inside the space (enqueued into a new study so that even a tiny
+    budget has one reasonable configuration): mid-size one-layer model, window standardization,
+    the longest segment."""
+    lookback = [lb for lb in space.lookbacks if lb <= 4 * max(space.segments)] or list(space.lookbacks)
+    return {
+        "lookback": max(lookback), "hidden": min(max(64, space.hidden[0]), space.hidden[1]),
+        "layers": space.layers[0], "dropout": space.dropout[0],
+        "lr": min(max(3e-3, space.lr[0]), space.lr[1]),
+        "batch_size": min(space.batch_sizes, key=lambda b: abs(b - 256)),
+        "weight_decay": space.weight_decay[0],
+        "norm": "standard" if "standard" in space.norms else space.norms[0],
+        "segment": max(s for s in space.segments if s <= max(lookback)) if any(
+            s <= max(lookback) for s in space.segments) else min(space.segments),
+    }
 
 
 @dataclass(frozen=True)
@@ -122,11 +148,20 @@ def _pruner(name: str) -> optuna.pruners.BasePruner:
 def open_study(name: str, cfg: TuneConfig, on_stale: StaleHook | None = None) -> optuna.Study:
     """Create the study or load it if it exists (a resumed search, or another worker's)."""
     storage = make_storage(cfg.storage, cfg, on_stale) if cfg.storage else None
-    sampler = optuna.samplers.TPESampler(seed=cfg.seed, multivariate=True, constant_liar=True, n_startup_trials=5)
-    return optuna.create_study(
+    study = optuna.create_study(
         storage=storage, study_name=name, direction="minimize",
-        sampler=sampler, pruner=_pruner(cfg.pruner), load_if_exists=True,
+        sampler=_sampler(cfg.seed), pruner=_pruner(cfg.pruner), load_if_exists=True,
     )
+    n = len(study.get_trials(deepcopy=False))
+    if n:
+        # A resumed study: a sampler seeded as at the start would redraw the configurations
+        # already tried (its random startup draws ignore the history), so seed it by position.
+        study.sampler = _sampler(int(np.random.SeedSequence([cfg.seed, n]).generate_state(1)[0]))
+    return study
+
+
+def _sampler(seed: int) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True, n_startup_trials=5)
 
 
 def suggest(trial: optuna.Trial, space: SearchSpace) -> dict:
@@ -210,6 +245,12 @@ def tune(
     space = space or default_space(base.period, 7 * base.period)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # `Progress` prints our own lines
     study = open_study(name, cfg, on_stale)
+    if cfg.storage:
+        # Optuna looks for trials of dead workers only when it starts a trial: do it now as well,
+        # or a study already full would keep them RUNNING (and their MLflow runs) for ever.
+        optuna.storages.fail_stale_trials(study)
+    if not study.get_trials(deepcopy=False):
+        study.enqueue_trial(starting_point(space), skip_if_exists=True)
     done = finished_trials(study)
     bar = Progress(name, cfg.n_trials, done) if progress else None
 
@@ -218,6 +259,7 @@ def tune(
         fcfg = apply_params(base, params, family)
         fcfg = replace(fcfg, train=replace(fcfg.train, max_epochs=cfg.max_epochs))
         trial.set_user_attr("config", fcfg.to_dict())
+        trial.set_user_attr("worker", f"{socket.gethostname()}-{os.getpid()}")  # many workers share a study
         hook = trial_hook(trial, params) if trial_hook else nullcontext(lambda *a: None)
         with hook as log_epoch:
             def on_epoch(epoch: int, train_loss: float, val_loss: float) -> None:

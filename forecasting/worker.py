@@ -25,7 +25,7 @@ from forecasting import pipeline, tracking
 from forecasting.data import Split
 from forecasting.errors import ForecastingError
 from forecasting.pipeline import TrainJob
-from forecasting.tuning import TuneConfig, TuneResult, default_storage
+from forecasting.tuning import TuneConfig, TuneResult, apply_params, default_storage
 
 
 def job_to_json(job: TrainJob) -> str:
@@ -69,13 +69,19 @@ def tune_parallel(df: pd.DataFrame, split: Split, job: TrainJob, family: str, ho
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        result = pipeline.tune_family(df, split, job, family, home, experiment_id, parent_run_id, progress)
+        result = pipeline.tune_family(df, split, job, family, home, experiment_id, parent_run_id, progress,
+                                      plots=False)
     finally:
         torch.set_num_threads(old_threads)
         codes = [p.wait() for p in procs]
     failed = [c for c in codes if c != 0]
     if failed:
         raise ForecastingError(f"{len(failed)} of {workers - 1} worker process(es) failed (exit {failed})")
+    # This worker stops when the study is full, while the others may still finish a trial they
+    # had started: take the best (and draw the plots) of the whole study once they are done.
+    best = result.study.best_trial
+    result = TuneResult(result.study, dict(best.params), apply_params(result.config, best.params, family))
+    tracking.log_study_plots(parent_run_id, result.study, family)
     return result
 
 
