@@ -100,15 +100,7 @@ class Forecaster:
     # ------------------------------------------------------------------ training
     def fit(self, df: pd.DataFrame, split: Split, callback=None) -> FitResult:
         """Fit scaler (training rows only) and model; early stopping on the validation part."""
-        raw = build_panel(df, self.cfg)
-        scaler = SeriesScaler.fit(raw, split.train_end)
-        # Calendar columns are bounded sin/cos that `predict` feeds unscaled: leave them as they are.
-        n_var = 1 + len(self.cfg.covariates)
-        mean, std = scaler.mean.copy(), scaler.std.copy()
-        mean[:, n_var:], std[:, n_var:] = 0.0, 1.0
-        self.scaler_ = replace(scaler, mean=mean, std=std)
-        self.mase_scale_ = self._mase_scales(raw, split.train_end)
-        panel = self.scaler_.transform(raw)
+        panel = self.fit_scaler(df, split)
         m = self.cfg.model
         train = make_windows(panel, m.lookback, m.horizon, split, "train")
         val = make_windows(panel, m.lookback, m.horizon, split, "val")
@@ -117,6 +109,21 @@ class Forecaster:
         self.fit_result_ = fit(self.model_, train, val, self.cfg.train, callback)
         self.model_.cpu()
         return self.fit_result_
+
+    def fit_scaler(self, df: pd.DataFrame, split: Split) -> Panel:
+        """Fit the per-series scaler and MASE scales on the training rows; returns the scaled panel.
+
+        Baselines that learn nothing call this alone to be scored like the models.
+        """
+        raw = build_panel(df, self.cfg)
+        scaler = SeriesScaler.fit(raw, split.train_end)
+        # Calendar columns are bounded sin/cos that `predict` feeds unscaled: leave them as they are.
+        n_var = 1 + len(self.cfg.covariates)
+        mean, std = scaler.mean.copy(), scaler.std.copy()
+        mean[:, n_var:], std[:, n_var:] = 0.0, 1.0
+        self.scaler_ = replace(scaler, mean=mean, std=std)
+        self.mase_scale_ = self._mase_scales(raw, split.train_end)
+        return self.scaler_.transform(raw)
 
     def _mase_scales(self, raw: Panel, train_end: np.ndarray) -> np.ndarray:
         scales = []

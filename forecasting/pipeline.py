@@ -195,7 +195,7 @@ def seasonal_naive_row(df: pd.DataFrame, split: Split, job: TrainJob, home: str 
     """Seasonal naive on the same test targets, logged as its own nested run."""
     base = base_config(df, _freq(df, home, job), job)
     f = Forecaster(replace(base, model=replace(base.model, lookback=max(base.period, 1))))
-    raw_fit_scaler(f, df, split)
+    f.fit_scaler(df, split)
     ev: Evaluation = f.evaluate_seasonal_naive(df, split, "test")
     run_id = tracking.start_run(experiment_id, "seasonal-naive", parent_run_id,
                                 tags={"kind": "baseline", "family": "seasonal_naive"})
@@ -204,16 +204,6 @@ def seasonal_naive_row(df: pd.DataFrame, split: Split, job: TrainJob, home: str 
     tracking.end_run(run_id)
     return {"model": "seasonal_naive", **ev.metrics, "params": 0, "train_seconds": 0.0,
             "peak_memory_mb": 0.0, "infer_ms_per_1000": float("nan"), "device": "-"}
-
-
-def raw_fit_scaler(f: Forecaster, df: pd.DataFrame, split: Split) -> None:
-    """Fit only the scaler and MASE scales of a forecaster (for baselines that learn nothing)."""
-    from forecasting.forecaster import build_panel
-    from forecasting.scaling import SeriesScaler
-
-    raw = build_panel(df, f.cfg)
-    f.scaler_ = SeriesScaler.fit(raw, split.train_end)
-    f.mase_scale_ = f._mase_scales(raw, split.train_end)
 
 
 COMPARISON_COLUMNS = ["model", "mae", "rmse", "smape", "mase", "mse_std", "mae_std", "params",
