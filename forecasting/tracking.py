@@ -34,10 +34,13 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 # --------------------------------------------------------------------------- store
 
 
+_SET_BY_US: set[str] = set()  # URIs `configure` set: mlflow copies them into MLFLOW_TRACKING_URI
+
+
 def tracking_uri(home: str | Path = ".") -> str:
-    """`MLFLOW_TRACKING_URI` when set, else the SQLite store `<home>/mlruns/mlflow.db`."""
+    """`MLFLOW_TRACKING_URI` when the user set it, else the SQLite store `<home>/mlruns/mlflow.db`."""
     env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
+    if env and env not in _SET_BY_US:
         return env
     root = Path(home).resolve() / "mlruns"
     root.mkdir(parents=True, exist_ok=True)
@@ -45,10 +48,17 @@ def tracking_uri(home: str | Path = ".") -> str:
 
 
 def configure(home: str | Path = ".") -> str:
-    """Point MLflow (tracking and registry) at the project's store; returns the URI."""
+    """Point MLflow (tracking and registry) at the project's store; returns the URI.
+
+    mlflow.set_tracking_uri also exports it as MLFLOW_TRACKING_URI (worker
+    processes inherit it); it is remembered so a later home is not overridden.
+    """
     uri = tracking_uri(home)
+    user_set = os.environ.get("MLFLOW_TRACKING_URI") == uri and uri not in _SET_BY_US
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    if not user_set:
+        _SET_BY_US.add(uri)
     return uri
 
 

@@ -1,0 +1,389 @@
+"""MLflow tracking (DESIGN §6): store and experiments, nested trial runs, the pyfunc model, the
+registry's champion/challenger aliases, and the pipeline's steps end to end.
+
+Everything runs against real SQLite MLflow and Optuna stores in pytest's temporary directories;
+nothing from MLflow or Optuna is mocked. `MLFLOW_TRACKING_URI` is removed for every test and
+MLflow's global URIs are reset afterwards, so no test reaches the project's own `./mlruns`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import mlflow
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import torch
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from forecasting import pipeline, tracking
+from forecasting.data import split_fractions
+from forecasting.errors import ModelNotFoundError
+from forecasting.forecaster import Forecaster, ForecasterConfig
+from forecasting.models import ModelConfig
+from forecasting.training import TrainConfig
+from forecasting.tuning import SearchSpace, TuneConfig, default_storage, study_name, tune
+from tests.conftest import sine_frame
+
+REPO = Path(__file__).resolve().parents[1]
+H = 12
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Add type hints"),
+    pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
+    pytest.mark.filterwarnings("ignore:Fixed parameter"),
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models train fastest on one thread (two spinning OpenMP threads on a busy 2-core
+    machine are much slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _reset_mlflow_uris() -> None:
+    mlflow.set_tracking_uri(None)  # also unsets MLFLOW_TRACKING_URI, which set_tracking_uri exports
+    mlflow.set_registry_uri(None)
+
+
+@pytest.fixture(autouse=True)
+def no_tracking_env(monkeypatch):
+    """No inherited store: each test points MLflow at a temporary one (`tracking.configure`)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    yield
+    _reset_mlflow_uris()
+
+
+def frame() -> tuple[pd.DataFrame, object]:
+    df = sine_frame(n_series=3, length=400, noise=0.2, seed=0)
+    return df, split_fractions(df.groupby("unique_id", sort=False).size(), 0.1, 0.2)
+
+
+def small_config(seed: int = 0) -> ForecasterConfig:
+    return ForecasterConfig(
+        model=ModelConfig(lookback=24, horizon=H, hidden=8, layers=1, norm="standard"),
+        train=TrainConfig(lr=1e-2, batch_size=64, max_epochs=2, device="cpu", seed=seed),
+    )
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """A project home whose MLflow SQLite store (`<home>/mlruns/mlflow.db`) is shared by this
+    module's tests, each under its own experiment and model names: creating a store runs MLflow's
+    migrations, which takes seconds."""
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
+        tracking.configure(home)
+        MlflowClient().search_experiments()  # creates the database
+        _reset_mlflow_uris()
+    return home
+
+
+@pytest.fixture(scope="module")
+def store(home):
+    """Three small forecasters logged as pyfunc models in the shared store."""
+    df, split = frame()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
+        uri = tracking.configure(home)
+        exp = tracking.ensure_experiment(tracking.experiment_name("models", H), home)
+        forecasters, uris = [], []
+        for seed in range(3):
+            f = Forecaster(small_config(seed))
+            f.fit(df, split)
+            run_id = tracking.start_run(exp, f"model-{seed}")
+            uris.append(tracking.log_model(run_id, f, tracking.input_example(df, f.cfg.model.lookback)))
+            tracking.end_run(run_id)
+            forecasters.append(f)
+        _reset_mlflow_uris()
+    return SimpleNamespace(home=home, uri=uri, df=df, split=split, forecasters=forecasters, uris=uris)
+
+
+# --------------------------------------------------------------------------- store
+
+
+def test_tracking_uri_env_wins_else_sqlite_under_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere/mlflow.db")
+    assert tracking.tracking_uri(tmp_path) == "sqlite:////elsewhere/mlflow.db"
+    assert not (tmp_path / "mlruns").exists()
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    expected = f"sqlite:///{tmp_path.resolve()}/mlruns/mlflow.db"
+    assert tracking.tracking_uri(tmp_path) == expected
+    assert (tmp_path / "mlruns").is_dir()
+    monkeypatch.chdir(tmp_path)
+    assert tracking.tracking_uri() == expected  # absolute, whatever the working directory
+    assert expected.startswith("sqlite:////")
+
+    assert tracking.configure(tmp_path) == expected
+    assert mlflow.get_tracking_uri() == expected and mlflow.get_registry_uri() == expected
+
+
+def test_ensure_experiment_puts_artifacts_under_home(monkeypatch, tmp_path, home):
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert tracking.configure(home) == f"sqlite:///{home.resolve()}/mlruns/mlflow.db"
+    assert tracking.experiment_name("toy", H) == "toy-h12"
+    name = tracking.experiment_name("exp", H)
+    exp_id = tracking.ensure_experiment(name, home)
+    assert tracking.ensure_experiment(name, home) == exp_id  # found, not created twice
+    location = (home.resolve() / "mlruns" / "artifacts" / name).as_uri()
+    assert MlflowClient().get_experiment(exp_id).artifact_location == location
+
+    run_id = tracking.start_run(exp_id, "r", tags={"kind": "test"})
+    tracking.log_table(run_id, pd.DataFrame({"model": ["gru"], "mase": [0.5]}), "table")
+    tracking.end_run(run_id)
+    stored = home / "mlruns" / "artifacts" / name / run_id / "artifacts"
+    assert sorted(p.name for p in stored.iterdir()) == ["table.csv", "table.md"]
+    assert (stored / "table.md").read_text().splitlines()[:2] == ["| model | mase |", "|---|---|"]
+    assert not (elsewhere / "mlruns").exists()  # nothing in the plain ./mlruns file store
+
+
+# --------------------------------------------------------------------------- trials
+
+
+@pytest.mark.slow
+def test_trial_logger_one_nested_run_per_trial(tmp_path, home):
+    """Each trial is a nested run (parent tag, params, per-epoch val_loss history, state tag):
+    complete, pruned (state=pruned) and diverged (FAILED with the error) trials alike."""
+    df, split = frame()
+    tracking.configure(home)
+    exp = tracking.ensure_experiment(tracking.experiment_name("trials", H), home)
+    parent = tracking.start_run(exp, "pipeline")
+    name = study_name("trials", H, "gru")
+    cfg = TuneConfig(n_trials=4, max_epochs=3, storage=default_storage(tmp_path), pruner="median")
+    space = SearchSpace(lookbacks=(24,), hidden=(4, 16), layers=(1, 1), dropout=(0.0, 0.1), lr=(1e-6, 1e-1),
+                        batch_sizes=(64,), weight_decay=(1e-7, 1e-3), norms=("standard",), segments=(1,))
+    good = {"lookback": 24, "hidden": 8, "layers": 1, "dropout": 0.0, "lr": 1e-2, "batch_size": 64,
+            "weight_decay": 1e-6, "norm": "standard", "segment": 1}
+    study = optuna.create_study(study_name=name, storage=cfg.storage, direction="minimize")
+    for params in (good, {**good, "lr": 1e20}, {**good, "hidden": 12}, {**good, "hidden": 16},
+                   {**good, "lr": 1e-6}):
+        study.enqueue_trial(params)
+    base = ForecasterConfig(model=ModelConfig(horizon=H), calendar=False,
+                            train=TrainConfig(device="cpu", clip=0.0))
+
+    result = tune(df, split, base, "gru", name, cfg, space, tracking.TrialLogger(exp, parent, "gru"), progress=False)
+    tracking.end_run(parent)
+
+    trials = result.study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE,
+                                        TrialState.COMPLETE, TrialState.PRUNED]
+    client = MlflowClient()
+    runs = client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    assert len(runs) == len(trials)
+    by_trial = {int(r.data.tags["optuna.trial"]): r for r in runs}
+    expected = {TrialState.COMPLETE: ("complete", "FINISHED"), TrialState.PRUNED: ("pruned", "FINISHED"),
+                TrialState.FAIL: ("failed", "FAILED")}
+    for t in trials:
+        run = by_trial[t.number]
+        assert run.info.run_id == t.user_attrs["mlflow_run_id"]
+        assert run.info.run_name == f"gru-trial-{t.number}"
+        assert run.data.tags["mlflow.parentRunId"] == parent
+        assert run.data.tags["kind"] == "trial" and run.data.tags["family"] == "gru"
+        assert run.data.tags["optuna.study"] == name
+        assert (run.data.tags["state"], run.info.status) == expected[t.state]
+        assert float(run.data.params["lr"]) == t.params["lr"]
+        history = client.get_metric_history(run.info.run_id, "val_loss")
+        assert [m.step for m in sorted(history, key=lambda m: m.step)] == sorted(t.intermediate_values)
+        for m in history:
+            assert m.value == pytest.approx(t.intermediate_values[m.step])
+    assert "DivergedError" in by_trial[1].data.tags["error"]
+    assert max(trials[4].intermediate_values) < cfg.max_epochs - 1  # stopped early
+    assert len(client.get_metric_history(by_trial[0].info.run_id, "val_loss")) == cfg.max_epochs
+
+
+# --------------------------------------------------------------------------- registry
+
+
+@pytest.mark.slow
+def test_register_champion_moves_only_for_a_better_model(store):
+    tracking.configure(store.home)
+    client = MlflowClient()
+    name = "reg-gru"
+    tags = {"dataset_fingerprint": "abc123", "horizon": H, "frequency": "h", "code_version": "deadbeef"}
+    a, b, c = store.uris
+
+    first = tracking.register(a, name, "mase", 1.0, tags)
+    assert (first["version"], first["alias"], first["previous_champion"]) == (1, "champion", None)
+
+    worse = tracking.register(b, name, "mase", 1.5, tags)
+    assert (worse["version"], worse["alias"], worse["previous_champion"]) == (2, "challenger", 1.0)
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == "2"
+
+    better = tracking.register(c, name, "mase", 0.5, tags)
+    assert (better["version"], better["alias"], better["previous_champion"]) == (3, "champion", 1.0)
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "3"
+
+    tie = tracking.register(a, name, "mase", 0.5, tags)  # equal is not better
+    assert tie["alias"] == "challenger"
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "3"
+    assert tracking.champion_value(name, "mase") == 0.5
+
+    for version, value in ((1, 1.0), (2, 1.5), (3, 0.5)):
+        mv = client.get_model_version(name, str(version))
+        assert mv.tags == {"dataset_fingerprint": "abc123", "horizon": str(H), "frequency": "h",
+                           "code_version": "deadbeef", "test_mase": str(value)}
+    # Each version points at the logged model it was registered from.
+    assert [client.get_model_version(name, str(v)).source for v in (1, 2, 3, 4)] == [a, b, c, a]
+
+
+@pytest.mark.slow
+def test_champion_value_and_load_model_unknown(store):
+    tracking.configure(store.home)
+    assert tracking.champion_value("no-such-model", "mase") is None
+    with pytest.raises(ModelNotFoundError, match="no registered model named 'no-such-model'"):
+        tracking.load_model("no-such-model")
+    tracking.register(store.uris[0], "alias-gru", "mase", 1.0)
+    with pytest.raises(ModelNotFoundError, match="has no alias 'staging'"):
+        tracking.load_model("alias-gru", "staging")
+    model, version = tracking.load_model("alias-gru")
+    assert version == "1" and isinstance(model, mlflow.pyfunc.PyFuncModel)
+
+
+FRESH_SCRIPT = textwrap.dedent('''
+    import sys
+    import mlflow
+    import pandas as pd
+
+    history = pd.read_parquet(sys.argv[1])
+    model = mlflow.pyfunc.load_model("models:/fresh-gru@champion")
+    out = model.predict(history)
+    forecaster = model.unwrap_python_model().forecaster
+    assert {p.device.type for p in forecaster.model_.parameters()} == {"cpu"}
+    out.to_parquet(sys.argv[2])
+''')
+
+
+@pytest.mark.slow
+def test_champion_predicts_the_same_in_a_fresh_process(store, tmp_path):
+    """models:/<dataset>-gru@champion, loaded by a new interpreter that knows only
+    MLFLOW_TRACKING_URI (and sees no GPU), forecasts what the in-process forecaster does."""
+    tracking.configure(store.home)
+    assert tracking.register(store.uris[0], "fresh-gru", "mase", 1.0)["alias"] == "champion"
+    forecaster = store.forecasters[0]
+    rng = np.random.default_rng(5)
+    unseen = pd.DataFrame({"unique_id": "new", "ds": pd.date_range("2021-03-01", periods=60, freq="h"),
+                           "y": 3.0 + np.sin(np.arange(60) * 2 * np.pi / 24) + rng.normal(0, 0.1, 60)})
+    history = pd.concat([store.df, unseen], ignore_index=True)
+    history.to_parquet(tmp_path / "history.parquet")
+
+    script = tmp_path / "predict.py"
+    script.write_text(FRESH_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_REGISTRY_URI",)}
+    env.update(MLFLOW_TRACKING_URI=store.uri, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "history.parquet"), str(tmp_path / "out.parquet")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    got = pd.read_parquet(tmp_path / "out.parquet")
+    want, skipped = forecaster.predict(history)
+    assert skipped == []
+    assert len(want) == 4 * H
+    assert list(got.columns) == ["unique_id", "ds", "y_hat"]
+    assert got["unique_id"].astype(str).tolist() == want["unique_id"].astype(str).tolist()
+    assert (got["ds"].astype("datetime64[ns]").to_numpy() == want["ds"].astype("datetime64[ns]").to_numpy()).all()
+    np.testing.assert_allclose(got["y_hat"].to_numpy(), want["y_hat"].to_numpy(), rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+@pytest.mark.slow
+def test_pipeline_end_to_end(tmp_path, home):
+    """start -> tune (gru, 2 trials) -> final model -> seasonal naive -> comparison -> register ->
+    finish: runs nested under one parent, the artifacts logged, and the champion predicts on CPU."""
+    df, _ = frame()
+    job = pipeline.TrainJob(dataset="toy", horizon=H, families=("gru",),
+                            tune=TuneConfig(n_trials=2, max_epochs=2), device="cpu",
+                            max_train_windows=128, max_lookback=48)
+    split = pipeline.make_split(df, job)
+    # Keep the two trials small and deterministic: enqueue the smallest models of the pipeline's
+    # own search space into the study it uses.
+    space = pipeline.search_space(df, split, pipeline.base_config(df, "h", job), job)
+    lookback = min(space.lookbacks)
+    smallest = {"lookback": lookback, "hidden": space.hidden[0], "layers": space.layers[0],
+                "dropout": space.dropout[0], "batch_size": min(space.batch_sizes),
+                "weight_decay": space.weight_decay[0], "norm": space.norms[-1],
+                "segment": max([s for s in space.segments if s <= lookback] or [1])}
+    study = optuna.create_study(study_name=study_name("toy", H, "gru"), storage=default_storage(home),
+                                direction="minimize")
+    for lr in (space.lr[1], space.lr[0]):
+        study.enqueue_trial({**smallest, "lr": lr})
+
+    exp, parent = pipeline.start_pipeline(home, job, df)
+    result = pipeline.tune_family(df, split, job, "gru", home, exp, parent, progress=False)
+    assert len(result.study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 2
+    row = pipeline.final_model(df, split, result.config, job, "gru", home, exp, parent)
+    naive = pipeline.seasonal_naive_row(df, split, job, home, exp, parent)
+    table = pipeline.comparison([row, naive], parent)
+    assert table["model"].tolist() == ["gru", "seasonal_naive"]
+    assert list(table.columns) == pipeline.COMPARISON_COLUMNS
+    reg = pipeline.register_family(row, job, df, "h")
+    assert (reg["name"], reg["version"], reg["alias"]) == ("toy-gru", 1, "champion")
+    pipeline.finish(parent, [reg])
+
+    client = MlflowClient()
+    assert mlflow.get_tracking_uri() == f"sqlite:///{home.resolve()}/mlruns/mlflow.db"
+    assert client.get_experiment(exp).name == "toy-h12"
+    assert (home / "mlruns" / "optuna.db").exists()  # the study beside the MLflow store
+    parent_run = client.get_run(parent)
+    assert parent_run.info.status == "FINISHED"
+    assert parent_run.data.tags["registered.toy-gru"] == "v1@champion"
+    assert parent_run.data.tags["kind"] == "pipeline" and "dataset_fingerprint" in parent_run.data.tags
+    children = client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    kinds = sorted(r.data.tags["kind"] for r in children)
+    assert kinds == ["baseline", "final", "trial", "trial"]
+
+    # Comparison table (CSV and Markdown) and the Optuna history plot on the parent run.
+    top = {a.path for a in client.list_artifacts(parent)}
+    assert {"comparison.csv", "comparison.md"} <= top
+    csv = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=parent, artifact_path="comparison.csv",
+                                                          dst_path=str(tmp_path / "dl")))
+    assert csv["model"].tolist() == ["gru", "seasonal_naive"]
+    assert csv.loc[0, "mase"] == pytest.approx(row["mase"])
+    assert "optuna/gru_optuna_history.png" in {a.path for a in client.list_artifacts(parent, "optuna")}
+
+    # The final run: test metrics, loss curves and forecast plot, and the pyfunc model.
+    final = client.get_run(row["run_id"])
+    assert final.data.tags["mlflow.parentRunId"] == parent
+    assert final.data.metrics["test_mase"] == pytest.approx(row["mase"])
+    assert len(client.get_metric_history(row["run_id"], "val_loss")) >= 1
+    plots = {a.path for a in client.list_artifacts(row["run_id"], "plots")}
+    assert plots == {"plots/forecast_vs_actual.png", "plots/loss_curves.png"}
+    png = mlflow.artifacts.download_artifacts(run_id=row["run_id"], artifact_path="plots/loss_curves.png",
+                                              dst_path=str(tmp_path / "dl"))
+    assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert row["model_uri"].startswith("models:/m-")
+    info = mlflow.models.get_model_info(row["model_uri"])
+    assert "python_function" in info.flavors and info.signature is not None
+    assert mlflow.get_logged_model(row["model_uri"].removeprefix("models:/")).source_run_id == row["run_id"]
+    version = client.get_model_version("toy-gru", "1")
+    assert version.tags["horizon"] == str(H) and version.tags["frequency"] == "h"
+    assert version.tags["family"] == "gru" and "code_version" in version.tags
+
+    # The registered champion loads on the CPU and forecasts H steps after each series.
+    model = mlflow.pyfunc.load_model("models:/toy-gru@champion")
+    assert {p.device.type for p in model.unwrap_python_model().forecaster.model_.parameters()} == {"cpu"}
+    out = model.predict(df)
+    assert len(out) == 3 * H and np.isfinite(out["y_hat"]).all()
+    first = out[out["unique_id"] == "s0"]["ds"]
+    assert first.iloc[0] == df[df["unique_id"] == "s0"]["ds"].max() + pd.Timedelta(hours=1)
