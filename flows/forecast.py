@@ -41,6 +41,7 @@ def forecast_flow(model_name: str, input: str, output: str, alias: str = "champi
                   format: str = "auto", id_col: str = "unique_id", time_col: str = "ds",
                   target_col: str = "y") -> dict:
     """Forecast the next H steps of every series in `input` with `models:/<model_name>@<alias>`."""
+    batch.check_output(output)  # refuse a bad output path before any work
     model, version = load_model(home, model_name, alias)
     cfg = IngestConfig(format=format, id_col=id_col, time_col=time_col, target_col=target_col)
     result = forecast(model, read_history(input, cfg))

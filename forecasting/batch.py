@@ -39,13 +39,19 @@ def read_history(path: str | Path, cfg: IngestConfig = IngestConfig()) -> pd.Dat
     return df
 
 
+def check_output(path: str | Path) -> Path:
+    """The output path, refused early when its extension names no supported format."""
+    path = Path(path)
+    if path.suffix.lower() not in TABLE_SUFFIXES:
+        raise DataError(f"output {path}: unsupported extension {path.suffix.lower()!r} (use .csv or .parquet)")
+    return path
+
+
 def write_table_atomic(df: pd.DataFrame, path: str | Path) -> Path:
     """Write CSV or Parquet (by extension) to a temporary file in the same folder, then rename:
     an interrupted write leaves no partial output."""
-    path = Path(path)
+    path = check_output(path)
     suffix = path.suffix.lower()
-    if suffix not in TABLE_SUFFIXES:
-        raise DataError(f"output {path}: unsupported extension {suffix!r} (use .csv or .parquet)")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)

@@ -1,0 +1,167 @@
+"""An interrupted forecast leaves no partial output: `forecasting.batch.write_table_atomic` writes to a
+temporary file in the output folder and renames it, so the output path holds either nothing or a
+complete file (the older one when there was one)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import flows_fixtures  # noqa: F401  (first: sets PREFECT_HOME before prefect is imported)
+import pandas as pd
+import pytest
+from flows_fixtures import DATASET, REPO, subprocess_env
+
+from forecasting.batch import write_table_atomic
+from forecasting.errors import DataError
+
+pytest_plugins = ["flows_fixtures"]
+
+OLD = "unique_id,ds,y_hat\nold,2020-01-01 00:00:00,1.0\n"
+
+
+def forecasts(n: int = 1000) -> pd.DataFrame:
+    return pd.DataFrame({"unique_id": [f"s{i % 7}" for i in range(n)],
+                         "ds": pd.date_range("2024-01-01", periods=n, freq="h"), "y_hat": range(n)})
+
+
+class InterruptedFrame(pd.DataFrame):
+    """A frame whose writers put part of the file on disk, then get interrupted (Ctrl-C)."""
+
+    @property
+    def _constructor(self):
+        return InterruptedFrame
+
+    def to_csv(self, path, *args, **kwargs):
+        Path(path).write_text("unique_id,ds,y_hat\ns0,2024-01-01")  # half a row
+        raise KeyboardInterrupt
+
+    def to_parquet(self, path, *args, **kwargs):
+        Path(path).write_bytes(b"PAR1\x00\x01")  # the start of a Parquet file
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("ext", ["csv", "parquet"])
+def test_interrupted_write_leaves_no_output(tmp_path, ext):
+    out = tmp_path / f"forecast.{ext}"
+    with pytest.raises(KeyboardInterrupt):
+        write_table_atomic(InterruptedFrame(forecasts()), out)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # no temporary file left behind either
+
+
+@pytest.mark.parametrize("ext", ["csv", "parquet"])
+def test_interrupted_write_keeps_the_older_output(tmp_path, ext):
+    out = tmp_path / f"forecast.{ext}"
+    old = forecasts(5)
+    write_table_atomic(old, out)
+    before = out.read_bytes()
+    with pytest.raises(KeyboardInterrupt):
+        write_table_atomic(InterruptedFrame(forecasts()), out)
+    assert out.read_bytes() == before
+    assert list(tmp_path.iterdir()) == [out]
+
+
+@pytest.mark.parametrize("error", [OSError("disk full"), ValueError("boom")])
+def test_failed_write_keeps_the_older_output(tmp_path, monkeypatch, error):
+    out = tmp_path / "forecast.csv"
+    out.write_text(OLD)
+
+    def fail(self, path, *args, **kwargs):
+        Path(path).write_text("partial")
+        raise error
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", fail)
+    with pytest.raises(type(error)):
+        write_table_atomic(forecasts(), out)
+    assert out.read_text() == OLD
+    assert list(tmp_path.iterdir()) == [out]
+
+
+def test_complete_write_replaces_the_older_output(tmp_path):
+    out = tmp_path / "sub" / "forecast.parquet"
+    write_table_atomic(forecasts(5), out)
+    new = forecasts(50)
+    assert write_table_atomic(new, out) == out
+    pd.testing.assert_frame_equal(pd.read_parquet(out), new, check_dtype=False)
+    assert list(out.parent.iterdir()) == [out]
+
+
+def test_unsupported_extension_writes_nothing(tmp_path):
+    with pytest.raises(DataError, match="unsupported extension '.json'"):
+        write_table_atomic(forecasts(), tmp_path / "forecast.json")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_the_forecast_command_keeps_the_older_output(trained_home, tmp_path, monkeypatch,
+                                                                   restore_environ, capsys):
+    """Ctrl-C while `forecasting forecast` writes: exit 130, the old forecast intact, no temp file."""
+    from flows.cli import main
+
+    out = tmp_path / "forecast.csv"
+    out.write_text(OLD)
+
+    def interrupted(self, path, *args, **kwargs):
+        Path(path).write_text("unique_id,ds,y_hat\ns0,2024")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", interrupted)
+    rc = main(["forecast", f"{DATASET}-gru", "--input", str(trained_home.processed), "--output", str(out),
+               "--home", str(trained_home.home)])
+    assert rc == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert out.read_text() == OLD
+    assert list(tmp_path.iterdir()) == [out]
+
+
+KILLED_WRITER = textwrap.dedent("""
+    import sys
+    import numpy as np, pandas as pd
+    from forecasting.batch import write_table_atomic
+    n = 3_000_000
+    df = pd.DataFrame({"unique_id": np.repeat(np.array([f"series-{i}" for i in range(1000)]), n // 1000),
+                       "ds": pd.date_range("2020-01-01", periods=n, freq="min"), "y_hat": np.random.rand(n)})
+    print("writing", flush=True)
+    write_table_atomic(df, sys.argv[1])
+    print("done", flush=True)
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("old", [False, True], ids=["no-old-output", "old-output"])
+def test_sigkill_while_writing_leaves_no_file_or_the_old_one(tmp_path, old):
+    """SIGKILL cannot be caught: the rename never happens, so the output path is untouched. (The
+    hidden temporary file `.<name>.*.tmp` is left behind; the next write does not use it.)"""
+    out = tmp_path / "forecast.csv"
+    if old:
+        out.write_text(OLD)
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(out)], cwd=REPO, env=subprocess_env(),
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+        deadline = time.monotonic() + 60
+        tmp = []
+        while time.monotonic() < deadline:  # wait until the temporary file has data in it
+            tmp = [p for p in tmp_path.iterdir() if p.name.startswith(".forecast.csv.") and p.stat().st_size > 0]
+            if tmp or proc.poll() is not None:
+                break
+            time.sleep(0.01)
+        assert tmp and proc.poll() is None, "the writer finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    if old:
+        assert out.read_text() == OLD
+    else:
+        assert not out.exists()
+    assert all(p.name.startswith(".forecast.csv.") and p.suffix == ".tmp" for p in tmp_path.iterdir() if p != out)

@@ -1,0 +1,214 @@
+"""The `forecasting` command: error paths print one `error:` line and exit non-zero, `--debug`
+shows the traceback, and ingest + forecast write CSV and Parquet.
+
+Most cases call `flows.cli.main` in-process (the flows run against the session's temporary
+Prefect API); a few run the real `forecasting` executable, or a fresh interpreter, to check the
+whole of stderr (in-process, Prefect's and MLflow's logging are already configured by the tests).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import flows_fixtures  # noqa: F401  (first: sets PREFECT_HOME before prefect is imported)
+import pandas as pd
+import pytest
+from flows_fixtures import DATASET, FORECASTING_EXE, HORIZON, N_SERIES, REPO, subprocess_env, synthetic_frame
+
+from flows.cli import EXIT_ERROR, build_parser, main
+
+pytest_plugins = ["flows_fixtures"]
+
+
+@pytest.fixture(autouse=True)
+def _environ(restore_environ):
+    pass
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("bad")
+    good = synthetic_frame(n_series=2, length=60)
+    files = {"missing": d / "nope.csv", "empty": d / "empty.csv", "no_y": d / "no_y.csv",
+             "non_numeric": d / "non_numeric.csv"}
+    files["empty"].write_text("")
+    good.drop(columns="y").to_csv(files["no_y"], index=False)
+    bad = good.astype({"y": object})
+    bad.loc[7, "y"] = "abc"
+    bad.to_csv(files["non_numeric"], index=False)
+    return files
+
+
+def error_cases(files: dict[str, Path], home: Path, csv: Path, out: Path) -> dict[str, tuple[list[str], str]]:
+    """name -> (argv, a fragment the error line must contain)."""
+    h = ["--home", str(home)]
+    fc = ["forecast", f"{DATASET}-gru", *h]
+    return {
+        "ingest-missing-file": (["ingest", str(files["missing"]), "--name", "x", *h], "file not found"),
+        "ingest-empty-file": (["ingest", str(files["empty"]), "--name", "x", *h], "file is empty"),
+        "ingest-missing-column": (["ingest", str(files["no_y"]), "--name", "x", *h], "missing"),
+        "ingest-non-numeric": (["ingest", str(files["non_numeric"]), "--name", "x", *h], "non-numeric value"),
+        "train-unknown-dataset": (["train", "nosuchdata", "--horizon", "12", *h], "no processed dataset 'nosuchdata'"),
+        "train-unknown-family": (["train", DATASET, "--horizon", "12", "--models", "foo", *h], "unknown model family"),
+        "forecast-unknown-model": (["forecast", "nosuchmodel", "--input", str(csv), "--output", str(out), *h],
+                                   "no registered model named 'nosuchmodel'"),
+        "forecast-unknown-alias": ([*fc, "--alias", "nosuchalias", "--input", str(csv), "--output", str(out)],
+                                   "has no alias 'nosuchalias'"),
+        "forecast-missing-input": ([*fc, "--input", str(files["missing"]), "--output", str(out)], "file not found"),
+        "forecast-bad-extension": ([*fc, "--input", str(csv), "--output", str(out.with_suffix(".txt"))],
+                                   "unsupported extension '.txt'"),
+    }
+
+
+CASES = ["ingest-missing-file", "ingest-empty-file", "ingest-missing-column", "ingest-non-numeric",
+         "train-unknown-dataset", "train-unknown-family", "forecast-unknown-model", "forecast-unknown-alias",
+         "forecast-missing-input", "forecast-bad-extension"]
+
+
+# --------------------------------------------------------------------------- in-process
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES)
+def test_error_exits_non_zero_with_one_error_line(case, bad_files, trained_home, tmp_path, capsys):
+    out = tmp_path / "out.csv"
+    argv, fragment = error_cases(bad_files, trained_home.home, trained_home.csv, out)[case]
+    assert main(argv) == EXIT_ERROR
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, err
+    assert fragment in lines[0]
+    assert "Traceback" not in err
+    assert not out.exists() and not out.with_suffix(".txt").exists()
+    assert list(tmp_path.iterdir()) == []  # no partial or temporary output either
+
+
+@pytest.mark.slow
+def test_debug_raises_the_original_exception(bad_files, tmp_path):
+    from forecasting.errors import DataError
+
+    with pytest.raises(DataError, match="file not found"):
+        main(["ingest", str(bad_files["missing"]), "--name", "x", "--home", str(tmp_path), "--debug"])
+
+
+def test_options_before_the_subcommand_are_kept():
+    # `forecasting --debug --home H ingest ...` once lost --debug and --home (the subparser's
+    # defaults overwrote them); after the subcommand they work too, and the later one wins.
+    p = build_parser()
+    a = p.parse_args(["--debug", "--home", "/a", "ingest", "f.csv", "--name", "n"])
+    assert (a.debug, a.home) == (True, "/a")
+    a = p.parse_args(["ingest", "f.csv", "--name", "n", "--debug", "--home", "/b"])
+    assert (a.debug, a.home) == (True, "/b")
+    a = p.parse_args(["--home", "/a", "ingest", "f.csv", "--name", "n", "--home", "/b"])
+    assert a.home == "/b"
+    a = p.parse_args(["ingest", "f.csv", "--name", "n"])
+    assert (a.debug, a.home) == (False, None)
+
+
+def test_usage_errors_exit_2():
+    with pytest.raises(SystemExit) as e:
+        main(["train", DATASET])  # --horizon is required
+    assert e.value.code == 2
+
+
+@pytest.mark.slow
+def test_ingest_then_forecast_to_csv_and_parquet(trained_home, tmp_path, capsys):
+    home = str(trained_home.home)
+    raw = tmp_path / "fresh.csv"
+    synthetic_frame(n_series=N_SERIES, length=200, seed=7, start="2024-03-01").to_csv(raw, index=False)
+    assert main(["--home", home, "ingest", str(raw), "--name", "fresh"]) == 0
+    o = capsys.readouterr().out
+    assert f"ingested {N_SERIES} series, {N_SERIES * 200} rows, freq h" in o
+    processed = trained_home.home / "data" / "processed" / "fresh.parquet"
+    assert processed.exists()
+
+    frames = {}
+    for ext in ("csv", "parquet"):
+        out = tmp_path / "out" / f"forecast.{ext}"
+        assert main(["forecast", f"{DATASET}-lstm", "--alias", "champion", "--input", str(processed),
+                     "--output", str(out), "--home", home]) == 0
+        o = capsys.readouterr().out
+        assert f"forecast {N_SERIES} series with {DATASET}-lstm v" in o and str(out) in o
+        frames[ext] = pd.read_csv(out, parse_dates=["ds"]) if ext == "csv" else pd.read_parquet(out)
+    for f in frames.values():
+        assert list(f.columns) == ["unique_id", "ds", "y_hat"]
+        assert len(f) == N_SERIES * HORIZON
+        assert f.groupby("unique_id")["ds"].min().eq(pd.Timestamp("2024-03-01") + pd.Timedelta(hours=200)).all()
+    pd.testing.assert_frame_equal(frames["csv"], frames["parquet"], check_dtype=False, check_exact=False)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["forecast.csv", "forecast.parquet"]
+
+
+# --------------------------------------------------------------------------- fresh processes
+
+DRIVER = textwrap.dedent("""
+    # Runs flows.cli.main for each argv with file descriptors 1 and 2 sent to files, so that
+    # everything a case prints (Python, Prefect, MLflow, C libraries) is caught.
+    import json, os, sys
+    from flows.cli import main
+    cases, outdir = json.loads(sys.argv[1]), sys.argv[2]
+    result = {}
+    for name, argv in cases.items():
+        paths = [os.path.join(outdir, f"{name}.{s}") for s in ("out", "err")]
+        saved = [os.dup(1), os.dup(2)]
+        for fd, p in zip((1, 2), paths):
+            f = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.dup2(f, fd)
+            os.close(f)
+        try:
+            rc = main(argv)
+        except SystemExit as e:
+            rc = e.code
+        finally:
+            sys.stdout.flush(); sys.stderr.flush()
+            for fd, s in zip((1, 2), saved):
+                os.dup2(s, fd)
+                os.close(s)
+        result[name] = [rc, *(open(p).read() for p in paths)]
+    print(json.dumps(result))
+""")
+
+
+@pytest.mark.slow
+def test_errors_print_exactly_one_line_in_a_fresh_process(bad_files, trained_home, prefect_api_url, tmp_path):
+    """The whole of stdout and stderr of each error case, in one fresh interpreter (the first case
+    sets the CLI's quiet logging before prefect and mlflow are imported, as a real run does)."""
+    out = tmp_path / "out.csv"
+    cases = error_cases(bad_files, trained_home.home, trained_home.csv, out)
+    proc = subprocess.run(
+        [sys.executable, "-c", DRIVER, json.dumps({k: v[0] for k, v in cases.items()}), str(tmp_path)],
+        cwd=REPO, env=subprocess_env(PREFECT_API_URL=prefect_api_url), capture_output=True, text=True,
+        timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name, (rc, stdout, stderr) in results.items():
+        assert rc == EXIT_ERROR, (name, stderr)
+        assert stdout == "", (name, stdout)
+        lines = stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (name, stderr)
+        assert cases[name][1] in lines[0], (name, stderr)
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_executable_error_and_debug(bad_files, prefect_api_url, tmp_path):
+    """The installed `forecasting` script: one `error:` line and exit 2; `--debug` (before the
+    subcommand) shows the traceback."""
+    argv = ["ingest", str(bad_files["missing"]), "--name", "x", "--home", str(tmp_path)]
+    env = subprocess_env(PREFECT_API_URL=prefect_api_url)
+    p = subprocess.run([str(FORECASTING_EXE), *argv], env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == EXIT_ERROR
+    assert p.stderr.splitlines() == [f"error: file not found: {bad_files['missing']}"], p.stderr
+    assert p.stdout == ""
+
+    p = subprocess.run([str(FORECASTING_EXE), "--debug", *argv], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode not in (0, EXIT_ERROR)
+    assert "Traceback (most recent call last)" in p.stderr
+    assert "forecasting.errors.DataError: file not found" in p.stderr

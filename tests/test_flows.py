@@ -1,0 +1,158 @@
+"""The flows end to end (DESIGN §7): ingest -> train -> forecast against a temporary Prefect API.
+
+Runs in a temporary home: Prefect through `prefect_test_harness` (session fixture) with its own
+PREFECT_HOME, MLflow's store at `<home>/mlruns/mlflow.db` (MLFLOW_TRACKING_URI unset). Tiny budgets.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flows_fixtures  # noqa: F401  (first: sets PREFECT_HOME before prefect is imported)
+import pandas as pd
+import pytest
+from flows_fixtures import DATASET, HORIZON, N_SERIES, TRAIN_KWARGS
+
+pytest_plugins = ["flows_fixtures"]
+
+pytestmark = pytest.mark.slow
+
+FAMILIES = ("gru", "lstm")
+
+
+def client_for(home):
+    from mlflow import MlflowClient
+
+    from forecasting import tracking
+
+    tracking.configure(home)
+    return MlflowClient()
+
+
+def champion(client, name: str):
+    return client.get_model_version_by_alias(name, "champion")
+
+
+def test_ingest_writes_the_processed_dataset(trained_home):
+    r = trained_home.ingest
+    assert (r["n_series"], r["n_rows"], r["freq"], r["n_filled"]) == (N_SERIES, N_SERIES * 500, "h", 0)
+    assert trained_home.processed == trained_home.home / "data" / "processed" / f"{DATASET}.parquet"
+    df = pd.read_parquet(trained_home.processed)
+    assert list(df.columns[:3]) == ["unique_id", "ds", "y"]
+    assert sorted(df["unique_id"].unique()) == ["s0", "s1", "s2"]
+    assert trained_home.processed.with_suffix(".json").exists()
+
+
+def test_store_is_under_home_when_no_tracking_uri_is_set(trained_home):
+    from forecasting.tracking import tracking_uri
+
+    assert tracking_uri(trained_home.home) == f"sqlite:///{trained_home.home / 'mlruns' / 'mlflow.db'}"
+    assert (trained_home.home / "mlruns" / "mlflow.db").exists()
+
+
+def test_comparison_table_has_both_families_and_the_baseline(trained_home):
+    table = trained_home.train["table"]
+    assert list(table["model"]) == ["gru", "lstm", "seasonal_naive"]
+    for col in ("mae", "rmse", "smape", "mase"):
+        assert table[col].map(math.isfinite).all(), col
+    assert (table.set_index("model").loc[["gru", "lstm"], "params"] > 0).all()
+
+
+def test_first_train_registers_each_family_as_champion(trained_home):
+    regs = {r["name"]: r for r in trained_home.train["registrations"]}
+    assert set(regs) == {f"{DATASET}-{f}" for f in FAMILIES}
+    client = client_for(trained_home.home)
+    table = trained_home.train["table"].set_index("model")
+    for family in FAMILIES:
+        name = f"{DATASET}-{family}"
+        r = regs[name]
+        assert (r["version"], r["alias"], r["previous_champion"], r["metric"]) == (1, "champion", None, "mase")
+        mv = champion(client, name)
+        assert str(mv.version) == "1"
+        assert float(mv.tags["test_mase"]) == pytest.approx(table.loc[family, "mase"])
+        assert mv.tags["horizon"] == str(HORIZON) and mv.tags["frequency"] == "h"
+        assert mv.tags["family"] == family
+
+
+def test_forecast_flow_writes_h_steps_per_series(trained_home, tmp_path):
+    from flows.forecast import forecast_flow
+
+    out = tmp_path / "out" / "syn-gru.parquet"
+    r = forecast_flow(f"{DATASET}-gru", str(trained_home.csv), str(out), home=str(trained_home.home))
+    assert r["output"] == str(out) and r["n_forecast"] == N_SERIES and r["skipped"] == []
+    assert r["version"] == str(champion(client_for(trained_home.home), f"{DATASET}-gru").version)
+
+    f = pd.read_parquet(out)
+    assert list(f.columns) == ["unique_id", "ds", "y_hat"]
+    assert len(f) == N_SERIES * HORIZON
+    assert f["y_hat"].map(math.isfinite).all()
+    hist = pd.read_csv(trained_home.csv, parse_dates=["ds"])
+    last = hist.groupby("unique_id")["ds"].max()
+    for uid, g in f.groupby("unique_id"):
+        expected = pd.date_range(last[uid] + pd.Timedelta(hours=1), periods=HORIZON, freq="h")
+        assert list(g["ds"]) == list(expected), uid
+    # Nothing else was left in the output folder (atomic write, no temporary file).
+    assert [p.name for p in out.parent.iterdir()] == [out.name]
+
+    # The batch forecast is recorded in MLflow.
+    client = client_for(trained_home.home)
+    exp = client.get_experiment_by_name(f"forecast-{DATASET}-gru")
+    run = client.get_run(r["run_id"])
+    assert run.info.experiment_id == exp.experiment_id
+    assert run.data.metrics["series_forecast"] == N_SERIES
+
+
+def test_forecast_of_a_shorter_history_skips_short_series(trained_home, tmp_path):
+    """A series shorter than the lookback is skipped with its reason, the others are forecast."""
+    from flows.forecast import forecast_flow
+
+    hist = pd.read_csv(trained_home.csv)
+    short = pd.concat([hist[hist.unique_id != "s2"], hist[hist.unique_id == "s2"].tail(3)])
+    src = tmp_path / "short.csv"
+    short.to_csv(src, index=False)
+    out = tmp_path / "f.csv"
+    r = forecast_flow(f"{DATASET}-lstm", str(src), str(out), home=str(trained_home.home))
+    assert r["n_forecast"] == 2
+    assert [uid for uid, _ in r["skipped"]] == ["s2"]
+    f = pd.read_csv(out)
+    assert sorted(f["unique_id"].unique()) == ["s0", "s1"] and len(f) == 2 * HORIZON
+
+
+def test_register_promotes_only_a_better_model(trained_home):
+    """`register`: champion only when the metric beats the champion's recorded one, else challenger."""
+    from forecasting import tracking
+
+    client = client_for(trained_home.home)
+    model_uri = client.get_model_version(f"{DATASET}-gru", "1").source  # the logged model, models:/m-...
+    name = "promotion-check"
+    steps = [(1.0, "champion", "1", None), (2.0, "challenger", "1", 1.0), (0.5, "champion", "3", 1.0),
+             (0.5, "challenger", "3", 0.5)]  # a tie does not promote
+    for i, (value, alias, champion_version, previous) in enumerate(steps, start=1):
+        r = tracking.register(model_uri, name, "mase", value)
+        assert (r["version"], r["alias"], r["previous_champion"]) == (i, alias, previous)
+        assert str(champion(client, name).version) == champion_version
+        assert str(client.get_model_version_by_alias(name, alias).version) == str(i)
+    assert tracking.champion_value(name, "mase") == 0.5
+
+
+def test_second_train_moves_the_alias_only_if_better(trained_home):
+    from flows.train import train_flow
+
+    first = {r["name"]: r for r in trained_home.train["registrations"]}
+    # Another seed: the refit (and so the test metric) differs from the first run's.
+    second = train_flow(DATASET, home=str(trained_home.home), **{**TRAIN_KWARGS, "seed": 1})
+    client = client_for(trained_home.home)
+    assert list(second["table"]["model"]) == ["gru", "lstm", "seasonal_naive"]
+    for r in second["registrations"]:
+        name, old = r["name"], first[r["name"]]
+        assert r["version"] == 2
+        assert r["previous_champion"] == pytest.approx(old["value"])
+        better = r["value"] < old["value"]
+        assert r["alias"] == ("champion" if better else "challenger"), r
+        assert str(champion(client, name).version) == ("2" if better else "1")
+        if not better:
+            assert str(client.get_model_version_by_alias(name, "challenger").version) == "2"
+        # Whatever happened, the champion holds the best metric recorded so far.
+        assert float(champion(client, name).tags["test_mase"]) == pytest.approx(min(r["value"], old["value"]))
+    tags = client.get_run(second["parent_run_id"]).data.tags
+    assert {k for k in tags if k.startswith("registered.")} == {f"registered.{DATASET}-{f}" for f in FAMILIES}
