@@ -49,10 +49,16 @@ def threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(workers, 1))
 
 
-def worker_command(home: str | Path, job: TrainJob, family: str, parent_run_id: str | None,
+JOB_ENV = "FORECASTING_WORKER_JOB"
+
+
+def worker_command(home: str | Path, job: TrainJob | None, family: str, parent_run_id: str | None,
                    index: int, threads: int) -> list[str]:
+    """The command line of one worker; with `job=None` the job is read from $FORECASTING_WORKER_JOB
+    (keeps a storage password out of the process list)."""
     cmd = [sys.executable, "-m", "forecasting.worker", "--home", str(Path(home).resolve()),
-           "--family", family, "--job", job_to_json(job), "--index", str(index), "--threads", str(threads)]
+           "--family", family, "--job", job_to_json(job) if job else "-", "--index", str(index),
+           "--threads", str(threads)]
     return cmd + (["--parent-run-id", parent_run_id] if parent_run_id else [])
 
 
@@ -63,8 +69,9 @@ def tune_parallel(df: pd.DataFrame, split: Split, job: TrainJob, family: str, ho
         return pipeline.tune_family(df, split, job, family, home, experiment_id, parent_run_id, progress)
     job = with_storage(job, home)
     threads = threads_per_worker(workers)
-    procs = [subprocess.Popen(worker_command(home, job, family, parent_run_id, i, threads),
-                              stdout=subprocess.DEVNULL)
+    env = {**os.environ, JOB_ENV: job_to_json(job)}
+    procs = [subprocess.Popen(worker_command(home, None, family, parent_run_id, i, threads),
+                              stdout=subprocess.DEVNULL, env=env)
              for i in range(1, workers)]
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -114,13 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m forecasting.worker", description="one tuning worker")
     p.add_argument("--home", required=True)
     p.add_argument("--family", required=True)
-    p.add_argument("--job", required=True, help="TrainJob as JSON")
+    p.add_argument("--job", required=True, help=f"TrainJob as JSON, or - to read it from ${JOB_ENV}")
     p.add_argument("--parent-run-id")
     p.add_argument("--index", type=int, default=0)
     p.add_argument("--threads", type=int)
     args = p.parse_args(argv)
     try:
-        run_worker(args.home, job_from_json(args.job), args.family, args.parent_run_id, args.index,
+        job = job_from_json(os.environ[JOB_ENV] if args.job == "-" else args.job)
+        run_worker(args.home, job, args.family, args.parent_run_id, args.index,
                    args.threads, progress=False)
     except ForecastingError as exc:
         print(f"error: {exc}", file=sys.stderr)
