@@ -22,16 +22,6 @@ from forecasting.windows import Panel, make_windows
 L, H = 48, 24
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """These small models train fastest on one thread; two spin-waiting OpenMP threads on a busy
-    2-core machine were measured 100x slower (90 s instead of 0.6 s per fit)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # --------------------------------------------------------------------------- model
 
 

@@ -20,7 +20,6 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-import torch
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
@@ -41,16 +40,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
     pytest.mark.filterwarnings("ignore:Fixed parameter"),
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models train fastest on one thread (two spinning OpenMP threads on a busy 2-core
-    machine are much slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _reset_mlflow_uris() -> None:

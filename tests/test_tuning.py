@@ -17,7 +17,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
@@ -37,16 +36,6 @@ SPACE = SearchSpace(lookbacks=(24,), hidden=(4, 16), layers=(1, 1), dropout=(0.0
                     batch_sizes=(64,), weight_decay=(1e-7, 1e-3), norms=("standard",), segments=(1, 4))
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models train fastest on one thread (two spinning OpenMP threads on a busy 2-core
-    machine are much slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
