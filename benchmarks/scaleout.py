@@ -1,0 +1,346 @@
+"""Scale-out benchmark: tuning trials per hour with 1 worker and with 2 workers, in one run.
+
+Each run tunes a fresh study in a fresh PostgreSQL database (created and dropped here) with the
+same fixed budget: the study is pre-filled with `trials` copies of one fixed configuration
+(pruner none, `max_epochs` below the early-stopping patience), so every trial does the same work
+whichever worker runs it and whatever the sampler would have drawn. Workers are the real
+`python -m forecasting.worker` processes (`forecasting.worker.worker_command`), each with
+`forecasting.worker.threads_per_worker(workers)` torch threads: the 1-worker run uses every core,
+the 2-worker run half of them each. Trials are logged to MLflow (a PostgreSQL database used as
+the tracking store, also created and dropped here) as they are in `forecasting train`.
+
+The clock runs from the moment every worker of a run has started and is waiting on the study
+(the script holds a lock on Optuna's tables until then: process start and imports are left out)
+to the moment the last one exits; trials per hour = finished trials / those seconds. The span
+from the first trial's start to the last trial's end (Optuna's own timestamps) is recorded too.
+
+    python benchmarks/scaleout.py [--quick] [--out DIR] [--trials N] [--postgres URL]
+
+It needs PostgreSQL (default postgresql://postgres@127.0.0.1:5432, a role that may create
+databases). Without --out a --quick run writes into a temporary folder, never over the
+committed results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+NAME = "scaleout"
+GOAL_RATIO = 1.8
+DATASET, HORIZON, FAMILY = "scaleout", 24, "gru"
+
+# One fixed configuration per trial. Full: ~5-10 s per trial on one core of the 2-core machine.
+BUDGETS = {
+    "full": {"trials": 10, "n_series": 8, "length": 2400, "max_epochs": 3, "max_train_windows": 4096,
+             "lookback": 96, "hidden": 64, "layers": 2, "batch_size": 128},
+    "quick": {"trials": 4, "n_series": 3, "length": 600, "max_epochs": 1, "max_train_windows": 128,
+              "lookback": 48, "hidden": 16, "layers": 1, "batch_size": 64},
+}
+
+
+def parse(argv: list[str] | None):
+    p = C.parser(__doc__.splitlines()[0])
+    p.set_defaults(out=None)
+    for action in p._actions:  # shared options this benchmark does not use: workers get their own threads
+        if action.dest in ("threads", "data_dir"):
+            action.help = argparse.SUPPRESS
+    p.add_argument("--trials", type=int, help="finished trials per run (default 10, quick 4)")
+    p.add_argument("--workers", default="1,2", help="worker counts to measure, comma-separated (default 1,2)")
+    p.add_argument("--postgres", default=os.environ.get("FORECASTING_BENCH_POSTGRES",
+                                                        "postgresql://postgres@127.0.0.1:5432"),
+                   help="PostgreSQL server URL without a database name")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds a run may take before it is abandoned")
+    args = p.parse_args(argv)
+    if args.out is None:
+        args.out = Path(tempfile.mkdtemp(prefix="scaleout-quick-")) if args.quick else C.RESULTS
+    return args
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def _connect(url: str):
+    import psycopg2
+
+    try:
+        return psycopg2.connect(url, connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        sys.exit(f"error: PostgreSQL not reachable at {url}: {str(exc).strip()}\n"
+                 "The scale-out benchmark needs a PostgreSQL server whose role may create databases "
+                 "(pass --postgres postgresql://USER@HOST:PORT).")
+
+
+class Databases:
+    """Fresh databases on one server, all dropped by `drop_all()`."""
+
+    def __init__(self, server: str):
+        self.server, self.names = server.rstrip("/"), []
+        conn = _connect(f"{self.server}/postgres")
+        with conn.cursor() as cur:
+            cur.execute("SHOW server_version")
+            self.version = cur.fetchone()[0]
+        conn.close()
+
+    def _admin(self, sql: str) -> None:
+        conn = _connect(f"{self.server}/postgres")
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+        finally:
+            conn.close()
+
+    def create(self, prefix: str) -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        self._admin(f'CREATE DATABASE "{name}"')
+        self.names.append(name)
+        return f"{self.server}/{name}"
+
+    def drop_all(self) -> None:
+        while self.names:
+            self._admin(f'DROP DATABASE IF EXISTS "{self.names.pop()}" WITH (FORCE)')
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def sine_csv(path: Path, n_series: int, length: int, seed: int) -> Path:
+    """Noisy daily-seasonal hourly series with random level, amplitude and phase."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)
+    parts = []
+    for i in range(n_series):
+        amp, phase, level = rng.uniform(1, 3), rng.uniform(0, 2 * np.pi), rng.uniform(5, 15)
+        y = level + amp * np.sin(2 * np.pi * t / 24 + phase) + 0.3 * np.sin(2 * np.pi * t / 168) \
+            + rng.normal(0, 0.3, length)
+        parts.append(pd.DataFrame({"unique_id": f"s{i}", "ds": pd.date_range("2022-01-01", periods=length,
+                                                                              freq="h"), "y": y}))
+    pd.concat(parts).to_csv(path, index=False)
+    return path
+
+
+def fixed_params(home: Path, job, b: dict) -> dict:
+    """The budget's configuration, checked against (and clipped into) the job's search space."""
+    from forecasting import pipeline
+
+    df, freq = pipeline.load_processed(home, job.dataset)
+    space = pipeline.search_space(df, pipeline.make_split(df, job), pipeline.base_config(df, freq, job), job)
+    lookback = b["lookback"] if b["lookback"] in space.lookbacks else max(space.lookbacks)
+    return {"lookback": lookback, "hidden": int(np.clip(b["hidden"], *space.hidden)),
+            "layers": int(np.clip(b["layers"], *space.layers)), "dropout": float(space.dropout[0]),
+            "lr": float(np.clip(1e-3, *space.lr)),
+            "batch_size": min(space.batch_sizes, key=lambda s: abs(s - b["batch_size"])),
+            "weight_decay": float(space.weight_decay[0]),
+            "norm": "standard" if "standard" in space.norms else space.norms[0],
+            "segment": min(s for s in space.segments if s <= lookback)}
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def run(workers: int, home: Path, job, params: dict, db: Databases, tracking_uri: str, experiment_id: str,
+        logs: Path, timeout: float) -> dict:
+    """Tune `job.tune.n_trials` fixed trials with `workers` worker processes; return the timings."""
+    from dataclasses import replace
+
+    import optuna
+    from mlflow import MlflowClient
+
+    from forecasting.tuning import FINISHED, study_name
+    from forecasting.worker import threads_per_worker, worker_command
+
+    url = db.create("fc_bench_optuna")
+    job = replace(job, tune=replace(job.tune, storage=url))
+    name = study_name(job.dataset, job.horizon, FAMILY)
+    storage = optuna.storages.RDBStorage(url)
+    study = optuna.create_study(storage=storage, study_name=name, direction="minimize")
+    for _ in range(job.tune.n_trials + workers - 1):  # a worker may start one more as the study fills
+        study.enqueue_trial(params)
+    storage.engine.dispose()
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    parent = client.create_run(experiment_id, run_name=f"workers-{workers}", tags={"kind": "benchmark"}).info.run_id
+    threads = threads_per_worker(workers)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update({"MLFLOW_TRACKING_URI": tracking_uri, "OMP_NUM_THREADS": str(threads),
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(C.REPO), os.environ.get("PYTHONPATH")]))})
+
+    gate = _connect(url)  # holds the workers at the study until all of them are up
+    procs, outs = [], []
+    try:
+        with gate.cursor() as cur:
+            cur.execute("LOCK TABLE version_info, studies IN ACCESS EXCLUSIVE MODE")
+            for i in range(workers):
+                outs.append(open(logs / f"workers{workers}-{i}.log", "wb"))  # noqa: SIM115
+                procs.append(subprocess.Popen(worker_command(home, job, FAMILY, parent, i, threads), env=env,
+                                              stdout=outs[-1], stderr=subprocess.STDOUT))
+            deadline = time.monotonic() + 600
+            while True:
+                cur.execute("SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted "
+                            "AND relation IN ('version_info'::regclass, 'studies'::regclass)")
+                if cur.fetchone()[0] >= workers:
+                    break
+                _check_alive(procs, logs, workers)
+                if time.monotonic() > deadline:
+                    raise SystemExit("error: the workers did not reach the study within 600 s")
+                time.sleep(0.1)
+        t0 = time.perf_counter()
+        gate.rollback()  # release: every worker starts tuning now
+        for p in procs:
+            p.wait(timeout=timeout)
+        seconds = time.perf_counter() - t0
+    finally:
+        gate.close()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for f in outs:
+            f.close()
+    _check_alive(procs, logs, workers, finished=True)
+    client.set_terminated(parent)
+
+    trials = _load_trials(url, name)
+    finished = [t for t in trials if t.state in FINISHED]
+    if len(finished) < job.tune.n_trials or any(t.params != params for t in finished):
+        raise SystemExit(f"error: run with {workers} worker(s) finished {len(finished)} trial(s), "
+                         f"expected {job.tune.n_trials} of the fixed configuration")
+    span = (max(t.datetime_complete for t in finished) - min(t.datetime_start for t in finished)).total_seconds()
+    per_worker = Counter(t.user_attrs.get("worker", "?") for t in finished)
+    train = [t.user_attrs["train_seconds"] for t in finished if "train_seconds" in t.user_attrs]
+    return {"workers": workers, "threads_per_worker": threads, "trials": len(finished),
+            "trials_per_worker": sorted(per_worker.values(), reverse=True),
+            "seconds": round(seconds, 2), "trial_span_seconds": round(span, 2),
+            "trials_per_hour": round(len(finished) / seconds * 3600, 1),
+            "trials_per_hour_span": round(len(finished) / span * 3600, 1) if span > 0 else None,
+            "mean_train_seconds": round(float(np.mean(train)), 3) if train else None}
+
+
+def _check_alive(procs, logs: Path, workers: int, finished: bool = False) -> None:
+    for i, p in enumerate(procs):
+        rc = p.poll()
+        if (rc is not None and not finished) or (finished and rc != 0):
+            tail = (logs / f"workers{workers}-{i}.log").read_text(errors="replace")[-3000:]
+            raise SystemExit(f"error: worker {i} of the {workers}-worker run exited {rc}:\n{tail}")
+
+
+def _load_trials(url: str, name: str):
+    import optuna
+
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=True)
+    finally:
+        storage.engine.dispose()
+
+
+# --------------------------------------------------------------------------- report
+
+
+def summary(res: dict) -> str:
+    rows = [[str(r["workers"]), str(r["threads_per_worker"]), str(r["trials"]),
+             " / ".join(map(str, r["trials_per_worker"])), C.fmt(r["seconds"], 1), C.fmt(r["trials_per_hour"], 0),
+             C.fmt(r["trials_per_hour"] / res["runs"][0]["trials_per_hour"], 2) + "x"]
+            for r in res["runs"]]
+    text = C.table(["workers", "torch threads each", "trials", "trials per worker", "seconds",
+                    "trials / hour", "vs 1 worker"], rows)
+    if res.get("ratio") is not None:
+        text += (f"\n{res['runs'][-1]['workers']} workers against 1: **{res['ratio']:.2f}x** trials per hour "
+                 f"(goal ≥ {GOAL_RATIO}x: {C.verdict(res['ratio'] >= GOAL_RATIO)}); from Optuna's first-trial-"
+                 f"start to last-trial-end span: {res['ratio_span']:.2f}x.\n")
+    return text
+
+
+def render(res: dict) -> str:
+    b, p = res["budget"], res["params"]
+    return "\n".join([
+        "# Scale-out: tuning trials per hour with 1 and 2 workers", "",
+        summary(res),
+        f"Each run: a fresh PostgreSQL study pre-filled with {b['trials']} trials of one fixed GRU "
+        f"configuration ({', '.join(f'{k} {v}' for k, v in p.items())}), {b['max_epochs']} epoch(s) of "
+        f"{b['max_train_windows']} windows each, pruner none, on {b['n_series']} synthetic hourly series of "
+        f"{b['length']} points (horizon {HORIZON}); workers are `python -m forecasting.worker` processes with "
+        "`threads_per_worker(workers)` torch threads each, trials logged to MLflow on PostgreSQL. Seconds run "
+        "from the moment all workers wait on the study (process start and imports excluded) to the last exit.",
+        "",
+        f"PostgreSQL {res['postgres']}.", "",
+        C.conditions(res),
+    ])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse(argv)
+    b = dict(BUDGETS["quick" if args.quick else "full"])
+    if args.trials:
+        b["trials"] = args.trials
+    counts = [int(w) for w in args.workers.split(",") if w.strip()]
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    import logging
+
+    for name in ("mlflow", "alembic", "optuna"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+    import psycopg2
+    from mlflow import MlflowClient
+
+    from forecasting import pipeline
+    from forecasting.pipeline import TrainJob
+    from forecasting.tuning import TuneConfig
+
+    db = Databases(args.postgres)  # exits with a clear message when PostgreSQL is not there
+    meta = C.Run(NAME, args, b, extra_versions=("optuna", "mlflow", "sqlalchemy", "psycopg2-binary"))
+    meta.meta["versions"]["psycopg2"] = psycopg2.__version__.split()[0]
+    runs = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="scaleout-") as tmp:
+            tmp = Path(tmp)
+            home, logs = tmp / "home", tmp / "logs"
+            logs.mkdir()
+            pipeline.ingest(sine_csv(tmp / "series.csv", b["n_series"], b["length"], args.seed), DATASET, home)
+            tune = TuneConfig(n_trials=b["trials"], max_epochs=b["max_epochs"], pruner="none", seed=args.seed)
+            job = TrainJob(DATASET, HORIZON, (FAMILY,), tune, device="cpu", seed=args.seed, calendar=False,
+                           max_train_windows=b["max_train_windows"], max_lookback=b["lookback"])
+            params = fixed_params(home, job, b)
+            tracking_uri = db.create("fc_bench_mlflow")
+            client = MlflowClient(tracking_uri=tracking_uri)  # creates MLflow's tables before the clock
+            exp = client.create_experiment(f"{DATASET}-h{HORIZON}", artifact_location=(tmp / "artifacts").as_uri())
+            for w in counts:
+                print(f"{w} worker(s): {b['trials']} trials ...", file=sys.stderr, flush=True)
+                r = run(w, home, job, params, db, tracking_uri, exp, logs, args.timeout)
+                print(f"    {r['seconds']:.1f} s, {r['trials_per_hour']:.0f} trials/hour, trials per worker "
+                      f"{r['trials_per_worker']}", file=sys.stderr, flush=True)
+                runs.append(r)
+    finally:
+        db.drop_all()
+    base = runs[0]
+    ratio = round(runs[-1]["trials_per_hour"] / base["trials_per_hour"], 3) if len(runs) > 1 else None
+    ratio_span = (round(runs[-1]["trials_per_hour_span"] / base["trials_per_hour_span"], 3)
+                  if len(runs) > 1 and base["trials_per_hour_span"] and runs[-1]["trials_per_hour_span"] else None)
+    res = meta.finish({"postgres": db.version, "params": params, "runs": runs,
+                       "ratio": ratio, "ratio_span": ratio_span, "goal_ratio": GOAL_RATIO,
+                       "goal_met": None if ratio is None else ratio >= GOAL_RATIO})
+    js, md = C.write(args.out, NAME, res, render(res))
+    print(summary(res))
+    print(f"wrote {js} and {md}")
+    return res
+
+
+if __name__ == "__main__":
+    main()

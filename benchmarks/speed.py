@@ -1,0 +1,594 @@
+"""Speed benchmark: ratios measured in one run (DESIGN §8).
+
+(a) windowing: `forecasting.windows` against a plain Python loop over the same series, and the
+    memory of the zero-copy window view against the input;
+(b) training: one epoch of `forecasting.training.fit` against a bare PyTorch loop over the same
+    model, the same pre-gathered tensors and batch size (the floor);
+(c) batch forecasting through a registered pyfunc model (`models:/<name>@champion` from a
+    temporary SQLite MLflow store): series per second;
+(d) peers: the same GRU configuration on ETTh1-OT in NeuralForecast and Darts, each installed
+    into its own virtualenv `benchmarks/.venv-peers-<name>` with torch pinned, against this
+    pipeline with the same configuration and with the SegRNN-style segment option.
+
+    python benchmarks/speed.py [--quick] [--out DIR] [--data-dir DIR] [--peers install|existing|skip]
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+from forecasting.data import IngestConfig, to_long  # noqa: E402
+from forecasting.forecaster import Forecaster, ForecasterConfig  # noqa: E402
+from forecasting.models import ModelConfig, RecurrentForecaster  # noqa: E402
+from forecasting.scaling import SeriesScaler  # noqa: E402
+from forecasting.training import TrainConfig, fit  # noqa: E402
+from forecasting.windows import make_windows, panel_from_long  # noqa: E402
+
+NAME = "speed"
+PEERS = {"neuralforecast": "neuralforecast==3.3.0", "darts": "darts[torch]==0.48.1"}
+TORCH_PIN = "torch==2.13.0"
+GOALS = {"windowing_speedup": 100.0, "training_overhead": 1.15, "batch_seconds": 10.0, "peer_speedup": 5.0}
+
+
+# --------------------------------------------------------------------------- (a) windowing
+
+
+def loop_windows(series: list[np.ndarray], L: int, H: int) -> tuple[np.ndarray, np.ndarray]:
+    """The plain way: a Python loop over every series and start, slices stacked at the end."""
+    xs, ys = [], []
+    for values in series:
+        for s in range(len(values) - L - H + 1):
+            xs.append(values[s:s + L])
+            ys.append(values[s + L:s + L + H, 0])
+    return np.stack(xs), np.stack(ys)
+
+
+def best_of(fn, repeats: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeats):
+        gc.collect()
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), out
+
+
+def traced_peak(fn) -> tuple[int, object]:
+    """Peak bytes numpy/Python allocate while `fn` runs (tracemalloc sees numpy's buffers)."""
+    gc.collect()
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    out = fn()
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    return peak, out
+
+
+def bench_windowing(data_dir: Path, quick: bool) -> dict:
+    rows = 2000 if quick else None
+    (path,) = C.require(data_dir, "ett/ETTh1.csv")
+    raw = pd.read_csv(path, nrows=rows)
+    df = to_long(raw, IngestConfig(format="wide", time_col="date")).drop(columns="_row")
+    df["ds"] = pd.to_datetime(df["ds"])
+    df = df.sort_values(["unique_id", "ds"], kind="stable").reset_index(drop=True)
+    panel = panel_from_long(df, "h")
+    L, H = 96, 24
+    series = [panel.series(i) for i in range(len(panel.ids))]
+    repeats = 2 if quick else 5
+
+    t_loop, (x_loop, y_loop) = best_of(lambda: loop_windows(series, L, H), repeats)
+    t_copy, (x, y) = best_of(lambda: make_windows(panel, L, H).arrays(), repeats)
+    assert np.array_equal(x, x_loop) and np.array_equal(y, y_loop), "windows differ from the loop"
+
+    def view():
+        w = make_windows(panel, L, H)
+        return w, w.view()
+
+    t_view, (w, v) = best_of(view, repeats)
+    assert np.shares_memory(v, panel.values), "the window view copied the data"
+    np.testing.assert_array_equal(v[w.starts][:, :L], x)
+    peak_view, _ = traced_peak(view)
+    peak_copy, _ = traced_peak(lambda: make_windows(panel, L, H).arrays())
+    peak_loop, _ = traced_peak(lambda: loop_windows(series, L, H))
+    input_bytes = panel.values.nbytes
+    del x_loop, y_loop, x, y
+    return {
+        "data": f"ETTh1, {len(panel.ids)} columns as series x {int(panel.lengths[0]):,} rows",
+        "lookback": L, "horizon": H, "n_series": len(panel.ids), "n_windows": len(w),
+        "repeats": repeats, "timing": "best of repeats",
+        "loop_seconds": t_loop, "arrays_seconds": t_copy, "view_seconds": t_view,
+        "speedup_arrays": t_loop / t_copy, "speedup_view": t_loop / t_view,
+        "identical_to_loop": True, "view_shares_memory_with_input": True,
+        "input_bytes": input_bytes, "view_peak_bytes": peak_view, "arrays_peak_bytes": peak_copy,
+        "loop_peak_bytes": peak_loop,
+        "view_peak_over_input": peak_view / input_bytes, "arrays_peak_over_input": peak_copy / input_bytes,
+        "loop_peak_over_input": peak_loop / input_bytes,
+    }
+
+
+# --------------------------------------------------------------------------- (b) training epoch
+
+
+def etth1_windows(data_dir: Path, quick: bool, lookback: int = 96, horizon: int = 24):
+    borders = C.ETTH1_QUICK_BORDERS if quick else C.ETTH1_BORDERS
+    df = C.etth1_frame(data_dir, borders[2])
+    split = C.etth1_split(borders)
+    panel = panel_from_long(df, "h")
+    scaled = SeriesScaler.fit(panel, split.train_end).transform(panel)
+    return make_windows(scaled, lookback, horizon, split, "train")
+
+
+def bare_epoch(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, lr: float, clip: float,
+               seed: int) -> None:
+    """The floor: pre-gathered tensors, shuffled index batches, AdamW, MSE, clipping; nothing else."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    model.train()
+    for i in range(0, len(order), batch):
+        idx = order[i:i + batch]
+        loss = torch.mean((model(x[idx]) - y[idx]) ** 2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+
+
+def bench_training(data_dir: Path, quick: bool, seed: int) -> dict:
+    train = etth1_windows(data_dir, quick)
+    xa, ya = train.arrays()
+    x, y = torch.from_numpy(np.ascontiguousarray(xa)), torch.from_numpy(np.ascontiguousarray(ya))
+    mcfg = ModelConfig(cell="gru", lookback=96, horizon=24, hidden=64, layers=2, norm="last", segment=1)
+    tcfg = TrainConfig(lr=1e-3, batch_size=256, max_epochs=1, patience=1, clip=1.0, seed=seed, device="cpu")
+    torch.manual_seed(seed)
+    init = RecurrentForecaster(mcfg)
+    repeats = 1 if quick else 5
+
+    def timed(fn) -> tuple[float, float]:
+        w0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        return time.perf_counter() - w0, time.process_time() - c0
+
+    def run_fit() -> tuple[float, float]:
+        model = copy.deepcopy(init)
+        return timed(lambda: fit(model, train, None, tcfg))
+
+    def run_bare() -> tuple[float, float]:
+        model = copy.deepcopy(init)
+        return timed(lambda: bare_epoch(model, x, y, tcfg.batch_size, tcfg.lr, tcfg.clip, seed))
+
+    run_fit(), run_bare()  # warm-up: first calls initialise kernels and allocator pools
+    fit_t, bare_t, fit_c, bare_c = [], [], [], []
+    for _ in range(repeats):  # interleaved, so both see the same background load
+        (fw, fc), (bw, bc) = run_fit(), run_bare()
+        fit_t.append(fw), fit_c.append(fc), bare_t.append(bw), bare_c.append(bc)
+    paired = [f / b for f, b in zip(fit_t, bare_t, strict=True)]
+    return {
+        "data": "ETTh1-OT training windows (standardized with training statistics)",
+        "model": {"cell": "gru", "lookback": 96, "horizon": 24, "hidden": 64, "layers": 2, "segment": 1,
+                  "norm": "last"},
+        "batch_size": tcfg.batch_size, "n_windows": len(train), "repeats": repeats,
+        "fit_seconds": fit_t, "bare_seconds": bare_t,
+        "fit_cpu_seconds": fit_c, "bare_cpu_seconds": bare_c,
+        "fit_best": min(fit_t), "bare_best": min(bare_t),
+        "ratio_best": min(fit_t) / min(bare_t), "ratio_median_paired": statistics.median(paired),
+        "ratio_cpu_best": min(fit_c) / min(bare_c),
+        "floor": "same model and initial weights, AdamW lr 1e-3, MSE, clip_grad_norm 1.0, same shuffled "
+                 "batches of 256 from tensors gathered once before timing",
+        "fit_includes": "zero-copy unfold view, per-batch gather, loss accumulation, epoch bookkeeping, "
+                        "best-weights copy, peak-memory sampler thread",
+    }
+
+
+# --------------------------------------------------------------------------- (c) batch forecasting
+
+
+def synthetic_panel(n_series: int, length: int, seed: int) -> pd.DataFrame:
+    """Daily-seasonal noisy series with random level, amplitude, phase and trend (hourly)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)[None, :]
+    level = rng.uniform(10, 100, (n_series, 1))
+    amp = rng.uniform(1, 10, (n_series, 1))
+    phase = rng.uniform(0, 2 * np.pi, (n_series, 1))
+    trend = rng.normal(0, 0.02, (n_series, 1))
+    y = level + amp * np.sin(2 * np.pi * t / 24 + phase) + trend * t + rng.normal(0, 1, (n_series, length))
+    start = pd.Timestamp("2024-01-01")
+    ds = pd.date_range(start, periods=length, freq="h")
+    return pd.DataFrame({
+        "unique_id": np.repeat([f"s{i:05d}" for i in range(n_series)], length),
+        "ds": np.tile(ds.to_numpy(), n_series),
+        "y": y.reshape(-1),
+    })
+
+
+def bench_batch(quick: bool, seed: int) -> dict:
+    """Series per second through registered pyfunc models: the plain GRU (segment 1) and the
+    segmented one (segment 24), each logged, registered and loaded as `models:/<name>@champion`."""
+    import mlflow
+
+    from forecasting import tracking
+    from forecasting.batch import forecast_with
+    from forecasting.data import split_fractions
+
+    n_series, length, L, H = (200 if quick else 10_000), 240, 168, 24
+    df = synthetic_panel(n_series, length, seed)
+    split = split_fractions(df.groupby("unique_id", sort=False).size(), val=0.1, test=0.0)
+    saved_uri = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    models, out = {}, {}
+    with tempfile.TemporaryDirectory() as home, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            uri = tracking.configure(home)
+            exp = tracking.ensure_experiment("bench-speed", home)
+            for segment in (1, 24):
+                cfg = ForecasterConfig(
+                    model=ModelConfig(cell="gru", lookback=L, horizon=H, hidden=64, layers=2, norm="last",
+                                      segment=segment),
+                    train=TrainConfig(max_epochs=1, max_train_windows=2048, batch_size=256, seed=seed, device="cpu"),
+                    freq="h", calendar=True,
+                )
+                f = Forecaster(cfg)
+                t0 = time.perf_counter()
+                f.fit(df, split)
+                fit_seconds = time.perf_counter() - t0
+                name = f"bench-speed-gru-seg{segment}"
+                run_id = tracking.start_run(exp, f"speed-batch-seg{segment}")
+                reg = tracking.register(tracking.log_model(run_id, f, tracking.input_example(df, L)), name, "mase", 1.0)
+                tracking.end_run(run_id)
+                t0 = time.perf_counter()
+                models[segment] = mlflow.pyfunc.load_model(f"models:/{name}@{reg['alias']}")
+                out[f"segment{segment}"] = {"model_uri": f"models:/{name}@{reg['alias']}", "train_seconds": fit_seconds,
+                                            "load_seconds": time.perf_counter() - t0, "predict_seconds": [],
+                                            "predict_cpu_seconds": []}
+            for _ in range(2 if quick else 3):  # interleaved repeats
+                for segment, model in models.items():
+                    gc.collect()
+                    c0 = time.process_time()
+                    result = forecast_with(model, df)
+                    r = out[f"segment{segment}"]
+                    r["predict_cpu_seconds"].append(time.process_time() - c0)
+                    r["predict_seconds"].append(result.seconds)
+                    assert result.n_forecast == n_series and not result.skipped, "batch forecast skipped series"
+                    assert len(result.forecasts) == n_series * H
+        finally:
+            if saved_uri is not None:
+                os.environ["MLFLOW_TRACKING_URI"] = saved_uri
+    for r in out.values():
+        r["predict_best"] = min(r["predict_seconds"])
+        r["predict_cpu_best"] = min(r["predict_cpu_seconds"])
+        r["series_per_second"] = n_series / r["predict_best"]
+    return {
+        "store": "temporary SQLite MLflow store; pyfunc logged with forecasting.tracking.log_model, registered, "
+                 "loaded as models:/<name>@champion",
+        "tracking_uri_scheme": uri.split(":", 1)[0],
+        "n_series": n_series, "history_rows_per_series": length, "lookback": L, "horizon": H,
+        "model": {"cell": "gru", "hidden": 64, "layers": 2, "calendar": True, "segments": [1, 24]},
+        "history_rows": len(df), "models": out,
+        "includes": "pyfunc schema check, sorting and grouping the long history, per-series "
+                    "standardization, calendar features, GRU forward, output frame",
+    }
+
+
+# --------------------------------------------------------------------------- (d) peers
+
+
+def peer_python(name: str) -> Path:
+    return C.REPO / "benchmarks" / f".venv-peers-{name}" / "bin" / "python"
+
+
+def _tail(text: str, n: int = 1500) -> str:
+    return text[-n:].strip()
+
+
+def ensure_peer(name: str, mode: str) -> dict:
+    """Make sure `.venv-peers-<name>` has the library; install it there (torch pinned) if allowed."""
+    py = peer_python(name)
+    check = [str(py), "-c", f"import {name}, torch; print({name}.__version__, torch.__version__)"]
+    if py.exists():
+        ok = subprocess.run(check, capture_output=True, text=True)
+        if ok.returncode == 0:
+            lib, tv = ok.stdout.split()[-2:]
+            return {"status": "ok", "installed_now": False, "version": lib, "torch": tv, "python": str(py)}
+    if mode != "install":
+        return {"status": "not installed", "reason": f"{py.parent.parent} is missing or broken and --peers {mode}"}
+    venv = py.parent.parent
+    print(f"[speed] installing {PEERS[name]} into {venv} (torch pinned: {TORCH_PIN}) ...", file=sys.stderr, flush=True)
+    steps = [[sys.executable, "-m", "venv", str(venv)]]
+    constraints = venv / "constraints.txt"
+    steps.append([str(py), "-m", "pip", "install", "-q", "-c", str(constraints), PEERS[name]])
+    t0 = time.perf_counter()
+    for i, cmd in enumerate(steps):
+        if i == 1:
+            constraints.write_text(TORCH_PIN + "\n")
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+        except subprocess.TimeoutExpired:
+            return {"status": "install failed", "reason": f"timed out: {' '.join(cmd)}"}
+        if r.returncode != 0:
+            return {"status": "install failed", "reason": f"{' '.join(cmd)} exited {r.returncode}: "
+                                                          f"{_tail(r.stderr or r.stdout)}"}
+    ok = subprocess.run(check, capture_output=True, text=True)
+    if ok.returncode != 0:
+        return {"status": "install failed", "reason": f"import check failed: {_tail(ok.stderr)}"}
+    lib, tv = ok.stdout.split()[-2:]
+    return {"status": "ok", "installed_now": True, "install_seconds": time.perf_counter() - t0,
+            "version": lib, "torch": tv, "python": str(py)}
+
+
+def run_peer(name: str, data_dir: Path, borders, epochs: int, threads: int, seed: int, timeout: int) -> dict:
+    (csv,) = C.require(data_dir, "ett/ETTh1.csv")
+    cmd = [str(peer_python(name)), str(Path(__file__).with_name("peer_worker.py")), "--library", name,
+           "--csv", str(csv), "--borders", *map(str, borders), "--epochs", str(epochs),
+           "--threads", str(threads), "--seed", str(seed)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1"}
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"status": "failed", "reason": f"timed out after {timeout} s"}
+    if r.returncode != 0:
+        return {"status": "failed", "reason": f"worker exited {r.returncode}: {_tail(r.stderr, 2500)}"}
+    return {"status": "ok", **json.loads(r.stdout.strip().splitlines()[-1])}
+
+
+def ours_peer_config(data_dir: Path, borders, epochs: int, segment: int, seed: int) -> dict:
+    """This pipeline on the peers' protocol: fit without validation, evaluate every test window."""
+    df = C.etth1_frame(data_dir, borders[2])
+    split = C.etth1_split(borders)
+    no_val = replace(split, val_end=split.train_end)  # no validation part: fixed epochs, like the peers
+    cfg = ForecasterConfig(
+        model=ModelConfig(cell="gru", lookback=96, horizon=24, hidden=64, layers=2, norm="last", segment=segment),
+        train=TrainConfig(lr=1e-3, batch_size=256, max_epochs=epochs, patience=epochs, seed=seed, device="cpu"),
+        freq="h", calendar=False,
+    )
+    f = Forecaster(cfg)
+    t0 = time.perf_counter()
+    res = f.fit(df, no_val)
+    fit_total = time.perf_counter() - t0
+    n_windows = len(f.windows(df, split, "train"))
+    t1 = time.perf_counter()
+    ev = f.evaluate(df, split, "test")
+    predict_seconds = time.perf_counter() - t1
+    epochs_run = len(res.history)
+    return {
+        "status": "ok", "library": "forecasting (this pipeline)", "segment": segment,
+        "epochs": epochs_run, "train_windows": n_windows * epochs_run, "train_seconds": res.seconds,
+        "fit_seconds_total": fit_total, "windows_per_second": n_windows * epochs_run / res.seconds,
+        "seconds_per_epoch": res.seconds / epochs_run, "predict_seconds": predict_seconds,
+        "n_test_windows": len(ev.y), "test_mse_std": ev.metrics["mse_std"], "test_mae_std": ev.metrics["mae_std"],
+        "settings": {"model": "RecurrentForecaster GRU, last state -> linear head", "norm": "last",
+                     "segment": segment, "optimizer": "AdamW lr 1e-3 wd 0, clip 1.0", "batch_size": 256,
+                     "calendar": False},
+    }
+
+
+def bench_peers(data_dir: Path, quick: bool, mode: str, threads: int, seed: int) -> dict:
+    borders = C.ETTH1_QUICK_BORDERS if quick else C.ETTH1_BORDERS
+    epochs = 1 if quick else 10
+    out = {"config": {"data": "ETTh1-OT, standardized with training mean/std", "borders": list(borders),
+                      "lookback": 96, "horizon": 24, "hidden": 64, "layers": 2, "batch_size": 256,
+                      "lr": 1e-3, "epochs": epochs,
+                      "protocol": "train on windows with targets in the training rows for a fixed number of "
+                                  "epochs (no validation or early stopping), then forecast every test window "
+                                  "(stride 1); windows/s from the first to the last training batch; this "
+                                  "pipeline runs before and after the peers and its windows/s is the mean of both"},
+           "runs": {}}
+
+    def run_ours(tag: str) -> None:
+        for segment in (1, 24):
+            print(f"[speed] peers: this pipeline, segment {segment} ({tag})", file=sys.stderr, flush=True)
+            r = ours_peer_config(data_dir, borders, epochs, segment, seed)
+            key = f"ours_segment{segment}"
+            if key not in out["runs"]:
+                out["runs"][key] = {**r, "windows_per_second_runs": [r["windows_per_second"]]}
+            else:  # the peers ran in between: average the two so that load drift hits both sides alike
+                first = out["runs"][key]
+                first["windows_per_second_runs"].append(r["windows_per_second"])
+                first["windows_per_second"] = statistics.mean(first["windows_per_second_runs"])
+                first["seconds_per_epoch"] = statistics.mean([first["seconds_per_epoch"], r["seconds_per_epoch"]])
+                first["test_mse_std_repeat"] = r["test_mse_std"]
+
+    run_ours("before the peers")
+    ran_peer = False
+    for name in PEERS:
+        if mode == "skip":
+            out["runs"][name] = {"status": "skipped", "reason": "--peers skip" + (" (default with --quick)" if quick else "")}
+            continue
+        inst = ensure_peer(name, mode)
+        if inst["status"] != "ok":
+            out["runs"][name] = inst
+            continue
+        print(f"[speed] peers: {name} {inst['version']}", file=sys.stderr, flush=True)
+        res = run_peer(name, data_dir, borders, epochs, threads, seed, timeout=300 if quick else 1800)
+        out["runs"][name] = {**res, "install": inst}
+        ran_peer = ran_peer or res.get("status") == "ok"
+    if ran_peer:
+        run_ours("after the peers")
+    ours = {k: v for k, v in out["runs"].items() if k.startswith("ours")}
+    comparisons = []
+    for name in PEERS:
+        peer = out["runs"][name]
+        if peer.get("status") != "ok":
+            continue
+        for key, run in ours.items():
+            speedup = run["windows_per_second"] / peer["windows_per_second"]
+            mse_ok = run["test_mse_std"] <= peer["test_mse_std"]
+            comparisons.append({"ours": key, "peer": name, "speedup": speedup, "mse_ours": run["test_mse_std"],
+                                "mse_peer": peer["test_mse_std"], "mse_equal_or_better": mse_ok,
+                                "goal_met": bool(speedup >= GOALS["peer_speedup"] and mse_ok)})
+    out["comparisons"] = comparisons
+    return out
+
+
+# --------------------------------------------------------------------------- report
+
+
+def goals(res: dict) -> dict:
+    w, t, b, p = res["windowing"], res["training"], res["batch"], res["peers"]
+    by_ours: dict[str, list[bool]] = {}
+    for c in p.get("comparisons", []):
+        by_ours.setdefault(c["ours"], []).append(c["goal_met"])
+    peers_ok = [k for k in p["runs"] if not k.startswith("ours") and p["runs"][k].get("status") == "ok"]
+    return {
+        "windowing_speedup_ge_100x": max(w["speedup_arrays"], w["speedup_view"]) >= GOALS["windowing_speedup"],
+        "windowing_view_memory_not_times_L": w["view_peak_over_input"] < w["lookback"] / 4,
+        "training_overhead_le_1.15x": t["ratio_best"] <= GOALS["training_overhead"],
+        "batch_10000_series_lt_10s": {k: (r["predict_best"] < GOALS["batch_seconds"] if b["n_series"] >= 10_000
+                                          else None) for k, r in b["models"].items()},
+        "peers_5x_at_equal_or_better_mse": {k: all(v) and len(v) == len(peers_ok) for k, v in by_ours.items()}
+        if peers_ok else None,
+    }
+
+
+def render(res: dict) -> str:
+    w, t, b, p, g = res["windowing"], res["training"], res["batch"], res["peers"], res["goals"]
+    lines = ["## Speed\n", C.conditions(res)]
+    lines.append(f"**(a) Windowing** – {w['data']}, lookback {w['lookback']}, horizon {w['horizon']}, "
+                 f"{w['n_windows']:,} windows ({w['timing']} of {w['repeats']}); outputs checked identical.\n")
+    lines.append(C.table(
+        ["method", "seconds", "speed-up vs loop", "peak memory / input"],
+        [["plain Python loop + np.stack", f"{w['loop_seconds']:.4f}", "1x", f"{w['loop_peak_over_input']:.1f}x"],
+         ["make_windows + arrays() (copies every window)", f"{w['arrays_seconds']:.4f}",
+          f"{w['speedup_arrays']:,.0f}x", f"{w['arrays_peak_over_input']:.1f}x"],
+         ["make_windows + view() (zero-copy)", f"{w['view_seconds']:.6f}", f"{w['speedup_view']:,.0f}x",
+          f"{w['view_peak_over_input']:.2f}x"]]))
+    lines.append(f"Goal ≥ 100x over the loop: {C.verdict(g['windowing_speedup_ge_100x'])}"
+                 f" (copying gather {w['speedup_arrays']:,.0f}x, zero-copy view {w['speedup_view']:,.0f}x). "
+                 f"The view shares memory with the input ({w['input_bytes']:,} bytes); its peak allocation is "
+                 f"{w['view_peak_over_input']:.2f}x the input (the window start indices), not "
+                 f"{w['lookback'] + w['horizon']}x: {C.verdict(g['windowing_view_memory_not_times_L'])}.\n")
+    m = t["model"]
+    lines.append(f"**(b) Training epoch** – GRU hidden {m['hidden']} x {m['layers']} layers, lookback "
+                 f"{m['lookback']}, horizon {m['horizon']}, batch {t['batch_size']}, {t['n_windows']:,} ETTh1-OT "
+                 f"windows; {t['repeats']} interleaved repeats after a warm-up.\n")
+    lines.append(C.table(
+        ["loop", "best epoch (s)", "all epochs (s)"],
+        [["bare PyTorch loop (the floor)", f"{t['bare_best']:.2f}", ", ".join(f"{s:.2f}" for s in t["bare_seconds"])],
+         ["forecasting.training.fit", f"{t['fit_best']:.2f}", ", ".join(f"{s:.2f}" for s in t["fit_seconds"])]]))
+    lines.append(f"fit / floor = {t['ratio_best']:.3f}x (best of each; median of paired ratios "
+                 f"{t['ratio_median_paired']:.3f}x; CPU seconds {t['ratio_cpu_best']:.3f}x). Goal ≤ 1.15x on the CPU: "
+                 f"{C.verdict(g['training_overhead_le_1.15x'])}. Floor: {t['floor']}.\n")
+    lines.append(f"**(c) Batch forecasting** – {b['n_series']:,} series x {b['history_rows_per_series']} hourly "
+                 f"points, lookback {b['lookback']}, horizon {b['horizon']}, GRU hidden {b['model']['hidden']} x "
+                 f"{b['model']['layers']} with calendar features, through a {b['store']}; interleaved repeats.\n")
+    lines.append(C.table(
+        ["model", "load (s)", "predict wall, best (s)", "predict CPU, best (s)", "series / s", "< 10 s"],
+        [[f"segment {k.removeprefix('segment')} (`{r['model_uri']}`)", f"{r['load_seconds']:.2f}",
+          f"{r['predict_best']:.2f} (all: {', '.join(f'{s:.1f}' for s in r['predict_seconds'])})",
+          f"{r['predict_cpu_best']:.2f}", f"{r['series_per_second']:,.0f}",
+          C.verdict(g["batch_10000_series_lt_10s"][k])] for k, r in b["models"].items()]))
+    lines.append(f"Predict includes {b['includes']}. CPU seconds count this process only; wall above CPU means "
+                 "the core was shared with other work.\n")
+    cfg = p["config"]
+    lines.append(f"**(d) Peers** – the same GRU (hidden {cfg['hidden']} x {cfg['layers']}, lookback "
+                 f"{cfg['lookback']}, horizon {cfg['horizon']}, batch {cfg['batch_size']}, lr {cfg['lr']}, "
+                 f"{cfg['epochs']} epochs) on {cfg['data']}. Protocol: {cfg['protocol']}.\n")
+    rows = []
+    labels = {"ours_segment1": "forecasting, same config (segment 1)",
+              "ours_segment24": "forecasting, segment 24 (SegRNN-style)"}
+    for key, r in p["runs"].items():
+        label = labels.get(key, f"{key} {r.get('version', '')}".strip())
+        if r.get("status") != "ok":
+            rows.append([label, "–", "–", "–", "–", f"{r.get('status')}: {r.get('reason', '')}"[:300]])
+            continue
+        note = "; ".join(f"{k}={v}" for k, v in r.get("settings", {}).items() if k in
+                         ("scaler_type", "use_reversible_instance_norm", "norm", "model"))
+        wps = f"{r['windows_per_second']:,.0f}"
+        if len(r.get("windows_per_second_runs", [])) > 1:
+            wps += " (before/after peers: " + " / ".join(f"{v:,.0f}" for v in r["windows_per_second_runs"]) + ")"
+        rows.append([label, wps, f"{r['seconds_per_epoch']:.2f}",
+                     f"{r['test_mse_std']:.4f}", f"{r['test_mae_std']:.4f}", note])
+    lines.append(C.table(["run", "windows / s", "s / epoch", "test MSE (std)", "test MAE (std)", "notes"], rows))
+    if p.get("comparisons"):
+        lines.append(C.table(
+            ["ours", "peer", "speed-up", "MSE ours", "MSE peer", "≥ 5x at equal or better MSE"],
+            [[labels[c["ours"]], c["peer"], f"{c['speedup']:.2f}x", f"{c['mse_ours']:.4f}", f"{c['mse_peer']:.4f}",
+              C.verdict(c["goal_met"])] for c in p["comparisons"]]))
+    peer_goal = g["peers_5x_at_equal_or_better_mse"]
+    if peer_goal is None:
+        lines.append("Goal ≥ 5x the peers' windows/s at equal or better test MSE: **not measured** "
+                     "(no peer ran; see the notes above).\n")
+    else:
+        lines.append("Goal ≥ 5x the peers' windows/s at equal or better test MSE: "
+                     + ", ".join(f"{labels[k]}: {C.verdict(v)}" for k, v in peer_goal.items()) + ".\n")
+    return "\n".join(lines)
+
+
+def summary(res: dict) -> str:
+    """A few lines for the Results block."""
+    w, t, b, g = res["windowing"], res["training"], res["batch"], res["goals"]
+    rows = [
+        ["windowing vs Python loop (≥ 100x)",
+         f"{w['speedup_arrays']:,.0f}x copying, {w['speedup_view']:,.0f}x zero-copy view",
+         C.verdict(g["windowing_speedup_ge_100x"])],
+        ["window view peak memory / input (not x L)", f"{w['view_peak_over_input']:.2f}x",
+         C.verdict(g["windowing_view_memory_not_times_L"])],
+        ["training epoch vs bare PyTorch loop (≤ 1.15x)", f"{t['ratio_best']:.3f}x",
+         C.verdict(g["training_overhead_le_1.15x"])],
+    ]
+    for k, r in b["models"].items():
+        rows.append([f"batch forecast, {b['n_series']:,} series via models:/…@champion, {k.replace('segment', 'segment ')} "
+                     "(< 10 s)", f"{r['predict_best']:.2f} s ({r['series_per_second']:,.0f} series/s)",
+                     C.verdict(g["batch_10000_series_lt_10s"][k])])
+    for c in res["peers"].get("comparisons", []):
+        rows.append([f"{c['ours'].replace('ours_', 'ours ')} vs {c['peer']} windows/s (≥ 5x, MSE ≤ peer)",
+                     f"{c['speedup']:.2f}x, MSE {c['mse_ours']:.4f} vs {c['mse_peer']:.4f}",
+                     C.verdict(c["goal_met"])])
+    for k, r in res["peers"]["runs"].items():
+        if r.get("status") != "ok":
+            rows.append([f"peer {k}", f"{r.get('status')}", "not measured"])
+    return C.table(["speed", "result", "goal"], rows)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = C.parser(__doc__.splitlines()[0])
+    p.add_argument("--peers", choices=("install", "existing", "skip"), default=None,
+                   help="peer libraries: install into benchmarks/.venv-peers-* if missing (default), use only "
+                        "existing ones, or skip (default with --quick)")
+    args = p.parse_args(argv)
+    C.require(args.data_dir, "ett/ETTh1.csv")
+    C.set_threads(args.threads)
+    peers = args.peers or ("skip" if args.quick else "install")
+    run = C.Run(NAME, args, budget={"peers": peers, "peer_epochs": 1 if args.quick else 10},
+                extra_versions=("mlflow",))
+    res = {}
+    print("[speed] (a) windowing", file=sys.stderr, flush=True)
+    res["windowing"] = bench_windowing(args.data_dir, args.quick)
+    print("[speed] (b) training epoch", file=sys.stderr, flush=True)
+    res["training"] = bench_training(args.data_dir, args.quick, args.seed)
+    print("[speed] (c) batch forecasting", file=sys.stderr, flush=True)
+    res["batch"] = bench_batch(args.quick, args.seed)
+    print("[speed] (d) peers", file=sys.stderr, flush=True)
+    res["peers"] = bench_peers(args.data_dir, args.quick, peers, args.threads, args.seed)
+    res["goals"] = goals(res)
+    out = run.finish(res)
+    js, md = C.write(args.out, NAME, out, render(out))
+    print(f"[speed] wrote {js} and {md}", file=sys.stderr)
+    return out
+
+
+if __name__ == "__main__":
+    main()

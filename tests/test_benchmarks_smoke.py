@@ -1,0 +1,136 @@
+"""Smoke tests of the benchmark scripts: each runs on a tiny slice (`--quick`) into a temporary folder.
+
+The benchmarks themselves are not part of the suite; these only check that every script runs end
+to end, writes its JSON and Markdown, and records the conditions of the run. They read the shared
+data folder (../shared/data) and are skipped where it is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+_BENCH_REPO = Path(__file__).resolve().parents[1]
+_BENCH_DATA = _BENCH_REPO.parent / "shared" / "data"
+_BENCH_META = ("date", "machine", "device", "versions", "seed", "budget", "wall_seconds", "loadavg_start",
+               "loadavg_end")
+
+
+def _bench_run(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(_BENCH_REPO / "benchmarks" / script), *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=_BENCH_REPO)
+
+
+def _bench_quick(script: str, name: str, out: Path, *extra: str) -> dict:
+    """Run a benchmark with --quick into `out`; return its JSON after checking both files."""
+    r = _bench_run(script, "--quick", "--out", str(out), *extra)
+    assert r.returncode == 0, r.stderr[-4000:]
+    res = json.loads((out / f"{name}.json").read_text())
+    md = (out / f"{name}.md").read_text()
+    assert res["quick"] is True and "QUICK MODE" in md
+    for key in _BENCH_META:
+        assert key in res, key
+    assert res["machine"]["cpu_count"] >= 1 and res["machine"]["platform"]
+    assert res["versions"]["torch"] and res["device"]["type"] in ("cpu", "cuda")
+    return res
+
+
+_needs_bench_data = pytest.mark.skipif(
+    not (_BENCH_DATA / "ett" / "ETTh1.csv").is_file(), reason=f"benchmark data not found under {_BENCH_DATA}")
+
+
+@pytest.mark.slow
+@_needs_bench_data
+def test_benchmark_etth1_quick(tmp_path):
+    res = _bench_quick("etth1.py", "etth1", tmp_path)
+    assert {(r["horizon"], r["family"]) for r in res["results"]} == {(24, "gru"), (24, "lstm"), (48, "gru"),
+                                                                      (48, "lstm")}
+    for r in res["results"]:
+        assert r["test_mse_std"] > 0 and r["test_windows"] == 400 - r["horizon"] + 1
+        # the refit of the selected configuration reproduces its trial's validation loss
+        assert r["refit_val_mse_std"] == pytest.approx(r["best_val_mse_std"], rel=1e-4)
+    assert {r["model"] for r in res["published"]} >= {"LSTMa", "DeepAR", "NLinear"}
+    assert set(res["goals"]) == {"beat_lstm_type_every_horizon", "reach_nlinear_mse_at_96"}
+
+
+@pytest.mark.slow
+@_needs_bench_data
+def test_benchmark_m4_hourly_quick(tmp_path):
+    res = _bench_quick("m4_hourly.py", "m4_hourly", tmp_path)
+    assert res["n_series"] == 20
+    head = res["ours"]["gru_refit_full"]
+    assert head["owa"] == pytest.approx(0.5 * (head["smape"] / 18.383 + head["mase"] / 2.395))
+    assert {"Naive", "sNaive", "Naive2"} <= set(res["baselines_recomputed"])
+
+
+@pytest.mark.slow
+@_needs_bench_data
+def test_benchmark_speed_quick(tmp_path):
+    res = _bench_quick("speed.py", "speed", tmp_path, "--peers", "skip")
+    w, t, b = res["windowing"], res["training"], res["batch"]
+    assert w["identical_to_loop"] and w["view_shares_memory_with_input"]
+    assert w["view_peak_over_input"] < w["lookback"]  # the view does not copy every window
+    assert t["fit_best"] > 0 and t["bare_best"] > 0
+    assert b["n_series"] == 200 and set(b["models"]) == {"segment1", "segment24"}
+    assert all(m["series_per_second"] > 0 for m in b["models"].values())
+    runs = res["peers"]["runs"]
+    assert runs["ours_segment1"]["status"] == "ok" and runs["ours_segment24"]["status"] == "ok"
+    assert runs["neuralforecast"]["status"] == "skipped" and runs["darts"]["status"] == "skipped"
+
+
+def test_benchmark_missing_data_dir_fails_clearly(tmp_path):
+    for script in ("etth1.py", "m4_hourly.py", "speed.py"):
+        r = _bench_run(script, "--quick", "--out", str(tmp_path), "--data-dir", str(tmp_path / "nowhere"),
+                       timeout=120)
+        assert r.returncode != 0
+        assert "benchmark data not found" in r.stderr and "--data-dir" in r.stderr
+        assert not list(tmp_path.glob("*.json"))
+
+
+def test_benchmark_report_uses_only_json(tmp_path):
+    """report.py renders whatever JSON it finds and names what is missing."""
+    results = _BENCH_REPO / "benchmarks" / "results"
+    out = tmp_path / "README.md"
+    r = _bench_run("report.py", "--results", str(results), "--out", str(out), timeout=120)
+    assert r.returncode == 0, r.stderr[-4000:]
+    text = out.read_text()
+    assert text.startswith("## Results")
+    for name in ("etth1", "m4_hourly", "speed"):
+        if (results / f"{name}.json").is_file():
+            assert f"[{name}.md](" in text and f"{name}.md).</sub>" in text
+        else:
+            assert f"`{name}.json` is missing" in text
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_benchmark_scaleout_quick(tmp_path):
+    """benchmarks/scaleout.py --quick: 1 and 2 tuning workers on fresh PostgreSQL databases."""
+    psycopg2 = pytest.importorskip("psycopg2")
+    server = "postgresql://postgres@127.0.0.1:5432"
+    try:
+        psycopg2.connect(f"{server}/postgres", connect_timeout=5).close()
+    except psycopg2.OperationalError as exc:
+        pytest.skip(f"PostgreSQL not reachable on 127.0.0.1:5432: {str(exc).strip()[:200]}")
+    repo = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(repo / "benchmarks" / "scaleout.py"), "--quick", "--out", str(tmp_path),
+                        "--postgres", server], capture_output=True, text=True, timeout=900, cwd=repo)
+    assert r.returncode == 0, r.stderr[-4000:]
+    res = json.loads((tmp_path / "scaleout.json").read_text())
+    md = (tmp_path / "scaleout.md").read_text()
+    assert res["quick"] is True and "QUICK MODE" in md and "| workers |" in md
+    for key in ("date", "machine", "device", "versions", "seed", "budget", "params", "runs", "ratio"):
+        assert key in res, key
+    assert res["machine"]["cpu_count"] >= 1 and res["device"]["type"] in ("cpu", "cuda")
+    for lib in ("torch", "optuna", "mlflow", "sqlalchemy", "psycopg2"):
+        assert res["versions"][lib] not in (None, "", "not installed"), lib
+    assert [run["workers"] for run in res["runs"]] == [1, 2]
+    for run in res["runs"]:
+        assert run["trials"] >= res["budget"]["trials"] and run["trials_per_hour"] > 0
+        assert sum(run["trials_per_worker"]) == run["trials"]
+    assert res["ratio"] == pytest.approx(res["runs"][1]["trials_per_hour"] / res["runs"][0]["trials_per_hour"],
+                                         rel=1e-2)
