@@ -127,11 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5000)
 
     p = sub.add_parser("demo", parents=[sub_common], help="the main job on the bundled ETTh1 data")
-    p.add_argument("--trials", type=int, default=6)
-    p.add_argument("--max-epochs", type=int, default=8)
+    p.add_argument("--trials", type=int, default=10)
+    p.add_argument("--max-epochs", type=int, default=10)
     p.add_argument("--horizon", type=int, default=24)
-    p.add_argument("--max-train-windows", type=int, default=4096)
-    p.add_argument("--max-val-windows", type=int, default=2048)
+    p.add_argument("--max-train-windows", type=int, default=16384)
+    p.add_argument("--max-val-windows", type=int, default=4096)
     return parser
 
 
