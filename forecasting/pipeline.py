@@ -37,6 +37,7 @@ from forecasting.tuning import (
     default_space,
     default_storage,
     study_name,
+    trials_frame,
     tune,
 )
 
@@ -138,8 +139,14 @@ def tune_family(df: pd.DataFrame, split: Split, job: TrainJob, family: str, home
     result = tune(df, split, base, family, study_name(job.dataset, job.horizon, family), cfg, space, hook,
                   progress, on_stale=tracking.close_stale_trial_run)
     if plots:
-        tracking.log_study_plots(parent_run_id, result.study, family)
+        log_search(parent_run_id, result.study, family)
     return result
+
+
+def log_search(parent_run_id: str, study, family: str) -> None:
+    """The study's optimization-history and importance plots and its trials table, on the parent run."""
+    tracking.log_study_plots(parent_run_id, study, family)
+    tracking.log_table(parent_run_id, trials_frame(study), f"{family}_trials")
 
 
 def _freq(df: pd.DataFrame, home: str | Path, job: TrainJob) -> str:

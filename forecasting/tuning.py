@@ -214,7 +214,8 @@ class Progress:
 
     def trial(self, t: FrozenTrial, done: int) -> None:
         value = f"{t.value:.5f}" if t.value is not None else "-"
-        print(f"[{self.label}] trial {done}/{self.total} (#{t.number}) {t.state.name.lower()} "
+        # Several workers may finish a trial or two past the target at once: count up to it.
+        print(f"[{self.label}] trial {min(done, self.total)}/{self.total} (#{t.number}) {t.state.name.lower()} "
               f"val_loss {value} | {self._eta(done)}", file=self.stream, flush=True)
 
 

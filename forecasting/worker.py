@@ -88,7 +88,7 @@ def tune_parallel(df: pd.DataFrame, split: Split, job: TrainJob, family: str, ho
     # had started: take the best (and draw the plots) of the whole study once they are done.
     best = result.study.best_trial
     result = TuneResult(result.study, dict(best.params), apply_params(result.config, best.params, family))
-    tracking.log_study_plots(parent_run_id, result.study, family)
+    pipeline.log_search(parent_run_id, result.study, family)
     return result
 
 
