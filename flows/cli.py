@@ -164,7 +164,9 @@ def cmd_ingest(args, home: Path) -> None:
 def cmd_train(args, home: Path) -> dict:
     from flows.train import train_flow
     from forecasting.tracking import to_markdown
+    from forecasting.training import resolve_device
 
+    resolve_device(args.device)  # refuse --device cuda on a machine without CUDA before any work
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     bad = [m for m in models if m not in ("gru", "lstm")]
     if bad:

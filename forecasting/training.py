@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from forecasting.errors import DivergedError
+from forecasting.errors import DivergedError, ForecastingError
 from forecasting.windows import Windows
 
 EpochCallback = Callable[[int, float, float], None]
@@ -63,7 +63,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but CUDA is not available")
+        raise ForecastingError("--device cuda: CUDA is not available on this machine (use auto or cpu)")
     return torch.device(name)
 
 

@@ -212,3 +212,20 @@ def test_executable_error_and_debug(bad_files, prefect_api_url, tmp_path):
     assert p.returncode not in (0, EXIT_ERROR)
     assert "Traceback (most recent call last)" in p.stderr
     assert "forecasting.errors.DataError: file not found" in p.stderr
+
+
+def test_cuda_on_a_cpu_machine_is_a_clear_error(tmp_path, capsys):
+    """`--device cuda` without CUDA fails with one line, before any training."""
+    import torch
+
+    from flows.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    from forecasting.training import resolve_device
+
+    with pytest.raises(Exception, match="CUDA is not available"):
+        resolve_device("cuda")
+    assert main(["train", "nothing-here", "--horizon", "4", "--device", "cuda", "--home", str(tmp_path)]) != 0
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "CUDA is not available" in err and "Traceback" not in err
