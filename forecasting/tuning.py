@@ -59,7 +59,7 @@ def default_space(period: int, max_lookback: int) -> SearchSpace:
     """Lookbacks of 1, 2, 4 and 7 seasons that fit `max_lookback`; segments of half or one season.
 
     Step-by-step reading (segment 1) is left out for seasonal data: on ETTh1 it
-    trained 10-25x slower and ended less accurate at the same budget than
+    trained many times slower and ended less accurate at the same budget than
     season-long segments (benchmarks/results/speed.md); pass a space to search it.
     """
     lookbacks = tuple(k * period for k in (1, 2, 4, 7) if k * period <= max_lookback) or (max_lookback,)
