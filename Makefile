@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean report
 
 install: $(STAMP)
 
@@ -22,6 +22,13 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# Benchmarks (results under benchmarks/results/): make bench-etth1 | bench-m4_hourly | bench-speed | bench-scaleout
+bench-%: install
+	$(PY) benchmarks/$*.py
+
+report: install
+	$(PY) benchmarks/report.py --readme README.md
 
 lint: install
 	$(VENV)/bin/ruff check forecasting flows tests benchmarks
