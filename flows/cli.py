@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-val-windows", type=int, help="evenly spaced validation windows scored per epoch")
     p.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"])
     p.add_argument("--workers", type=int, default=1, help="tuning processes sharing each study")
+    p.add_argument("--threads", type=int,
+                   help="torch threads in this process (small models on a busy CPU run fastest on 1)")
 
     p = sub.add_parser("tune-worker", parents=[sub_common],
                        help="join a study from this machine (shared --storage and MLflow store)")
@@ -167,6 +169,10 @@ def cmd_train(args, home: Path) -> dict:
     from forecasting.training import resolve_device
 
     resolve_device(args.device)  # refuse --device cuda on a machine without CUDA before any work
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     bad = [m for m in models if m not in ("gru", "lstm")]
     if bad:
