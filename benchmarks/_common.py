@@ -246,3 +246,18 @@ def etth1_split(borders: tuple[int, int, int], column: str = "OT"):
 
     train_end, val_end, length = borders
     return Split((column,), np.array([length]), train_end=np.array([train_end]), val_end=np.array([val_end]))
+
+
+def tuned_study(df, split, base, family: str, name: str, prior: dict, space, args, storage_dir: Path):
+    """One Optuna study in SQLite under `storage_dir`, its first trial the fixed `prior`, then TPE
+    with the median pruner; returns (TuneResult, seconds, trial states)."""
+    from forecasting.tuning import TuneConfig, open_study, tune
+
+    tcfg = TuneConfig(n_trials=args.trials, max_epochs=args.max_epochs, timeout=args.study_timeout,
+                      storage=f"sqlite:///{Path(storage_dir) / 'optuna.db'}", seed=args.seed, pruner="median")
+    open_study(name, tcfg).enqueue_trial(prior)
+    t0 = time.perf_counter()
+    result = tune(df, split, base, family, name, tcfg, space=space)
+    seconds = time.perf_counter() - t0
+    return result, seconds, [t.state.name.lower() for t in result.study.get_trials(deepcopy=False)]
+

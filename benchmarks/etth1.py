@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import sys
 import tempfile
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import _common as C  # noqa: E402
 from forecasting.forecaster import Forecaster, ForecasterConfig  # noqa: E402
 from forecasting.models import ModelConfig  # noqa: E402
 from forecasting.training import TrainConfig  # noqa: E402
-from forecasting.tuning import SearchSpace, TuneConfig, open_study, tune  # noqa: E402
+from forecasting.tuning import SearchSpace  # noqa: E402
 
 NAME = "etth1"
 HORIZONS = (24, 48, 96, 168, 336, 720)
@@ -87,14 +86,8 @@ def run_horizon(df, split, horizon: int, family: str, args, space: SearchSpace, 
         train=TrainConfig(seed=args.seed, device="cpu", patience=args.patience),
         freq="h", calendar=False, season=PERIOD,
     )
-    tcfg = TuneConfig(n_trials=args.trials, max_epochs=args.max_epochs, timeout=args.study_timeout,
-                      storage=f"sqlite:///{tmp / 'optuna.db'}", seed=args.seed, pruner="median")
-    name = f"etth1-h{horizon}-{family}"
-    open_study(name, tcfg).enqueue_trial(prior)
-    t0 = time.perf_counter()
-    result = tune(df, split, base, family, name, tcfg, space=space)
-    study_seconds = time.perf_counter() - t0
-    states = [t.state.name.lower() for t in result.study.get_trials(deepcopy=False)]
+    result, study_seconds, states = C.tuned_study(
+        df, split, base, family, f"etth1-h{horizon}-{family}", prior, space, args, tmp)
     best = result.study.best_trial
     # Refit the selected configuration as it was trained in its trial (same epochs, same seed).
     cfg = replace(result.config, train=replace(result.config.train, max_epochs=args.max_epochs))

@@ -32,7 +32,7 @@ from forecasting.data import Split  # noqa: E402
 from forecasting.forecaster import Forecaster, ForecasterConfig  # noqa: E402
 from forecasting.models import ModelConfig  # noqa: E402
 from forecasting.training import TrainConfig  # noqa: E402
-from forecasting.tuning import SearchSpace, TuneConfig, open_study, tune  # noqa: E402
+from forecasting.tuning import SearchSpace  # noqa: E402
 
 NAME = "m4_hourly"
 H, M = 48, 24
@@ -193,14 +193,8 @@ def main(argv: list[str] | None = None) -> dict:
         freq="h", calendar=False, season=M,
     )
     with tempfile.TemporaryDirectory() as tmp:
-        tcfg = TuneConfig(n_trials=args.trials, max_epochs=args.max_epochs, timeout=args.study_timeout,
-                          storage=f"sqlite:///{Path(tmp) / 'optuna.db'}", seed=args.seed, pruner="median")
-        name = f"m4-hourly-h{H}-{FAMILY}"
-        open_study(name, tcfg).enqueue_trial(prior)
-        t0 = time.perf_counter()
-        result = tune(df, split_val, base, FAMILY, name, tcfg, space=space)
-        study_seconds = time.perf_counter() - t0
-    states = [t.state.name.lower() for t in result.study.get_trials(deepcopy=False)]
+        result, study_seconds, states = C.tuned_study(
+            df, split_val, base, FAMILY, f"m4-hourly-h{H}-{FAMILY}", prior, space, args, Path(tmp))
     best = result.study.best_trial
     cfg = replace(result.config, train=replace(result.config.train, max_epochs=args.max_epochs))
 

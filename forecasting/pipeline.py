@@ -86,9 +86,13 @@ def load_processed(home: str | Path, name: str) -> tuple[pd.DataFrame, str]:
     if not path.exists():
         raise DataError(f"no processed dataset {name!r} at {path}; run `forecasting ingest SOURCE --name {name}` first")
     df = pd.read_parquet(path)
-    meta = path.with_suffix(".json")
-    freq = json.loads(meta.read_text())["freq"] if meta.exists() else infer_freq(df)
-    return df, freq
+    return df, dataset_freq(home, name, df)
+
+
+def dataset_freq(home: str | Path, name: str, df: pd.DataFrame) -> str:
+    """The frequency ingest recorded beside the dataset (inferred again if that file is gone)."""
+    meta = processed_path(home, name).with_suffix(".json")
+    return json.loads(meta.read_text())["freq"] if meta.exists() else infer_freq(df)
 
 
 def make_split(df: pd.DataFrame, job: TrainJob) -> Split:
@@ -132,7 +136,7 @@ def start_pipeline(home: str | Path, job: TrainJob, df: pd.DataFrame) -> tuple[s
 def tune_family(df: pd.DataFrame, split: Split, job: TrainJob, family: str, home: str | Path,
                 experiment_id: str, parent_run_id: str, progress: bool = True, plots: bool = True) -> TuneResult:
     """Optuna search for one family, each trial a nested MLflow run (optimization plots on the parent)."""
-    base = base_config(df, _freq(df, home, job), job)
+    base = base_config(df, dataset_freq(home, job.dataset, df), job)
     cfg = job.tune if job.tune.storage else replace(job.tune, storage=default_storage(home))
     space = search_space(df, split, base, job)
     hook = tracking.TrialLogger(experiment_id, parent_run_id, family)
@@ -147,11 +151,6 @@ def log_search(parent_run_id: str, study, family: str) -> None:
     """The study's optimization-history and importance plots and its trials table, on the parent run."""
     tracking.log_study_plots(parent_run_id, study, family)
     tracking.log_table(parent_run_id, trials_frame(study), f"{family}_trials")
-
-
-def _freq(df: pd.DataFrame, home: str | Path, job: TrainJob) -> str:
-    meta = processed_path(home, job.dataset).with_suffix(".json")
-    return json.loads(meta.read_text())["freq"] if meta.exists() else infer_freq(df)
 
 
 def inference_ms_per_1000(forecaster: Forecaster, x: np.ndarray, repeats: int = 3) -> float:
@@ -200,7 +199,7 @@ def final_model(df: pd.DataFrame, split: Split, cfg: ForecasterConfig, job: Trai
 def seasonal_naive_row(df: pd.DataFrame, split: Split, job: TrainJob, home: str | Path,
                        experiment_id: str, parent_run_id: str) -> dict:
     """Seasonal naive on the same test targets, logged as its own nested run."""
-    base = base_config(df, _freq(df, home, job), job)
+    base = base_config(df, dataset_freq(home, job.dataset, df), job)
     f = Forecaster(replace(base, model=replace(base.model, lookback=max(base.period, 1))))
     f.fit_scaler(df, split)
     ev: Evaluation = f.evaluate_seasonal_naive(df, split, "test")
