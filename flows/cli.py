@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="tuning processes sharing each study")
     p.add_argument("--threads", type=int,
                    help="torch threads in this process (small models on a busy CPU run fastest on 1)")
+    _season_options(p)
 
     p = sub.add_parser("tune-worker", parents=[sub_common],
                        help="join a study from this machine (shared --storage and MLflow store)")
@@ -107,6 +108,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", type=int, default=1, help="worker number: sampler seed offset")
     p.add_argument("--parent-run-id", help="MLflow run to nest the trials under (default: a run of its own)")
     p.add_argument("--threads", type=int, help="torch threads for this worker")
+    _season_options(p)
+
+    p = sub.add_parser("backtest", parents=[sub_common],
+                       help="rolling-origin backtest of a registered model or a family over the end of a dataset")
+    p.add_argument("name", help="processed dataset")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--model", help="registered model as NAME@ALIAS (e.g. etth1-gru@champion)")
+    who.add_argument("--family", choices=["gru", "lstm"],
+                     help="fit this family (its study's best configuration, else the default) before the first cutoff")
+    p.add_argument("--windows", type=int, default=5, help="number of cutoffs K")
+    p.add_argument("--step", type=int, help="rows between cutoffs (default: the horizon)")
+    p.add_argument("--horizon", type=int, help="horizon for --family (a registered model has its own)")
+    p.add_argument("--output", help="forecasts file (CSV or Parquet): unique_id, ds, cutoff, y, y_hat, baselines")
+    p.add_argument("--max-epochs", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("forecast", parents=[sub_common], help="batch forecast with a registered model")
     p.add_argument("model_name")
@@ -135,6 +151,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-train-windows", type=int, default=16384)
     p.add_argument("--max-val-windows", type=int, default=4096)
     return parser
+
+
+def _season_options(p: argparse.ArgumentParser) -> None:
+    """Seasonality and validation-backtest options shared by `train` and `tune-worker`."""
+    p.add_argument("--seasons", type=_int_list, default=(),
+                   help="seasonal periods in steps, e.g. 48,336 (default: every period the frequency implies "
+                        "that the training history covers twice)")
+    p.add_argument("--backtest-windows", type=int, default=0,
+                   help="cutoffs K of the validation backtest (default: as many as fit, one horizon apart)")
+    p.add_argument("--backtest-step", type=int, help="rows between backtest cutoffs (default: the horizon)")
+    p.add_argument("--objective", default="val", choices=["val", "backtest"],
+                   help="Optuna objective: every validation window, or the mean over the K backtest cutoffs "
+                        "(the validation part is then sized to hold exactly those)")
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
 
 
 def bundled_data() -> Path:
@@ -182,18 +218,32 @@ def cmd_train(args, home: Path) -> dict:
     r = train_flow(args.name, args.horizon, str(home), models=models, trials=args.trials,
                    max_epochs=args.max_epochs, timeout=args.timeout, device=args.device, seed=args.seed,
                    storage=args.storage, max_train_windows=args.max_train_windows, pruner=args.pruner,
-                   workers=args.workers, max_val_windows=args.max_val_windows)
-    print("\nComparison on the test part (original scale; mse_std/mae_std on the standardized scale):\n")
+                   workers=args.workers, max_val_windows=args.max_val_windows, seasons=args.seasons,
+                   backtest_windows=args.backtest_windows, backtest_step=args.backtest_step,
+                   objective=args.objective)
+    print("\nComparison on the test part (original scale; mse_std/mae_std on the standardized scale; "
+          "val_backtest_* over the validation cutoffs, which decide the champion):\n")
     print(to_markdown(r["table"]))
+    print(summary_line(r["summary"]))
     for reg in r["registrations"]:
         prev = reg["previous_champion"]
-        vs = f"(champion had {reg['metric']} {prev:.4f})" if prev is not None else "(first version)"
+        vs = f"(champion had {prev:.4f})" if prev is not None else "(first version)"
         print(f"registered {reg['name']} v{reg['version']} -> @{reg['alias']}: "
               f"{reg['metric']} {reg['value']:.4f} {vs}")
     return r
 
 
+def summary_line(summary: dict) -> str:
+    """The best baseline and each model's margin to it, in one sentence."""
+    if not summary.get("best_baseline"):
+        return "No baseline could be scored."
+    margins = ", ".join(f"{m.upper()} {v:+.1%}" for m, v in summary["margins"].items())
+    return (f"Best baseline on test {summary['metric']}: {summary['best_baseline']} "
+            f"({summary['best_baseline_value']:.4f}); margin to it (negative is better): {margins}")
+
+
 def cmd_tune_worker(args, home: Path) -> None:
+    from forecasting.backtest import BacktestConfig
     from forecasting.pipeline import TrainJob
     from forecasting.tuning import TuneConfig
     from forecasting.worker import run_worker
@@ -201,7 +251,9 @@ def cmd_tune_worker(args, home: Path) -> None:
     tune = TuneConfig(n_trials=args.trials, timeout=args.timeout, max_epochs=args.max_epochs,
                       storage=args.storage, pruner=args.pruner, seed=args.seed)
     job = TrainJob(args.name, args.horizon, (args.family,), tune, device=args.device, seed=args.seed,
-                   max_train_windows=args.max_train_windows, max_val_windows=args.max_val_windows)
+                   max_train_windows=args.max_train_windows, max_val_windows=args.max_val_windows,
+                   seasons=args.seasons, backtest=BacktestConfig(args.backtest_windows, args.backtest_step),
+                   objective=args.objective)
     r = run_worker(home, job, args.family, args.parent_run_id, args.index, args.threads)
     print(f"study {r.study.study_name}: best val_loss {r.study.best_value:.5f} with {r.best_params}")
 
@@ -217,6 +269,24 @@ def cmd_forecast(args, home: Path) -> dict:
         print(f"skipped series {uid!r}: {reason}")
     if len(r["skipped"]) > 20:
         print(f"... and {len(r['skipped']) - 20} more skipped")
+    return r
+
+
+def cmd_backtest(args, home: Path) -> dict:
+    from flows.backtest import backtest_flow
+    from forecasting.tracking import to_markdown
+
+    if args.windows < 1:
+        from forecasting.errors import ForecastingError
+
+        raise ForecastingError(f"--windows must be at least 1, got {args.windows}")
+    r = backtest_flow(args.name, str(home), model=args.model, family=args.family, windows=args.windows,
+                      step=args.step, horizon=args.horizon, output=args.output, max_epochs=args.max_epochs,
+                      seed=args.seed)
+    print(f"backtest of {r['what']} at {r['cutoffs']} cutoff(s) over the end of {args.name}:\n")
+    print(to_markdown(r["metrics"]))
+    if r["output"]:
+        print(f"forecasts -> {r['output']}")
     return r
 
 
@@ -260,7 +330,8 @@ def cmd_demo(args, home: Path) -> None:
     train_args = argparse.Namespace(name="etth1", horizon=args.horizon, models="gru,lstm", trials=args.trials,
                                     max_epochs=args.max_epochs, timeout=None, device="auto", seed=0,
                                     storage=None, max_train_windows=args.max_train_windows, pruner="median",
-                                    workers=1, max_val_windows=args.max_val_windows)
+                                    workers=1, max_val_windows=args.max_val_windows, seasons=(),
+                                    backtest_windows=0, backtest_step=None, objective="val")
     cmd_train(train_args, home)
     print("3/4 batch forecast with models:/etth1-gru@champion", flush=True)
     out = home / "data" / "forecasts" / "etth1-gru.csv"
@@ -278,6 +349,7 @@ def cmd_demo(args, home: Path) -> None:
 
 
 COMMANDS = {"ingest": cmd_ingest, "train": cmd_train, "tune-worker": cmd_tune_worker, "forecast": cmd_forecast,
+            "backtest": cmd_backtest,
             "serve": cmd_serve,
             "ui": cmd_ui, "demo": cmd_demo}
 

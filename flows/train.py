@@ -1,4 +1,4 @@
-"""Train flow: tune each family, refit, seasonal naive, compare, register, promote."""
+"""Train flow: tune each family, refit, backtest on validation, baselines, compare, register, promote."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from prefect import flow, task
 from flows.common import COMPUTE, IO
 from forecasting import pipeline, tracking, worker
 from forecasting.data import Split
-from forecasting.forecaster import ForecasterConfig
+from forecasting.backtest import BacktestConfig
+from forecasting.forecaster import Forecaster, ForecasterConfig
 from forecasting.pipeline import TrainJob
 from forecasting.tuning import TuneConfig
 
@@ -30,35 +31,43 @@ def tune_family(df, split: Split, job: TrainJob, family: str, home: str, exp: st
 
 @task(**COMPUTE)
 def final_model(df, split: Split, cfg: ForecasterConfig, job: TrainJob, family: str, home: str,
-                exp: str, parent: str) -> dict:
+                exp: str, parent: str) -> tuple[dict, Forecaster]:
     return pipeline.final_model(df, split, cfg, job, family, home, exp, parent)
 
 
 @task(**COMPUTE)
-def seasonal_naive(df, split: Split, job: TrainJob, home: str, exp: str, parent: str) -> dict:
-    return pipeline.seasonal_naive_row(df, split, job, home, exp, parent)
+def backtest(forecaster: Forecaster, row: dict, df, split: Split, job: TrainJob) -> dict:
+    return pipeline.backtest_step(forecaster, row, df, split, job)
 
 
 @task(**COMPUTE)
-def compare(rows: list[dict], parent: str) -> pd.DataFrame:
-    return pipeline.comparison(rows, parent)
+def baselines(df, split: Split, job: TrainJob, home: str, exp: str, parent: str) -> list[dict]:
+    return pipeline.baseline_rows(df, split, job, home, exp, parent)
 
 
 @task(**COMPUTE)
-def register(row: dict, job: TrainJob, df: pd.DataFrame, freq: str) -> dict:
-    return pipeline.register_family(row, job, df, freq)
+def compare(rows: list[dict], job: TrainJob, parent: str) -> tuple[pd.DataFrame, dict]:
+    return pipeline.comparison(rows, job, parent)
+
+
+@task(**COMPUTE)
+def register(row: dict, job: TrainJob, df: pd.DataFrame, split: Split, freq: str) -> dict:
+    return pipeline.register_family(row, job, df, split, freq)
 
 
 @flow(name="train")
 def train_flow(name: str, horizon: int, home: str = ".", models: tuple[str, ...] = ("gru", "lstm"),
                trials: int = 10, max_epochs: int = 20, timeout: float | None = None, device: str = "auto",
                seed: int = 0, storage: str | None = None, max_train_windows: int | None = None,
-               pruner: str = "median", workers: int = 1, max_val_windows: int | None = None) -> dict:
+               pruner: str = "median", workers: int = 1, max_val_windows: int | None = None,
+               seasons: tuple[int, ...] = (), backtest_windows: int = 0, backtest_step: int | None = None,
+               objective: str = "val") -> dict:
     """Tune and register every family in `models` on dataset `name`; returns table and registrations."""
     job = TrainJob(name, horizon, tuple(models), TuneConfig(n_trials=trials, timeout=timeout, max_epochs=max_epochs,
                                                           storage=storage, pruner=pruner, seed=seed),
                    device=device, seed=seed, max_train_windows=max_train_windows, workers=workers,
-                   max_val_windows=max_val_windows)
+                   max_val_windows=max_val_windows, seasons=tuple(seasons),
+                   backtest=BacktestConfig(backtest_windows, backtest_step), objective=objective)
     df, freq = load_dataset(home, name)
     split = pipeline.make_split(df, job)
     exp, parent = start(home, job, df)
@@ -66,12 +75,14 @@ def train_flow(name: str, horizon: int, home: str = ".", models: tuple[str, ...]
         rows = []
         for family in job.families:
             cfg = tune_family(df, split, job, family, home, exp, parent)
-            rows.append(final_model(df, split, cfg, job, family, home, exp, parent))
-        rows.append(seasonal_naive(df, split, job, home, exp, parent))
-        table = compare(rows, parent)
-        registrations = [register(r, job, df, freq) for r in rows if r["model"] in job.families]
+            row, forecaster = final_model(df, split, cfg, job, family, home, exp, parent)
+            rows.append(backtest(forecaster, row, df, split, job))
+        rows += baselines(df, split, job, home, exp, parent)
+        table, summary = compare(rows, job, parent)
+        registrations = [register(r, job, df, split, freq) for r in rows if r["model"] in job.families]
     except BaseException:
         tracking.end_run(parent, "FAILED")
         raise
     pipeline.finish(parent, registrations)
-    return {"table": table, "registrations": registrations, "parent_run_id": parent, "experiment_id": exp}
+    return {"table": table, "summary": summary, "registrations": registrations, "parent_run_id": parent,
+            "experiment_id": exp}

@@ -1,8 +1,14 @@
-"""Naive and seasonal-naive forecasts, for one history or a batch of windows."""
+"""Simple forecasts every model is compared with: naive, seasonal naive, a global linear model.
+
+All work on batches of windows on the per-series standardized scale: history [..., L] -> [..., H].
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+from sklearn.linear_model import Ridge
 
 
 def naive(history: np.ndarray, horizon: int) -> np.ndarray:
@@ -23,15 +29,35 @@ def seasonal_naive(history: np.ndarray, horizon: int, period: int) -> np.ndarray
 
 
 def season_length(freq: str) -> int:
-    """The usual seasonal period of a pandas frequency (24 for hourly, 7 for daily, ...)."""
-    import pandas as pd
+    """The shortest seasonal period of a pandas frequency (24 for hourly, 7 for daily, 1 for none)."""
+    from forecasting.seasons import seasonal_periods
 
-    off = pd.tseries.frequencies.to_offset(freq)
-    name = off.rule_code.split("-")[0].upper()  # "W-SUN" -> "W", "QE-DEC" -> "QE"
-    table = {"H": 24, "T": 60, "MIN": 60, "S": 60, "D": 7, "B": 5, "W": 52, "M": 12, "MS": 12,
-             "ME": 12, "Q": 4, "QS": 4, "QE": 4}
-    base = table.get(name, 1)
-    if name in ("H", "T", "MIN") and off.n > 1:  # every 15 min -> 96 a day, every 2 h -> 12
-        per_day = 24 * 60 // (off.n * (60 if name == "H" else 1))
-        return max(per_day, 1)
-    return base
+    periods = seasonal_periods(freq)
+    return periods[0] if periods else 1
+
+
+@dataclass
+class LinearBaseline:
+    """One global ridge regression from the lookback window to the horizon, fitted on windows
+    normalized by their last value (NLinear's normalization, scikit-learn's `Ridge`).
+
+    x [N, L] -> ŷ [N, H]: ŷ = Ridge(x − x_L) + x_L. Shared by all series, so it learns the
+    seasonal and autoregressive structure they have in common.
+    """
+
+    lookback: int
+    horizon: int
+    alpha: float = 1.0
+    model_: Ridge | None = None
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> LinearBaseline:
+        """Fit on inputs x [N, L] and targets y [N, H]."""
+        last = x[:, -1:]  # [N, 1]
+        self.model_ = Ridge(alpha=self.alpha).fit(x - last, y - last)
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Forecasts [N, H] for inputs x [N, L] (only the last `lookback` steps are used)."""
+        x = np.asarray(x, dtype=np.float64)[:, -self.lookback:]
+        last = x[:, -1:]
+        return self.model_.predict(x - last).reshape(len(x), self.horizon) + last

@@ -13,19 +13,32 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.linear_model import Ridge
 
 from forecasting import __version__
+from forecasting.backtest import BacktestConfig, cutoff_windows
 from forecasting.baselines import season_length, seasonal_naive
 from forecasting.data import ID, TARGET, TIME, Split
 from forecasting.errors import DataError
+from forecasting.evaluation import (
+    LINEAR_ALPHAS,
+    MAX_LINEAR_WINDOWS,
+    Evaluation,
+    Predictor,
+    fit_linear,
+    point_metrics,
+    score,
+    simple_predictors,
+)
 from forecasting.features import calendar_features, n_calendar_features
-from forecasting.metrics import mae, mase, mse, rmse, seasonal_scale, smape
+from forecasting.metrics import mse, seasonal_scale
 from forecasting.models import ModelConfig, RecurrentForecaster, count_parameters
-from forecasting.scaling import SeriesScaler
+from forecasting.scaling import SeriesScaler, window_norm
 from forecasting.training import FitResult, TrainConfig, fit, predict, set_seed
 from forecasting.windows import Panel, Windows, make_windows, panel_from_long
 
 FORECAST_COLUMNS = (ID, TIME, "y_hat")
+__all__ = ["Evaluation", "Forecaster", "ForecasterConfig", "point_metrics"]
 
 
 @dataclass(frozen=True)
@@ -37,11 +50,13 @@ class ForecasterConfig:
     freq: str = "h"
     calendar: bool = True
     covariates: tuple[str, ...] = ()
-    season: int | None = None  # seasonal period for MASE and seasonal naive; from freq if None
+    season: int | None = None  # seasonal period of MASE; the shortest of `seasons` if None
+    seasons: tuple[int, ...] = ()  # every seasonal period kept for this dataset, shortest first
 
     @property
     def period(self) -> int:
-        return self.season or season_length(self.freq)
+        """The MASE period (M4 convention: the shortest seasonal cycle)."""
+        return self.season or (self.seasons[0] if self.seasons else season_length(self.freq))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,6 +66,7 @@ class ForecasterConfig:
         return cls(
             model=ModelConfig(**d["model"]), train=TrainConfig(**d["train"]), freq=d["freq"],
             calendar=d["calendar"], covariates=tuple(d["covariates"]), season=d.get("season"),
+            seasons=tuple(d.get("seasons", ())),
         )
 
 
@@ -71,20 +87,20 @@ def build_panel(df: pd.DataFrame, cfg: ForecasterConfig) -> Panel:
     return replace(panel, values=values, columns=panel.columns + names)
 
 
-def point_metrics(y: np.ndarray, y_hat: np.ndarray, scale: np.ndarray) -> dict[str, float]:
-    """MAE, MSE, RMSE, sMAPE and MASE of forecasts [N, H]; `scale` [N] is each row's MASE scale."""
-    return {"mae": mae(y, y_hat), "mse": mse(y, y_hat), "rmse": rmse(y, y_hat),
-            "smape": smape(y, y_hat), "mase": mase(y, y_hat, scale)}
+def linear_start(train: Windows, val: Windows, norm: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ridge map [H, L] and bias [H] from the window-normalized lookback to the normalized horizon,
+    fitted on training windows with the penalty that scores best on validation windows: the
+    highway's starting point for `init="linear"` (the model then starts as the linear baseline)."""
+    def normalized(w: Windows, n: int) -> tuple[np.ndarray, np.ndarray]:
+        x, y = w.arrays(np.linspace(0, len(w) - 1, min(len(w), n)).astype(np.int64))
+        xn, loc, scale = window_norm(torch.from_numpy(np.ascontiguousarray(x[..., :1])), norm)
+        return xn[..., 0].double().numpy(), ((torch.from_numpy(y) - loc) / scale).double().numpy()
 
-
-@dataclass
-class Evaluation:
-    """Forecasts of one split part on the original scale, with their metrics."""
-
-    y: np.ndarray  # [N, H]
-    y_hat: np.ndarray  # [N, H]
-    series: np.ndarray  # [N]
-    metrics: dict[str, float]
+    x, y = normalized(train, MAX_LINEAR_WINDOWS)
+    xv, yv = normalized(val, MAX_LINEAR_WINDOWS) if len(val) else (x, y)
+    fits = [Ridge(alpha=a).fit(x, y) for a in LINEAR_ALPHAS]
+    best = min(fits, key=lambda r: float(np.mean((r.predict(xv) - yv) ** 2)))
+    return torch.as_tensor(best.coef_, dtype=torch.float32), torch.as_tensor(best.intercept_, dtype=torch.float32)
 
 
 class Forecaster:
@@ -104,11 +120,29 @@ class Forecaster:
         m = self.cfg.model
         train = make_windows(panel, m.lookback, m.horizon, split, "train")
         val = make_windows(panel, m.lookback, m.horizon, split, "val")
+        if self.cfg.train.val_cutoffs:  # the objective: the last K validation cutoffs only
+            bt = BacktestConfig(self.cfg.train.val_cutoffs, self.cfg.train.val_step or None)
+            val, _ = cutoff_windows(panel, m.lookback, m.horizon, split.val_end, bt, split.train_end)
+        if m.highway and m.init == "seasonal":
+            self.cfg = replace(self.cfg, model=replace(m, season=self._start_season(train)))
         set_seed(self.cfg.train.seed)  # the initial weights too, not only the fit loop
-        self.model_ = RecurrentForecaster(m)
-        self.fit_result_ = fit(self.model_, train, val, self.cfg.train, callback)
+        self.model_ = RecurrentForecaster(self.cfg.model)
+        if m.highway and m.init == "linear":
+            self.model_.start_as_linear(*linear_start(train, val, m.norm, self.cfg.train.seed))
+        self.fit_result_ = fit(self.model_, train, val, self.cfg.train, callback, start_competes=m.highway)
         self.model_.cpu()
         return self.fit_result_
+
+    def _start_season(self, train: Windows, max_windows: int = 20_000) -> int:
+        """The kept period whose seasonal naive fits the training windows best (0: none fits the
+        lookback): the highway starts there. Chosen on training data only."""
+        m = self.cfg.model
+        periods = [p for p in self.cfg.seasons or (self.cfg.period,) if 1 < p <= m.lookback]
+        if not periods or len(train) == 0:
+            return 0
+        idx = np.linspace(0, len(train) - 1, min(len(train), max_windows)).astype(np.int64)
+        x, y = train.arrays(idx)
+        return min(periods, key=lambda p: mse(y, seasonal_naive(x[..., 0], m.horizon, p)))
 
     def fit_scaler(self, df: pd.DataFrame, split: Split) -> Panel:
         """Fit the per-series scaler and MASE scales on the training rows; returns the scaled panel.
@@ -144,26 +178,38 @@ class Forecaster:
         panel = self.scaler_.transform(build_panel(df, self.cfg))
         return make_windows(panel, lookback or self.cfg.model.lookback, self.cfg.model.horizon, split, part)
 
-    def evaluate(self, df: pd.DataFrame, split: Split, part: str = "test", device: str = "cpu") -> Evaluation:
-        """Forecast every window of a part; metrics on the original scale plus `mse_std`, `mae_std`."""
-        w = self.windows(df, split, part)
+    def predictor(self, device: str = "cpu") -> Predictor:
+        """The fitted model as a predictor on standardized windows (column `y_hat` in backtests)."""
+        return Predictor("y_hat", self.cfg.model.lookback, lambda x: predict(self.model_, x, device))
+
+    def baselines(self, df: pd.DataFrame, split: Split, lookbacks: tuple[int, ...] = ()) -> tuple[
+            list[Predictor], dict]:
+        """Naive, seasonal naive at every kept period and the ridge baseline (lookback among
+        `lookbacks`, default the model's, and penalty chosen on validation); needs `fit_scaler`.
+        Returns the predictors and the ridge baseline's selection record."""
+        panel = self.scaler_.transform(build_panel(df, self.cfg))
+        H = self.cfg.model.horizon
+        linear, record = fit_linear(panel, split, H, tuple(lookbacks) or (self.cfg.model.lookback,),
+                                    self.cfg.train.seed)
+        return [*simple_predictors(H, self.cfg.seasons or (self.cfg.period,)), linear], record
+
+    def evaluate(self, df: pd.DataFrame, split: Split, part: str = "test", device: str = "cpu",
+                 predictor: Predictor | None = None) -> Evaluation:
+        """Forecast every window of a part (stride 1) with the model, or `predictor`; metrics on the
+        original scale plus `mse_std`, `mae_std` on the standardized one."""
+        pred = predictor or self.predictor(device)
+        w = self.windows(df, split, part, lookback=pred.lookback)
         x, y = w.arrays()
-        y_hat = predict(self.model_, x, device)
-        return self._evaluation(w, y, y_hat)
+        return self._evaluation(w, y, pred.fn(x))
 
     def evaluate_seasonal_naive(self, df: pd.DataFrame, split: Split, part: str = "test") -> Evaluation:
-        """Seasonal naive on the same targets (needs `period` rows of history before the part)."""
-        w = self.windows(df, split, part, lookback=self.cfg.period)
-        x, y = w.arrays()
-        return self._evaluation(w, y, seasonal_naive(x[..., 0], self.cfg.model.horizon, self.cfg.period))
+        """Seasonal naive at the MASE period on the same targets."""
+        (pred,) = simple_predictors(self.cfg.model.horizon, (self.cfg.period,))[1:]
+        return self.evaluate(df, split, part, predictor=pred)
 
     def _evaluation(self, w: Windows, y_std: np.ndarray, y_hat_std: np.ndarray) -> Evaluation:
-        series = w.series_index
-        y = self.scaler_.inverse_target(y_std, series)
-        y_hat = self.scaler_.inverse_target(y_hat_std, series)
-        metrics = point_metrics(y, y_hat, self.mase_scale_[series])
-        metrics.update(mse_std=mse(y_std, y_hat_std), mae_std=mae(y_std, y_hat_std))
-        return Evaluation(y, y_hat, series, metrics)
+        return score(y_std, y_hat_std, w.series_index, self.scaler_.mean[:, 0], self.scaler_.std[:, 0],
+                     self.mase_scale_)
 
     # ------------------------------------------------------------------ forecasting
     def predict(self, history: pd.DataFrame, device: str = "cpu") -> tuple[pd.DataFrame, list[tuple[str, str]]]:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from forecasting import tracking
+from forecasting.backtest import Backtest, BacktestConfig, cross_validation
 from forecasting.data import (
     ID,
     IngestConfig,
@@ -25,16 +26,20 @@ from forecasting.data import (
     split_fractions,
     write_parquet_atomic,
 )
-from forecasting.errors import DataError
-from forecasting.forecaster import Evaluation, Forecaster, ForecasterConfig
+from forecasting.errors import DataError, ForecastingError
+from forecasting.evaluation import Predictor, best_baseline
+from forecasting.forecaster import Forecaster, ForecasterConfig, build_panel
 from forecasting.models import ModelConfig
 from forecasting.provenance import code_version, dataset_fingerprint
+from forecasting.seasons import kept_periods
 from forecasting.training import TrainConfig, predict
 from forecasting.tuning import (
     SearchSpace,
     TuneConfig,
     TuneResult,
+    apply_params,
     default_space,
+    starting_point,
     default_storage,
     study_name,
     trials_frame,
@@ -57,9 +62,21 @@ class TrainJob:
     calendar: bool = True
     max_train_windows: int | None = None
     max_val_windows: int | None = None
-    metric: str = "mase"  # decides champion vs challenger (lower is better)
-    max_lookback: int | None = None  # default: 7 seasons
+    metric: str = "mase"  # decides champion vs challenger on the validation backtest (lower is better)
+    max_lookback: int | None = None  # default: two longest seasons
     workers: int = 1  # tuning processes sharing each study
+    seasons: tuple[int, ...] = ()  # seasonal periods; default: every period the frequency implies
+    backtest: BacktestConfig = field(default_factory=BacktestConfig)  # cutoffs over the validation part
+    objective: str = "val"  # Optuna objective: every validation window, or "backtest" (its cutoffs)
+
+    def __post_init__(self) -> None:
+        if self.objective not in ("val", "backtest"):
+            raise ValueError(f"objective must be val or backtest, got {self.objective!r}")
+        if self.objective == "backtest" and not self.backtest.n_windows:
+            raise ValueError("objective backtest needs a number of backtest windows (--backtest-windows K)")
+
+
+ABSOLUTE_METRICS = ("mase", "mae", "smape")  # scored on absolute errors: select on MAE, not MSE
 
 
 # --------------------------------------------------------------------------- data
@@ -96,26 +113,42 @@ def dataset_freq(home: str | Path, name: str, df: pd.DataFrame) -> str:
 
 
 def make_split(df: pd.DataFrame, job: TrainJob) -> Split:
-    return split_fractions(df.groupby(ID, sort=False).size(), job.val, job.test)
+    """Test part by fraction; validation by fraction, or with `objective="backtest"` exactly the
+    rows its K cutoffs need (H + (K - 1) * step before the test part)."""
+    split = split_fractions(df.groupby(ID, sort=False).size(), job.val, job.test)
+    if job.objective != "backtest":
+        return split
+    need = job.horizon + (job.backtest.n_windows - 1) * (job.backtest.step or job.horizon)
+    return replace(split, train_end=split.val_end - need)
 
 
-def base_config(df: pd.DataFrame, freq: str, job: TrainJob) -> ForecasterConfig:
-    """Defaults the search starts from (the searched fields are overwritten per trial)."""
+def base_config(df: pd.DataFrame, freq: str, job: TrainJob, split: Split) -> ForecasterConfig:
+    """Defaults the search starts from (the searched fields are overwritten per trial), with the
+    seasonal periods this dataset's training history supports."""
     covs = tuple(c for c in df.columns if c not in (ID, "ds", "y"))
+    try:
+        seasons = kept_periods(freq, split.train_end, job.seasons or None)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    cutoffs = job.backtest.n_windows if job.objective == "backtest" else 0
     train = TrainConfig(max_epochs=job.tune.max_epochs, seed=job.seed, device=job.device,
-                        max_train_windows=job.max_train_windows, max_val_windows=job.max_val_windows)
+                        max_train_windows=job.max_train_windows, max_val_windows=job.max_val_windows,
+                        val_cutoffs=cutoffs, val_step=job.backtest.step or 0,
+                        val_metric="mae" if job.metric in ABSOLUTE_METRICS else "mse")
     return ForecasterConfig(model=ModelConfig(horizon=job.horizon), train=train, freq=freq,
-                            calendar=job.calendar, covariates=covs)
+                            calendar=job.calendar, covariates=covs, seasons=seasons)
 
 
 def search_space(df: pd.DataFrame, split: Split, base: ForecasterConfig, job: TrainJob) -> SearchSpace:
-    """The default space, with lookbacks every series' training part can hold."""
+    """The default space, with lookbacks every series' training part can hold (up to two of the
+    longest seasons, so the longest kept period is always reachable)."""
     room = int(np.min(split.train_end)) - job.horizon - 8
-    cap = min(job.max_lookback or 7 * base.period, room)
+    periods = base.seasons or (base.period,)
+    cap = min(job.max_lookback or max(2 * max(periods), 4 * job.horizon), room)
     if cap < 2:
         shortest = split.ids[int(np.argmin(split.train_end))]
         raise DataError(f"series {shortest!r}: training part too short for horizon {job.horizon}")
-    return default_space(base.period, cap)
+    return default_space(periods, cap, job.horizon)
 
 
 # --------------------------------------------------------------------------- runs
@@ -136,7 +169,7 @@ def start_pipeline(home: str | Path, job: TrainJob, df: pd.DataFrame) -> tuple[s
 def tune_family(df: pd.DataFrame, split: Split, job: TrainJob, family: str, home: str | Path,
                 experiment_id: str, parent_run_id: str, progress: bool = True, plots: bool = True) -> TuneResult:
     """Optuna search for one family, each trial a nested MLflow run (optimization plots on the parent)."""
-    base = base_config(df, dataset_freq(home, job.dataset, df), job)
+    base = base_config(df, dataset_freq(home, job.dataset, df), job, split)
     cfg = job.tune if job.tune.storage else replace(job.tune, storage=default_storage(home))
     space = search_space(df, split, base, job)
     hook = tracking.TrialLogger(experiment_id, parent_run_id, family)
@@ -166,8 +199,10 @@ def inference_ms_per_1000(forecaster: Forecaster, x: np.ndarray, repeats: int = 
 
 
 def final_model(df: pd.DataFrame, split: Split, cfg: ForecasterConfig, job: TrainJob, family: str,
-                home: str | Path, experiment_id: str, parent_run_id: str) -> dict:
-    """Refit the best configuration, evaluate once on test, log run, artifacts and pyfunc model."""
+                home: str | Path, experiment_id: str, parent_run_id: str) -> tuple[dict, Forecaster]:
+    """Refit the best configuration, evaluate once on test, log run, artifacts and pyfunc model.
+
+    Returns the comparison row and the fitted forecaster (for the backtest step)."""
     tracking.configure(home)
     forecaster = Forecaster(cfg)
     run_id = tracking.start_run(experiment_id, f"{family}-final", parent_run_id,
@@ -193,43 +228,152 @@ def final_model(df: pd.DataFrame, split: Split, cfg: ForecasterConfig, job: Trai
         tracking.end_run(run_id, "FAILED")
         raise
     tracking.end_run(run_id)
-    return row
+    return row, forecaster
 
 
-def seasonal_naive_row(df: pd.DataFrame, split: Split, job: TrainJob, home: str | Path,
-                       experiment_id: str, parent_run_id: str) -> dict:
-    """Seasonal naive on the same test targets, logged as its own nested run."""
-    base = base_config(df, dataset_freq(home, job.dataset, df), job)
-    f = Forecaster(replace(base, model=replace(base.model, lookback=max(base.period, 1))))
+def validation_backtest(forecaster: Forecaster, df: pd.DataFrame, split: Split, job: TrainJob,
+                        predictors: list[Predictor] | None = None) -> Backtest:
+    """Rolling-origin backtest over the validation part (cutoffs `job.backtest`): targets lie in
+    validation only, inputs come from before each cutoff. Model selection and champion gating use
+    it; the test part is never touched."""
+    panel = forecaster.scaler_.transform(build_panel(df, forecaster.cfg))
+    preds = predictors or [forecaster.predictor()]
+    return cross_validation(panel, preds, job.horizon, split.val_end, forecaster.scaler_.mean[:, 0],
+                            forecaster.scaler_.std[:, 0], forecaster.mase_scale_, job.backtest, split.train_end)
+
+
+def backtest_step(forecaster: Forecaster, row: dict, df: pd.DataFrame, split: Split, job: TrainJob) -> dict:
+    """The validation backtest of a final model, logged to its run (metrics, per-cutoff table, plot);
+    returns the row with `val_backtest_<metric>` columns added."""
+    bt = validation_backtest(forecaster, df, split, job)
+    overall = bt.metrics.iloc[0].drop("predictor").to_dict()
+    if row.get("run_id"):
+        tracking.log_backtest(row["run_id"], bt, f"{job.dataset} {row['model']} H={job.horizon}")
+    return {**row, **{f"val_backtest_{k}": v for k, v in overall.items()},
+            "backtest_cutoffs": int(bt.by_cutoff["cutoff"].nunique())}
+
+
+def baseline_rows(df: pd.DataFrame, split: Split, job: TrainJob, home: str | Path,
+                  experiment_id: str, parent_run_id: str) -> list[dict]:
+    """Naive, seasonal naive at every kept period and the ridge baseline, scored on the same test
+    windows and the same validation backtest as the models; each logged as a nested run."""
+    base = base_config(df, dataset_freq(home, job.dataset, df), job, split)
+    space = search_space(df, split, base, job)
+    f = Forecaster(replace(base, model=replace(base.model, lookback=max(space.lookbacks))))
     f.fit_scaler(df, split)
-    ev: Evaluation = f.evaluate_seasonal_naive(df, split, "test")
-    run_id = tracking.start_run(experiment_id, "seasonal-naive", parent_run_id,
-                                tags={"kind": "baseline", "family": "seasonal_naive"})
-    tracking.log_values(run_id, params={"period": base.period},
-                        metrics={f"test_{k}": v for k, v in ev.metrics.items()})
-    tracking.end_run(run_id)
-    return {"model": "seasonal_naive", **ev.metrics, "params": 0, "train_seconds": 0.0,
-            "peak_memory_mb": 0.0, "infer_ms_per_1000": float("nan"), "device": "-"}
+    predictors, linear = f.baselines(df, split, space.lookbacks)
+    bt = validation_backtest(f, df, split, job, predictors)
+    rows = []
+    for p in predictors:
+        ev = f.evaluate(df, split, "test", predictor=p)
+        val = bt.metrics.set_index("predictor").loc[p.name].to_dict()
+        run_id = tracking.start_run(experiment_id, p.name, parent_run_id, tags={"kind": "baseline", "family": p.name})
+        params = {"lookback": p.lookback} | ({"alpha": linear["alpha"]} if p.name == "linear" else {})
+        tracking.log_values(run_id, params=params, metrics={f"test_{k}": v for k, v in ev.metrics.items()}
+                            | {f"val_backtest_{k}": v for k, v in val.items()})
+        tracking.end_run(run_id)
+        rows.append({"model": p.name, **ev.metrics, **{f"val_backtest_{k}": v for k, v in val.items()},
+                     "params": p.lookback * job.horizon + job.horizon if p.name == "linear" else 0,
+                     "train_seconds": 0.0, "peak_memory_mb": 0.0, "infer_ms_per_1000": float("nan"), "device": "-"})
+    return rows
 
 
-COMPARISON_COLUMNS = ["model", "mae", "rmse", "smape", "mase", "mse_std", "mae_std", "params",
-                      "train_seconds", "peak_memory_mb", "infer_ms_per_1000"]
+COMPARISON_COLUMNS = ["model", "mae", "rmse", "smape", "mase", "mse_std", "mae_std", "val_backtest_mase",
+                      "val_backtest_mse_std", "vs_best_baseline", "params", "train_seconds", "peak_memory_mb",
+                      "infer_ms_per_1000"]
 
 
-def comparison(rows: list[dict], parent_run_id: str | None = None) -> pd.DataFrame:
-    """The GRU/LSTM/seasonal-naive table; logged as CSV and Markdown on the parent run."""
-    table = pd.DataFrame(rows)[COMPARISON_COLUMNS]
+def comparison(rows: list[dict], job: TrainJob, parent_run_id: str | None = None) -> tuple[pd.DataFrame, dict]:
+    """Models and baselines side by side on the test part, with each row's margin to the best
+    baseline (`vs_best_baseline`: relative difference of `job.metric`, negative is better).
+
+    Returns the table (logged as CSV and Markdown on the parent run) and a summary naming the best
+    baseline and each model's margin (tags and metrics of the parent run)."""
+    best = best_baseline(rows, job.metric, job.families)
+    table = pd.DataFrame(rows)
+    table["vs_best_baseline"] = table[job.metric] / best[1] - 1.0 if best else np.nan
+    table = table.reindex(columns=COMPARISON_COLUMNS)
+    summary = {"best_baseline": best[0] if best else None, "metric": job.metric,
+               "best_baseline_value": best[1] if best else None,
+               "margins": {r["model"]: float(r[job.metric]) / best[1] - 1.0
+                           for r in rows if best and r["model"] in job.families}}
     if parent_run_id:
         tracking.log_table(parent_run_id, table, "comparison")
-    return table
+        tracking.log_values(parent_run_id, tags={"best_baseline": summary["best_baseline"]},
+                            metrics={f"test_{job.metric}_vs_best_baseline_{k}": v
+                                     for k, v in summary["margins"].items()})
+    return table, summary
 
 
-def register_family(row: dict, job: TrainJob, df: pd.DataFrame, freq: str) -> dict:
-    """Register the family's final model as `<dataset>-<family>`; champion only if it beats the current."""
+def train_end(df: pd.DataFrame, split: Split) -> pd.Timestamp:
+    """The latest timestamp of any series' training part (what a model fitted on it has seen)."""
+    ds = df.groupby(ID, sort=False)["ds"]
+    return max(pd.Timestamp(g.iloc[int(e) - 1]) for (_, g), e in zip(ds, split.train_end, strict=True) if e > 0)
+
+
+def gate_metric(job: TrainJob) -> str:
+    """The row column that decides champion versus challenger: the validation backtest's metric."""
+    return f"val_backtest_{job.metric}"
+
+
+def register_family(row: dict, job: TrainJob, df: pd.DataFrame, split: Split, freq: str) -> dict:
+    """Register the family's final model as `<dataset>-<family>`; it becomes champion only if its
+    validation-backtest metric beats the current champion's on the same cutoffs of the same data
+    (the champion is re-scored, not trusted from its tag). Test scores never move the alias."""
     tags = {"dataset_fingerprint": dataset_fingerprint(df), "horizon": job.horizon, "frequency": freq,
-            "code_version": code_version(), "family": row["model"]}
-    return tracking.register(row["model_uri"], f"{job.dataset}-{row['model']}", job.metric,
-                             float(row[job.metric]), tags)
+            "code_version": code_version(), "family": row["model"], f"test_{job.metric}": row[job.metric],
+            "train_end": str(train_end(df, split))}
+
+    def rescore(forecaster: Forecaster) -> float:
+        bt = validation_backtest(forecaster, df, split, job)
+        return float(bt.metrics[job.metric].iloc[0])
+
+    return tracking.register(row["model_uri"], f"{job.dataset}-{row['model']}", gate_metric(job),
+                             float(row[gate_metric(job)]), tags, rescore)
+
+
+def check_backtest_request(model: str | None, family: str | None, horizon: int | None) -> None:
+    """One clear error for a backtest request that cannot run, before any work."""
+    if bool(model) == bool(family):
+        raise ForecastingError("backtest: give exactly one of --model NAME@ALIAS and --family gru|lstm")
+    if model and "@" not in model:
+        raise ForecastingError(f"--model {model!r}: expected NAME@ALIAS, e.g. etth1-gru@champion")
+    if family and not horizon:
+        raise ForecastingError("--family needs --horizon H (a registered model carries its own)")
+    if horizon is not None and horizon < 1:
+        raise ForecastingError(f"--horizon must be positive, got {horizon}")
+
+
+def family_config(df: pd.DataFrame, freq: str, home: str | Path, dataset: str, family: str, horizon: int,
+                  max_epochs: int, seed: int) -> ForecasterConfig:
+    """The best configuration of the family's study for this dataset and horizon when one exists in
+    the default storage, else the search space's starting point."""
+    import optuna
+
+    job = TrainJob(dataset, horizon, (family,), seed=seed)
+    split = make_split(df, job)
+    base = base_config(df, freq, job, split)
+    base = replace(base, train=replace(base.train, max_epochs=max_epochs))
+    params = starting_point(search_space(df, split, base, job))
+    try:
+        study = optuna.load_study(study_name=study_name(dataset, horizon, family), storage=default_storage(home))
+        params = study.best_trial.params
+    except (KeyError, ValueError):  # no such study, or no completed trial in it
+        pass
+    return apply_params(base, params, family)
+
+
+def log_backtest_run(home: str | Path, dataset: str, result, cfg: BacktestConfig) -> str:
+    """A run `backtest-<time>` in experiment `<dataset>-h<H>` holding the backtest's tables and plot."""
+    tracking.configure(home)
+    horizon = int(result.backtest.forecasts.groupby(["unique_id", "cutoff"]).size().iloc[0])
+    exp = tracking.ensure_experiment(tracking.experiment_name(dataset, horizon), home)
+    run_id = tracking.start_run(exp, f"backtest-{time.strftime('%Y%m%d-%H%M%S')}",
+                                tags={"kind": "backtest", "what": result.what, "in_sample": result.in_sample})
+    tracking.log_values(run_id, params={"windows": cfg.n_windows, "step": cfg.step or horizon})
+    tracking.log_backtest(run_id, result.backtest, f"{dataset}: {result.what}")
+    tracking.end_run(run_id)
+    return run_id
 
 
 def finish(parent_run_id: str, registrations: list[dict]) -> None:

@@ -45,3 +45,26 @@ def loss_curves(path: str | Path, history: list[dict], title: str = "") -> Path:
     ax.set_title(title)
     fig.savefig(path, dpi=90)
     return Path(path)
+
+
+def backtest_plot(path: str | Path, bt, title: str = "", n_series: int = 1) -> Path:
+    """Top: MASE of each predictor per cutoff. Bottom: the first series' actuals with the model's
+    forecasts from every cutoff (timestamps on the x axis)."""
+    fig = Figure(figsize=(10, 6), layout="constrained")
+    top, bottom = fig.subplots(2, 1)
+    for name, part in bt.by_cutoff.groupby("predictor", sort=False):
+        top.plot(part["cutoff"], part["mase"], marker="o", label=name)
+    top.set_ylabel("MASE per cutoff")
+    top.legend(fontsize=8)
+    frame = bt.forecasts
+    model = bt.metrics["predictor"].iloc[0]
+    uid = frame["unique_id"].iloc[0]
+    one = frame[frame["unique_id"] == uid]
+    bottom.plot(one["ds"], one["y"], color="black", label="actual")
+    for _, part in one.groupby("cutoff"):
+        bottom.plot(part["ds"], part[model], color="tab:blue", alpha=0.8)
+    bottom.set_title(f"{uid}: forecasts from each cutoff (blue) against actuals", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=90)
+    return Path(path)

@@ -11,7 +11,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -291,13 +291,16 @@ def log_study_plots(run_id: str, study: optuna.Study, stem: str) -> list[str]:
 # --------------------------------------------------------------------------- registry
 
 
-def register(model_uri: str, name: str, metric: str, value: float, tags: dict | None = None) -> dict:
+def register(model_uri: str, name: str, metric: str, value: float, tags: dict | None = None,
+             rescore: Callable[[Forecaster], float] | None = None) -> dict:
     """Register a version; it becomes `champion` only if its `metric` (lower is better) beats the
-    current champion's, else it gets `challenger`. Returns version, alias and both values."""
+    current champion's, else it gets `challenger`. `rescore` recomputes the champion's metric from
+    its model on the caller's data (its recorded tag is the fallback when that is impossible, e.g.
+    another horizon or unknown series). Returns version, alias and both values."""
     client = MlflowClient()
     mv = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in (tags or {}).items()})
-    client.set_model_version_tag(name, mv.version, f"test_{metric}", str(value))
-    current = champion_value(name, metric)
+    client.set_model_version_tag(name, mv.version, metric, str(value))
+    current = champion_value(name, metric, rescore)
     better = current is None or value < current
     alias = CHAMPION if better else CHALLENGER
     client.set_registered_model_alias(name, alias, mv.version)
@@ -305,15 +308,39 @@ def register(model_uri: str, name: str, metric: str, value: float, tags: dict | 
             "value": value, "previous_champion": current}
 
 
-def champion_value(name: str, metric: str) -> float | None:
-    """The champion's recorded test metric, or None if there is no champion."""
+def champion_value(name: str, metric: str, rescore: Callable[[Forecaster], float] | None = None) -> float | None:
+    """The champion's `metric`: recomputed by `rescore` from its model when given and possible,
+    else its recorded tag; None if there is no champion (or it has no such score)."""
     client = MlflowClient()
     try:
         mv = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         return None
-    v = mv.tags.get(f"test_{metric}")
+    if rescore is not None:
+        try:
+            model = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}").unwrap_python_model()
+            return float(rescore(model.forecaster))
+        except (KeyError, ValueError, RuntimeError, MlflowException, OSError):
+            pass  # another horizon, unknown series or an unreadable model: fall back to the tag
+    v = mv.tags.get(metric)
     return float(v) if v is not None else None
+
+
+def log_backtest(run_id: str, bt, title: str) -> None:
+    """A backtest's overall and per-cutoff metrics (tables), its forecasts (CSV) and a plot of the
+    error per cutoff, under `backtest/` of the run; overall metrics as `val_backtest_*`."""
+    from forecasting.plots import backtest_plot
+
+    model = bt.metrics.iloc[0]
+    log_values(run_id, metrics={f"val_backtest_{k}": v for k, v in model.drop("predictor").items()})
+    client = MlflowClient()
+    with tempfile.TemporaryDirectory() as tmp:
+        bt.metrics.to_csv(Path(tmp) / "metrics.csv", index=False)
+        bt.by_cutoff.to_csv(Path(tmp) / "metrics_by_cutoff.csv", index=False)
+        (Path(tmp) / "metrics_by_cutoff.md").write_text(to_markdown(bt.by_cutoff))
+        bt.forecasts.to_csv(Path(tmp) / "forecasts.csv", index=False)
+        backtest_plot(Path(tmp) / "backtest.png", bt, title)
+        client.log_artifacts(run_id, tmp, "backtest")
 
 
 def load_model(name: str, alias: str = CHAMPION) -> tuple[mlflow.pyfunc.PyFuncModel, str]:
@@ -329,6 +356,16 @@ def load_model(name: str, alias: str = CHAMPION) -> tuple[mlflow.pyfunc.PyFuncMo
             raise ModelNotFoundError(f"no registered model named {name!r} (known: {known})") from None
         raise ModelNotFoundError(f"model {name!r} has no alias {alias!r}") from None
     return mlflow.pyfunc.load_model(f"models:/{name}@{alias}"), str(mv.version)
+
+
+def load_forecaster(ref: str) -> tuple[Forecaster, str, pd.Timestamp | None]:
+    """The `Forecaster` inside registered model `NAME@ALIAS`, a label naming its version, and the
+    last timestamp of its training part (version tag `train_end`) when recorded."""
+    name, alias = ref.split("@", 1)
+    model, version = load_model(name, alias)
+    mv = MlflowClient().get_model_version(name, version)
+    end = mv.tags.get("train_end")
+    return model.unwrap_python_model().forecaster, f"{ref} (v{version})", pd.Timestamp(end) if end else None
 
 
 def log_forecast_run(home: str | Path, model_name: str, alias: str, version: str, n_forecast: int,

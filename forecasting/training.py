@@ -22,6 +22,8 @@ from forecasting.errors import DivergedError, ForecastingError
 from forecasting.windows import Windows
 
 EpochCallback = Callable[[int, float, float], None]
+# Elementwise errors; the mean of one over a batch is the loss.
+LOSSES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"mse": torch.square, "mae": torch.abs}
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,8 @@ class TrainConfig:
     `max_train_windows` samples that many training windows per epoch (all if None);
     `max_val_windows` scores early stopping on that many evenly spaced validation
     windows (all if None): both bound the cost of an epoch on large panels.
+    `val_cutoffs` K > 0 scores only the last K rolling-origin cutoffs of the validation
+    part, `val_step` rows apart (default: the horizon): a backtest as the objective.
     """
 
     lr: float = 1e-3
@@ -44,6 +48,15 @@ class TrainConfig:
     max_train_windows: int | None = None
     max_val_windows: int | None = None
     eval_batch_size: int = 4096
+    val_cutoffs: int = 0
+    val_step: int = 0
+    loss: str = "mse"  # training loss: mse, or mae (the absolute error MASE and sMAPE score)
+    val_metric: str = "mse"  # validation (early stopping, Optuna objective): mse or mae
+
+    def __post_init__(self) -> None:
+        for name in ("loss", "val_metric"):
+            if getattr(self, name) not in LOSSES:
+                raise ValueError(f"{name} must be one of {sorted(LOSSES)}, got {getattr(self, name)!r}")
 
 
 @dataclass
@@ -131,14 +144,15 @@ def _autocast(device: torch.device):
 
 
 @torch.no_grad()
-def _loss(model: nn.Module, view: torch.Tensor, starts: torch.Tensor, lookback: int, batch: int) -> float:
+def _loss(model: nn.Module, view: torch.Tensor, starts: torch.Tensor, lookback: int, batch: int,
+          metric: str = "mse") -> float:
     model.eval()
     total, n = 0.0, 0
     for i in range(0, len(starts), batch):
         x, y = _gather(view, starts[i:i + batch], lookback)
         with _autocast(view.device):
             pred = model(x)
-        total += torch.sum((pred.float() - y) ** 2).item()
+        total += torch.sum(LOSSES[metric](pred.float() - y)).item()
         n += y.numel()
     return total / max(n, 1)
 
@@ -149,11 +163,13 @@ def fit(
     val: Windows | None,
     cfg: TrainConfig = TrainConfig(),
     callback: EpochCallback | None = None,
+    start_competes: bool = False,
 ) -> FitResult:
     """Train `model` in place with Adam on MSE; keep the weights of the best validation epoch.
 
     `callback(epoch, train_loss, val_loss)` runs after each epoch and may raise to
-    stop (Optuna pruning). A non-finite training loss raises `DivergedError`.
+    stop (Optuna pruning). A non-finite training loss raises `DivergedError`. With
+    `start_competes` the untrained weights are scored first and kept if no epoch beats them.
     """
     if len(train) == 0:
         raise ValueError("no training windows: series are shorter than lookback + horizon")
@@ -170,6 +186,11 @@ def fit(
             v_starts = v_starts[torch.linspace(0, len(v_starts) - 1, cfg.max_val_windows, device=device).long()]
     result = FitResult(device=str(device))
     best_state, stale, t0 = None, 0, time.perf_counter()
+    if has_val and start_competes:
+        # The starting point competes too (best_epoch -1): a model initialized as a baseline (the
+        # highway's seasonal-naive or linear start) never ends worse than it on validation.
+        result.best_val_loss = _loss(model, v_view, v_starts, val.lookback, cfg.eval_batch_size, cfg.val_metric)
+        best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     with PeakMemory(device) as mem:
         for epoch in range(cfg.max_epochs):
             model.train()
@@ -182,7 +203,7 @@ def fit(
                 x, y = _gather(t_view, t_starts[order[i:i + cfg.batch_size]], train.lookback)
                 with _autocast(device):
                     pred = model(x)
-                loss = torch.mean((pred.float() - y) ** 2)
+                loss = torch.mean(LOSSES[cfg.loss](pred.float() - y))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.clip:
@@ -194,7 +215,7 @@ def fit(
             if not math.isfinite(train_loss):
                 raise DivergedError(f"epoch {epoch}: training loss is {train_loss}")
             val_loss = (
-                _loss(model, v_view, v_starts, val.lookback, cfg.eval_batch_size) if has_val else train_loss
+                _loss(model, v_view, v_starts, val.lookback, cfg.eval_batch_size, cfg.val_metric) if has_val else train_loss
             )
             result.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
             if val_loss < result.best_val_loss:

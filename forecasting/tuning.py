@@ -53,26 +53,42 @@ class SearchSpace:
     weight_decay: tuple[float, float] = (1e-7, 1e-2)
     norms: tuple[str, ...] = ("none", "last", "standard")
     segments: tuple[int, ...] = (1, 24)
+    highway: tuple[bool, ...] = (True, False)
+    inits: tuple[str, ...] = ("linear", "seasonal")  # where the highway starts (when on)
+    losses: tuple[str, ...] = ("mse", "mae")  # training loss (selection is on the job's fixed metric)
 
 
-def default_space(period: int, max_lookback: int) -> SearchSpace:
-    """Lookbacks of 1, 2, 4 and 7 seasons that fit `max_lookback`; segments of half or one season.
+def default_lookbacks(periods: tuple[int, ...], max_lookback: int, horizon: int) -> tuple[int, ...]:
+    """Two and four shortest seasons, one and two longest seasons (the longest kept period is
+    always reachable when it fits); without a season, two and four horizons."""
+    if periods and max(periods) > 1:
+        short, long = min(periods), max(periods)
+        wanted = {2 * short, 4 * short, long, 2 * long}
+    else:
+        wanted = {2 * horizon, 4 * horizon}
+    return tuple(sorted(lb for lb in wanted if lb <= max_lookback)) or (max_lookback,)
+
+
+def default_space(periods: tuple[int, ...], max_lookback: int, horizon: int = 24) -> SearchSpace:
+    """Lookbacks from `default_lookbacks`; segments of half or one shortest season; the linear
+    highway on or off.
 
     Step-by-step reading (segment 1) is left out for seasonal data: on ETTh1 it
     trained many times slower and ended less accurate at the same budget than
     season-long segments (benchmarks/results/speed.md); pass a space to search it.
     """
-    lookbacks = tuple(k * period for k in (1, 2, 4, 7) if k * period <= max_lookback) or (max_lookback,)
+    period = min(periods) if periods else 1
     segments = tuple(sorted({max(period // 2, 1), period})) if period >= 8 else (1,)
-    return SearchSpace(lookbacks=lookbacks, segments=segments)
+    return SearchSpace(lookbacks=default_lookbacks(periods, max_lookback, horizon), segments=segments)
 
 
 def starting_point(space: SearchSpace) -> dict:
     """A sensible first trial inside the space (enqueued into a new study so that even a tiny
     budget has one reasonable configuration): mid-size one-layer model, window standardization,
-    the longest segment."""
-    lookback = [lb for lb in space.lookbacks if lb <= 4 * max(space.segments)] or list(space.lookbacks)
-    return {
+    the longest segment, the highway on (it starts as the best seasonal naive) and the longest
+    lookback up to 7 segments (one week of hourly data)."""
+    lookback = [lb for lb in space.lookbacks if lb <= 7 * max(space.segments)] or list(space.lookbacks)
+    return {"highway": True in space.highway, "init": space.inits[0], "loss": space.losses[0], **{
         "lookback": max(lookback), "hidden": min(max(64, space.hidden[0]), space.hidden[1]),
         "layers": space.layers[0], "dropout": space.dropout[0],
         "lr": min(max(3e-3, space.lr[0]), space.lr[1]),
@@ -81,7 +97,7 @@ def starting_point(space: SearchSpace) -> dict:
         "norm": "standard" if "standard" in space.norms else space.norms[0],
         "segment": max(s for s in space.segments if s <= max(lookback)) if any(
             s <= max(lookback) for s in space.segments) else min(space.segments),
-    }
+    }}
 
 
 @dataclass(frozen=True)
@@ -176,6 +192,9 @@ def suggest(trial: optuna.Trial, space: SearchSpace) -> dict:
         "weight_decay": trial.suggest_float("weight_decay", *space.weight_decay, log=True),
         "norm": trial.suggest_categorical("norm", list(space.norms)),
         "segment": trial.suggest_categorical("segment", list(space.segments)),
+        "highway": trial.suggest_categorical("highway", list(space.highway)),
+        "init": trial.suggest_categorical("init", list(space.inits)),
+        "loss": trial.suggest_categorical("loss", list(space.losses)),
     }
 
 
@@ -184,10 +203,11 @@ def apply_params(base: ForecasterConfig, params: dict, family: str) -> Forecaste
     model = replace(
         base.model, cell=family, lookback=params["lookback"], hidden=params["hidden"],
         layers=params["layers"], dropout=params["dropout"], norm=params["norm"],
-        segment=min(params["segment"], params["lookback"]),
+        segment=min(params["segment"], params["lookback"]), highway=bool(params.get("highway", False)),
+        init=params.get("init", base.model.init),
     )
     train = replace(base.train, lr=params["lr"], batch_size=params["batch_size"],
-                    weight_decay=params["weight_decay"])
+                    weight_decay=params["weight_decay"], loss=params.get("loss", base.train.loss))
     return replace(base, model=model, train=train)
 
 
@@ -243,7 +263,8 @@ def tune(
     Validation loss is reported each epoch and the pruner may stop a trial; a
     trial whose loss is NaN or infinite fails alone and the search goes on.
     """
-    space = space or default_space(base.period, 7 * base.period)
+    space = space or default_space(base.seasons or (base.period,), 2 * max(base.seasons or (base.period,)),
+                                   base.model.horizon)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # `Progress` prints our own lines
     study = open_study(name, cfg, on_stale)
     if cfg.storage:

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from forecasting import pipeline, tracking
+from forecasting.backtest import BacktestConfig
 from forecasting.data import Split
 from forecasting.errors import ForecastingError
 from forecasting.pipeline import TrainJob
@@ -36,6 +37,8 @@ def job_from_json(text: str) -> TrainJob:
     d = json.loads(text)
     d["tune"] = TuneConfig(**d["tune"])
     d["families"] = tuple(d["families"])
+    d["seasons"] = tuple(d.get("seasons", ()))
+    d["backtest"] = BacktestConfig(**d.get("backtest", {}))
     return TrainJob(**d)
 
 

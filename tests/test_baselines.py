@@ -46,7 +46,7 @@ def test_naive():
 
 @pytest.mark.parametrize(
     ("freq", "period"),
-    [("h", 24), ("D", 7), ("15min", 96), ("2h", 12), ("min", 60), ("B", 5), ("W", 52), ("MS", 12), ("QE", 4)],
+    [("h", 24), ("D", 7), ("15min", 96), ("2h", 12), ("min", 1440), ("B", 5), ("W", 52), ("MS", 12), ("QE", 4)],
 )
 def test_season_length(freq, period):
     assert season_length(freq) == period
