@@ -8,6 +8,7 @@ under) and `<out>/<name>.md`, a Markdown rendering of that JSON made by the scri
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -87,6 +88,40 @@ def _git(*args: str) -> str | None:
         return None
 
 
+def sha256_file(path: Path) -> str | None:
+    """Hex SHA-256 of a file's bytes; None when it cannot be read."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def running_script() -> Path | None:
+    """The file of the script being run (`__main__`, else `sys.argv[0]`); None in an interactive session."""
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    for cand in (main, sys.argv[0] if sys.argv else None):
+        if cand and Path(cand).is_file() and Path(cand).suffix == ".py":
+            return Path(cand).resolve()
+    return None
+
+
+def code_state(script: Path | None = None) -> dict:
+    """The code a result was measured with: commit, whether the work tree differs from it
+    (modified tracked files and untracked, not ignored, files both count), and the SHA-256 of
+    the benchmark script itself, which identifies it even when the tree was dirty."""
+    script = Path(script).resolve() if script else running_script()
+    status = _git("status", "--porcelain", "--untracked-files=all")
+    lines = status.splitlines() if status else []
+    untracked = sum(1 for line in lines if line.startswith("??"))
+    try:
+        rel = str(script.relative_to(REPO)) if script else None
+    except ValueError:
+        rel = str(script)
+    return {"commit": _git("rev-parse", "--short", "HEAD"), "dirty": bool(lines),
+            "modified": len(lines) - untracked, "untracked": untracked,
+            "script": rel, "script_sha256": sha256_file(script) if script else None}
+
+
 def versions(*extra: str) -> dict[str, str]:
     import importlib.metadata as md
 
@@ -130,7 +165,8 @@ def loadavg() -> list[float] | None:
 class Run:
     """Metadata of one benchmark run; `finish()` adds the wall time and end load."""
 
-    def __init__(self, name: str, args: argparse.Namespace, budget: dict, extra_versions: tuple[str, ...] = ()):
+    def __init__(self, name: str, args: argparse.Namespace, budget: dict, extra_versions: tuple[str, ...] = (),
+                 script: Path | None = None):
         self.name, self.args, self.t0 = name, args, time.perf_counter()
         self.meta = {
             "benchmark": name,
@@ -141,8 +177,7 @@ class Run:
             "machine": machine(),
             "device": device(),
             "versions": versions(*extra_versions),
-            "code": {"commit": _git("rev-parse", "--short", "HEAD"),
-                     "dirty": bool(_git("status", "--porcelain", "--untracked-files=no"))},
+            "code": code_state(script),
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
             "loadavg_start": loadavg(),
         }
@@ -205,8 +240,7 @@ def conditions(res: dict) -> str:
     """One paragraph naming when, where and with what a result was measured."""
     m, d, v = res["machine"], res["device"], res["versions"]
     libs = ", ".join(f"{k} {val}" for k, val in v.items())
-    code = res.get("code", {})
-    commit = f"{code.get('commit')}{' (uncommitted changes)' if code.get('dirty') else ''}"
+    commit = code_summary(res.get("code") or {})
     return (
         f"Measured {res['date']} on {m['platform']} ({m['cpu_model']}, {m['cpu_count']} CPUs, "
         f"{m.get('memory_gb')} GB), device {d['type']} ({d['name']}), torch threads {d['torch_threads']}; "
@@ -214,6 +248,26 @@ def conditions(res: dict) -> str:
         f"load average (1/5/15 min) {res.get('loadavg_start')} at start, {res.get('loadavg_end')} at end"
         f"{'; QUICK MODE (smoke test, numbers meaningless)' if res.get('quick') else ''}.\n"
     )
+
+
+def script_hash(code: dict, n: int = 12) -> str:
+    """The first `n` hex digits of the script's SHA-256, or "not recorded" (results older than the field)."""
+    h = code.get("script_sha256")
+    return h[:n] if h else "not recorded"
+
+
+def code_summary(code: dict) -> str:
+    """Commit, dirty state and script hash in words; older results lack some fields and say so."""
+    commit = code.get("commit") or "–"
+    if code.get("dirty"):
+        if "untracked" in code:
+            commit += f" (uncommitted changes: {code.get('modified', 0)} modified, {code['untracked']} untracked files)"
+        else:  # recorded before untracked files were counted
+            commit += " (uncommitted changes to tracked files)"
+    elif "untracked" not in code and code:
+        commit += " (untracked files not checked)"
+    name = Path(code["script"]).name if code.get("script") else "script"
+    return f"{commit}; {name} sha256 {script_hash(code)}"
 
 
 def verdict(met: bool | None) -> str:

@@ -3,12 +3,17 @@
 It needs only numpy, pandas, torch and the peer library (not this project), reads ETTh1.csv
 itself and prints one JSON object on its last stdout line. The protocol matches speed.py's
 own measurement: standardize with the training rows' mean and standard deviation, train on
-windows whose targets lie in the training rows for a fixed number of epoch-equivalents (no
-validation, no early stopping), then forecast every test window (stride 1) and report MSE
-and MAE on the standardized scale. Throughput counts training windows per second from the
-start of the first training batch to the end of the last (trainer setup excluded).
+windows whose targets lie in the training rows (no validation, no early stopping), then
+forecast every test window (stride 1) and report MSE and MAE on the standardized scale.
+Throughput counts training windows per second from the start of the first training batch to
+the end of the last (trainer setup excluded).
 
-    python peer_worker.py --library neuralforecast --csv ETTh1.csv --borders 8640 11520 14400
+`--config same` trains the GRU configuration shared with speed.py's own run (hidden, layers,
+batch, lr, epochs, clipping, per-window standardization) to measure library overhead;
+`--config default` trains the library's own default GRU (only lookback and horizon given)
+with its own default budget.
+
+    python peer_worker.py --library neuralforecast --config same --csv ETTh1.csv --borders 8640 11520 14400
 """
 
 from __future__ import annotations
@@ -63,26 +68,49 @@ def test_windows(y, borders, L: int, H: int):
     return starts, w[:, :L], w[:, L:]
 
 
+def nf_model_kwargs(args, n_windows: int) -> tuple[dict, dict]:
+    """NeuralForecast GRU arguments for `--config` and the settings to report.
+
+    same: the shared GRU (encoder hidden x layers, per-window standardization, MSE, Adam at
+    `lr`, clipping 1.0) with a one-layer linear decoder, `epochs` passes' worth of steps;
+    default: the library's own defaults, only the task (h, input_size) given."""
+    from neuralforecast.losses.pytorch import MSE
+
+    if args.config == "default":
+        settings = {"model": "neuralforecast.models.GRU, library defaults", "encoder": "GRU 200 x 2 (default)",
+                    "decoder": "MLP 2 layers, 128 hidden (default)", "loss": "MAE (default)",
+                    "scaler_type": "robust (default)", "max_steps": "1000 (default)",
+                    "windows_batch_size": "128 (default)", "optimizer": "Adam lr 1e-3 (default)"}
+        return ({"max_steps": 5} if args.quick else {}), settings
+    B = args.batch_size
+    steps = args.epochs * math.ceil(n_windows / B)
+    kw = {"encoder_hidden_size": args.hidden, "encoder_n_layers": args.layers, "decoder_layers": 1,
+          "loss": MSE(), "max_steps": steps, "learning_rate": args.lr, "batch_size": 1,
+          "windows_batch_size": B, "val_check_steps": steps, "scaler_type": "standard",
+          "gradient_clip_val": args.clip}
+    return kw, {"model": "neuralforecast.models.GRU (direct): GRU over the lookback, linear decoder on "
+                         "the last h hidden states", "encoder": f"GRU {args.hidden} x {args.layers}",
+                "decoder_layers": 1, "loss": "MSE", "scaler_type": "standard (per window)",
+                "windows_batch_size": B, "max_steps": steps, "optimizer": f"Adam lr {args.lr}",
+                "gradient_clip_val": args.clip}
+
+
 def run_neuralforecast(args, ds, y):
     import numpy as np
     import pandas as pd
     import pytorch_lightning as pl
     from neuralforecast import NeuralForecast
-    from neuralforecast.losses.pytorch import MSE
     from neuralforecast.models import GRU
 
-    L, H, B = args.lookback, args.horizon, args.batch_size
+    L, H = args.lookback, args.horizon
     train_end = args.borders[0]
     n_windows = train_end - L - H + 1
-    steps = args.epochs * math.ceil(n_windows / B)
-    timer = timer_callback(pl, lambda batch: min(B, n_windows))
-    model = GRU(
-        h=H, input_size=L, encoder_hidden_size=args.hidden, encoder_n_layers=args.layers,
-        loss=MSE(), max_steps=steps, learning_rate=args.lr, batch_size=1, windows_batch_size=B,
-        val_check_steps=steps, random_seed=args.seed, scaler_type="robust",
-        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, enable_checkpointing=False, callbacks=[timer],
-    )
+    kw, settings = nf_model_kwargs(args, n_windows)
+    wbs = kw.get("windows_batch_size", 128)
+    timer = timer_callback(pl, lambda batch: min(wbs, n_windows))
+    model = GRU(h=H, input_size=L, random_seed=args.seed, accelerator="cpu", devices=1, logger=False,
+                enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                callbacks=[timer], **kw)
     nf = NeuralForecast(models=[model], freq="h")
     train = pd.DataFrame({"unique_id": "OT", "ds": ds[:train_end], "y": y[:train_end]})
     t0 = time.perf_counter()
@@ -98,10 +126,25 @@ def run_neuralforecast(args, ds, y):
     predict_seconds = time.perf_counter() - t1
     fc = fc.sort_values(["unique_id", "ds"])
     y_hat = fc["GRU"].to_numpy(np.float64).reshape(len(starts), H)
-    settings = {"model": "neuralforecast.models.GRU (direct, MLP decoder defaults)", "loss": "MSE",
-                "scaler_type": "robust (default: per-window)", "batch_size (series)": 1,
-                "windows_batch_size": B, "max_steps": steps, "optimizer": "Adam (default)"}
-    return timer, fit_seconds, predict_seconds, target, y_hat, settings
+    settings["n_parameters"] = n_parameters(nf.models[0])
+    return fit_seconds, predict_seconds, target, y_hat, settings
+
+
+def darts_model_kwargs(args) -> tuple[dict, dict]:
+    """Darts BlockRNNModel arguments for `--config` and the settings to report (see nf_model_kwargs);
+    the default config names the GRU cell (the library's default cell is a vanilla RNN)."""
+    if args.config == "default":  # the default cell is a vanilla RNN: name the GRU, leave the rest
+        return {"model": "GRU", **({"n_epochs": 1} if args.quick else {})}, {
+            "model": "darts.models.BlockRNNModel(model='GRU'), otherwise library defaults",
+            "encoder": "GRU 25 x 1 (default)", "loss": "MSE (default)", "use_reversible_instance_norm": False,
+            "batch_size": "32 (default)", "n_epochs": "100 (default)", "optimizer": "Adam lr 1e-3 (default)"}
+    kw = {"model": "GRU", "hidden_dim": args.hidden, "n_rnn_layers": args.layers, "batch_size": args.batch_size,
+          "n_epochs": args.epochs, "optimizer_kwargs": {"lr": args.lr}, "use_reversible_instance_norm": True}
+    return kw, {"model": "darts.models.BlockRNNModel(model='GRU'): GRU over the lookback, linear head on "
+                         "the last output_chunk_length outputs", "encoder": f"GRU {args.hidden} x {args.layers}",
+                "loss": "MSE (default)", "use_reversible_instance_norm": "True (per-window standardization)",
+                "batch_size": args.batch_size, "n_epochs": args.epochs, "optimizer": f"Adam lr {args.lr}",
+                "gradient_clip_val": args.clip}
 
 
 def run_darts(args, ds, y):
@@ -111,7 +154,7 @@ def run_darts(args, ds, y):
     from darts import TimeSeries
     from darts.models import BlockRNNModel
 
-    L, H, B = args.lookback, args.horizon, args.batch_size
+    L, H = args.lookback, args.horizon
     train_end = args.borders[0]
 
     def windows_of(batch):
@@ -121,14 +164,13 @@ def run_darts(args, ds, y):
         return int(target.shape[0])
 
     timer = timer_callback(pl, windows_of)
-    model = BlockRNNModel(
-        input_chunk_length=L, output_chunk_length=H, model="GRU", hidden_dim=args.hidden,
-        n_rnn_layers=args.layers, batch_size=B, n_epochs=args.epochs, optimizer_kwargs={"lr": args.lr},
-        random_state=args.seed, use_reversible_instance_norm=True,
-        pl_trainer_kwargs={"accelerator": "cpu", "devices": 1, "logger": False, "enable_progress_bar": False,
-                           "enable_model_summary": False, "enable_checkpointing": False,
-                           "callbacks": [timer]},
-    )
+    kw, settings = darts_model_kwargs(args)
+    trainer = {"accelerator": "cpu", "devices": 1, "logger": False, "enable_progress_bar": False,
+               "enable_model_summary": False, "enable_checkpointing": False, "callbacks": [timer]}
+    if args.config == "same":
+        trainer["gradient_clip_val"] = args.clip
+    model = BlockRNNModel(input_chunk_length=L, output_chunk_length=H, random_state=args.seed,
+                          pl_trainer_kwargs=trainer, **kw)
     train = TimeSeries.from_values(y[:train_end])
     t0 = time.perf_counter()
     model.fit(train, verbose=False)
@@ -139,15 +181,21 @@ def run_darts(args, ds, y):
     preds = model.predict(n=H, series=series, batch_size=1024, verbose=False)
     predict_seconds = time.perf_counter() - t1
     y_hat = np.stack([p.values()[:, 0] for p in preds]).astype(np.float64)
-    settings = {"model": "darts.models.BlockRNNModel(model='GRU') (last state -> linear head)",
-                "loss": "MSE (default)", "use_reversible_instance_norm": True, "batch_size": B,
-                "n_epochs": args.epochs, "optimizer": "Adam (default)"}
-    return timer, fit_seconds, predict_seconds, target, y_hat, settings
+    settings["n_parameters"] = n_parameters(model.model)
+    return fit_seconds, predict_seconds, target, y_hat, settings
 
 
-def main() -> None:
+def n_parameters(module) -> int:
+    """Trainable parameters of a torch module."""
+    return int(sum(p.numel() for p in module.parameters() if p.requires_grad))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--library", choices=("neuralforecast", "darts"), required=True)
+    p.add_argument("--config", choices=("same", "default"), default="same",
+                   help="same: the shared GRU configuration below; default: the library's own defaults "
+                        "(only lookback and horizon given)")
     p.add_argument("--csv", required=True)
     p.add_argument("--borders", type=int, nargs=3, required=True)
     p.add_argument("--lookback", type=int, default=96)
@@ -157,13 +205,41 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping (same config)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
-    args = p.parse_args()
+    p.add_argument("--quick", action="store_true",
+                   help="default config: a tiny budget instead of the library's own (smoke tests only)")
+    return p.parse_args(argv)
 
+
+def result(args: argparse.Namespace, fit_seconds: float, predict_seconds: float, target, y_hat,
+           settings: dict) -> dict:
+    """The JSON line: throughput from the timing callback, test errors on the standardized scale."""
     import importlib.metadata as md
 
     import numpy as np
+    import torch
+
+    err = y_hat - target
+    train_seconds = TIMES["t_last"] - TIMES["t_first"]
+    n_windows = args.borders[0] - args.lookback - args.horizon + 1
+    epochs = TIMES["windows"] / n_windows  # epoch-equivalents (the libraries count steps or epochs)
+    return {
+        "library": args.library, "config": args.config, "version": md.version(args.library),
+        "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "epochs": round(epochs, 2), "train_batches": TIMES["batches"], "train_windows": TIMES["windows"],
+        "train_seconds": train_seconds, "fit_seconds_total": fit_seconds,
+        "windows_per_second": TIMES["windows"] / train_seconds if train_seconds > 0 else None,
+        "seconds_per_epoch": train_seconds / epochs, "predict_seconds": predict_seconds,
+        "n_test_windows": int(len(target)), "n_parameters": settings.pop("n_parameters", None),
+        "test_mse_std": float(np.mean(err**2)), "test_mae_std": float(np.mean(np.abs(err))),
+        "settings": settings,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     import torch
 
     warnings.filterwarnings("ignore")
@@ -171,29 +247,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     ds, y = load(args.csv, args.borders)
     run = run_neuralforecast if args.library == "neuralforecast" else run_darts
-    _, fit_seconds, predict_seconds, target, y_hat, settings = run(args, ds, y)
-    err = y_hat - target
+    fit_seconds, predict_seconds, target, y_hat, settings = run(args, ds, y)
     if not TIMES["batches"]:
         sys.exit("the timing callback saw no training batch")
-    train_seconds = TIMES["t_last"] - TIMES["t_first"]
-    out = {
-        "library": args.library,
-        "version": md.version(args.library),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "epochs": args.epochs,
-        "train_batches": TIMES["batches"],
-        "train_windows": TIMES["windows"],
-        "train_seconds": train_seconds,
-        "fit_seconds_total": fit_seconds,
-        "windows_per_second": TIMES["windows"] / train_seconds if train_seconds > 0 else None,
-        "seconds_per_epoch": train_seconds / args.epochs,
-        "predict_seconds": predict_seconds,
-        "n_test_windows": int(len(target)),
-        "test_mse_std": float(np.mean(err**2)),
-        "test_mae_std": float(np.mean(np.abs(err))),
-        "settings": settings,
-    }
+    out = result(args, fit_seconds, predict_seconds, target, y_hat, settings)
     sys.stdout.write("\n" + json.dumps(out) + "\n")
 
 

@@ -77,9 +77,22 @@ def test_benchmark_speed_quick(tmp_path):
     assert t["fit_best"] > 0 and t["bare_best"] > 0
     assert b["n_series"] == 200 and set(b["models"]) == {"segment1", "segment24"}
     assert all(m["series_per_second"] > 0 for m in b["models"].values())
-    runs = res["peers"]["runs"]
-    assert runs["ours_segment1"]["status"] == "ok" and runs["ours_segment24"]["status"] == "ok"
-    assert runs["neuralforecast"]["status"] == "skipped" and runs["darts"]["status"] == "skipped"
+    code = res["code"]
+    assert len(code["script_sha256"]) == 64 and code["script"].endswith("speed.py")
+    assert isinstance(code["untracked"], int) and code["dirty"] == bool(code["modified"] + code["untracked"])
+    p = res["peers"]
+    same, defaults = p["same"]["runs"], p["defaults"]["runs"]
+    # (d1) library overhead: our run of the shared step-by-step GRU, never the segmented model
+    assert same["ours"]["status"] == "ok" and same["ours"]["settings"]["segment"] == 1
+    # (d2) default configurations: ours records its test MSE after every epoch
+    assert defaults["ours"]["status"] == "ok" and len(defaults["ours"]["curve"]) == defaults["ours"]["epochs"]
+    for runs in (same, defaults):
+        assert runs["neuralforecast"]["status"] == "skipped" and runs["darts"]["status"] == "skipped"
+    assert p["same"]["comparisons"] == [] and p["defaults"]["comparisons"] == []
+    assert res["goals"]["peers_same_model_5x_at_equal_or_better_mse"] is None
+    md = (tmp_path / "speed.md").read_text()
+    assert "(d1) Library overhead" in md and "not a library-speed comparison" in md and "not measured" in md
+    assert f"sha256 {code['script_sha256'][:12]}" in md
 
 
 def test_benchmark_missing_data_dir_fails_clearly(tmp_path):
