@@ -16,9 +16,9 @@ so calendar features are off.
 from __future__ import annotations
 
 import csv
+import json
 import sys
 import tempfile
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -27,32 +27,38 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
+import _seeds as S  # noqa: E402
 
 from forecasting.data import Split  # noqa: E402
 from forecasting.forecaster import Forecaster, ForecasterConfig  # noqa: E402
 from forecasting.models import ModelConfig  # noqa: E402
 from forecasting.training import TrainConfig  # noqa: E402
-from forecasting.tuning import SearchSpace  # noqa: E402
+from forecasting.tuning import SearchSpace, apply_params  # noqa: E402
 
 NAME = "m4_hourly"
 H, M = 48, 24
+SEASONS = (24, 168)
 NAIVE2_SMAPE, NAIVE2_MASE = 18.383, 2.395
-FAMILY = "gru"
+FAMILIES = ("gru", "lstm")
+ENSEMBLE = 3
 SHOWN = ("Smyl", "Doornik", "Pawlikowski", "Jaganathan", "sNaive", "Theta", "Naive2", "MLP", "RNN", "Naive")
 
+# Both families, one space. The highway (on/off), where it starts and the training loss are searched;
+# selection is on validation MAE (the M4 scores are absolute errors).
 SPACE = SearchSpace(
     lookbacks=(96, 168, 336), hidden=(32, 256), layers=(1, 2), dropout=(0.0, 0.3), lr=(3e-4, 3e-3),
     batch_sizes=(128, 256, 512), weight_decay=(1e-7, 1e-3), norms=("none", "last", "standard"),
-    segments=(12, 24),
+    segments=(12, 24), highway=(True, False), inits=("linear", "seasonal"), losses=("mse", "mae"),
 )
-PRIOR = {"lookback": 168, "hidden": 128, "layers": 1, "dropout": 0.0, "lr": 1e-3, "batch_size": 256,
-         "weight_decay": 1e-6, "norm": "last", "segment": 24}
+PRIOR = {"lookback": 336, "hidden": 128, "layers": 1, "dropout": 0.0, "lr": 1e-3, "batch_size": 256,
+         "weight_decay": 1e-6, "norm": "standard", "segment": 24, "highway": True, "init": "linear", "loss": "mae"}
 QUICK_SPACE = SearchSpace(
     lookbacks=(48, 96), hidden=(8, 16), layers=(1, 1), dropout=(0.0, 0.1), lr=(1e-3, 3e-3),
     batch_sizes=(256,), weight_decay=(1e-7, 1e-5), norms=("last", "standard"), segments=(24,),
+    highway=(True, False), inits=("linear",), losses=("mae",),
 )
 QUICK_PRIOR = {"lookback": 96, "hidden": 16, "layers": 1, "dropout": 0.0, "lr": 1e-3, "batch_size": 256,
-               "weight_decay": 1e-6, "norm": "last", "segment": 24}
+               "weight_decay": 1e-6, "norm": "last", "segment": 24, "highway": True, "init": "linear", "loss": "mae"}
 
 
 # --------------------------------------------------------------------------- data and metrics
@@ -147,186 +153,201 @@ def forecast_frame(f: Forecaster, df: pd.DataFrame, ids: list[str]) -> np.ndarra
     return wide.loc[ids].to_numpy(np.float64)
 
 
+def fit_member(df, split_val, split_full, cfg: ForecasterConfig, max_epochs: int) -> tuple[Forecaster, dict]:
+    """Train with the validation hold-out to learn how many epochs pay, then refit on the full training
+    series for that many epochs (0: the highway's linear start on the full series)."""
+    cfg = replace(cfg, train=replace(cfg.train, max_epochs=max_epochs))
+    kept = Forecaster(cfg)
+    fit_val = kept.fit(df, split_val)
+    epochs = fit_val.best_epoch + 1
+    refit = Forecaster(replace(cfg, train=replace(cfg.train, max_epochs=epochs, patience=max(epochs, 1))))
+    fit_full = refit.fit(df, split_full)
+    return refit, {"val_loss": fit_val.best_val_loss, "best_epoch": fit_val.best_epoch, "full_epochs": epochs,
+                   "seconds": fit_val.seconds + fit_full.seconds, "n_parameters": refit.n_parameters}
+
+
+def run_family(df, split_val, split_full, ids, family: str, args, space, prior, tmp: Path) -> tuple[dict, dict]:
+    """Tune one family, refit its 3 best trials; returns per-variant forecasts and the record."""
+    base = ForecasterConfig(
+        model=ModelConfig(cell=family, lookback=prior["lookback"], horizon=H),
+        train=TrainConfig(seed=args.seed, device="cpu", patience=args.patience, val_metric="mae",
+                          max_train_windows=args.max_train_windows),
+        freq="h", calendar=False, season=M, seasons=SEASONS,
+    )
+    result, study_seconds, states = C.tuned_study(
+        df, split_val, base, family, f"m4-hourly-h{H}-{family}", prior, space, args, tmp)
+    done = sorted((t for t in result.study.trials if t.value is not None and t.state.name == "COMPLETE"),
+                  key=lambda t: t.value)[:ENSEMBLE]
+    members, fits = [], []
+    for t in done:
+        print(f"[m4] {family}: refit trial {t.number}", file=sys.stderr, flush=True)
+        f, rec = fit_member(df, split_val, split_full, apply_params(result.config, t.params, family), args.max_epochs)
+        members.append(forecast_frame(f, df, ids))
+        fits.append({"trial": t.number, "params": t.params, "val_mae_std": t.value, **rec})
+    record = {"best_params": done[0].params, "best_trial": done[0].number, "best_val_mae_std": done[0].value,
+              "trials": {s: states.count(s) for s in ("complete", "pruned", "fail") if states.count(s)},
+              "study_seconds": study_seconds, "refits": fits, "config": apply_params(
+                  result.config, done[0].params, family).to_dict()}
+    return {"single": members[0], "ensemble": np.mean(members, axis=0)}, record
+
+
+def linear_forecasts(df, split_val, ids, seed: int, lookbacks) -> tuple[np.ndarray, dict]:
+    """The ridge baseline (lookback and penalty chosen on the last 48 training points), forecasting from
+    the end of every full training series."""
+    f = Forecaster(ForecasterConfig(model=ModelConfig(lookback=max(lookbacks), horizon=H),
+                                    train=TrainConfig(seed=seed), freq="h", calendar=False, season=M,
+                                    seasons=SEASONS))
+    f.fit_scaler(df, split_val)
+    predictors, rec = f.baselines(df, split_val, tuple(lookbacks))
+    x, got, _, mean, std, _ = f._inputs(df)
+    assert list(got) == ids
+    return predictors[-1].fn(x) * std[:, None] + mean[:, None], {k: v for k, v in rec.items() if k != "tried"}
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = C.parser(__doc__.splitlines()[0])
-    p.add_argument("--trials", type=int, default=None, help="Optuna trials (default 25)")
-    p.add_argument("--max-epochs", type=int, default=None, help="epochs per trial (default 15)")
-    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--trials", type=int, default=None, help="Optuna trials per family (default 8)")
+    p.add_argument("--max-epochs", type=int, default=None, help="epochs per trial (default 20)")
+    p.add_argument("--patience", type=int, default=4)
     p.add_argument("--max-train-windows", type=int, default=None,
                    help="training windows sampled per epoch (default 16384)")
     p.add_argument("--study-timeout", type=float, default=None,
-                   help="seconds for the search, a safety cap on a loaded machine (default 600; 0 for none)")
+                   help="seconds per family search, a safety cap on a loaded machine (default 420; 0 for none)")
+    p.add_argument("--merge-only", action="store_true", help="only fold the seed files into m4_hourly.json")
     args = p.parse_args(argv)
+    if args.merge_only:
+        return merge(args.out)
     train_csv, test_csv = C.require(args.data_dir, "m4/Hourly-train.csv", "m4/Hourly-test.csv")
     C.set_threads(args.threads)
     quick = args.quick
-    n_series = 20 if quick else None
-    args.trials = args.trials or (2 if quick else 25)
-    args.max_epochs = args.max_epochs or (1 if quick else 15)
+    args.trials = args.trials or (2 if quick else 8)
+    args.max_epochs = args.max_epochs or (1 if quick else 20)
     if args.study_timeout is None:
-        args.study_timeout = None if quick else 600.0
+        args.study_timeout = None if quick else 420.0
     args.study_timeout = args.study_timeout or None
     args.max_train_windows = args.max_train_windows or (512 if quick else 16384)
     space, prior = (QUICK_SPACE, QUICK_PRIOR) if quick else (SPACE, PRIOR)
     budget = {"n_trials": args.trials, "max_epochs": args.max_epochs, "patience": args.patience,
               "max_train_windows_per_epoch": args.max_train_windows, "study_timeout": args.study_timeout,
-              "pruner": "median", "sampler": "TPE (multivariate, seed)"}
-    run = C.Run(NAME, args, budget, extra_versions=("optuna",))
-
-    train = read_wide(train_csv, n_series)
-    test = read_wide(test_csv, n_series)
+              "pruner": "median", "sampler": "TPE (multivariate, seed)", "ensemble": ENSEMBLE}
+    run = C.Run(NAME, args, budget, extra_versions=("optuna", "scikit-learn"))
+    train, test = read_wide(train_csv, 20 if quick else None), read_wide(test_csv, 20 if quick else None)
     ids = list(train)
     assert ids == list(test), "train and test files list different series"
-    insample = [train[i] for i in ids]
-    y_test = np.stack([test[i] for i in ids])
-    assert y_test.shape[1] == H
-    df = long_frame(train)
-    lengths = np.array([len(train[i]) for i in ids])
+    insample, y_test = [train[i] for i in ids], np.stack([test[i] for i in ids])
+    df, lengths = long_frame(train), np.array([len(train[i]) for i in ids])
     # Validation = the last H points of each training series; no test part inside the training file.
     split_val = Split(tuple(ids), lengths, train_end=lengths - H, val_end=lengths)
     split_full = Split(tuple(ids), lengths, train_end=lengths, val_end=lengths)
-
-    base = ForecasterConfig(
-        model=ModelConfig(cell=FAMILY, lookback=prior["lookback"], horizon=H),
-        train=TrainConfig(seed=args.seed, device="cpu", patience=args.patience,
-                          max_train_windows=args.max_train_windows),
-        freq="h", calendar=False, season=M,
-    )
+    ours, records = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        result, study_seconds, states = C.tuned_study(
-            df, split_val, base, FAMILY, f"m4-hourly-h{H}-{FAMILY}", prior, space, args, Path(tmp))
-    best = result.study.best_trial
-    cfg = replace(result.config, train=replace(result.config.train, max_epochs=args.max_epochs))
-
-    # (1) the selected configuration trained with the validation hold-out (as in its trial) ...
-    print("[m4] refit with the validation hold-out", file=sys.stderr, flush=True)
-    kept = Forecaster(cfg)
-    fit_val = kept.fit(df, split_val)
-    epochs = fit_val.best_epoch + 1
-    # (2) ... and refit on the full training series for the number of epochs validation chose.
-    print(f"[m4] refit on the full training series for {epochs} epochs", file=sys.stderr, flush=True)
-    full_cfg = replace(cfg, train=replace(cfg.train, max_epochs=epochs, patience=epochs))
-    refit = Forecaster(full_cfg)
-    fit_full = refit.fit(df, split_full)
-    t0 = time.perf_counter()
-    f_refit = forecast_frame(refit, df, ids)
-    predict_seconds = time.perf_counter() - t0
-    f_kept = forecast_frame(kept, df, ids)
-
-    baselines = {
-        "Naive": np.stack([np.repeat(x[-1], H) for x in insample]),
-        "sNaive": np.stack([seasonal_naive(x) for x in insample]),
-        "Naive2": np.stack([naive2(x) for x in insample]),
-    }
-    official = official_scores(args.data_dir)
-    by_name = {r["name"]: r for r in official}
-    ours = {
-        "gru_refit_full": {**m4_scores(y_test, f_refit, insample),
-                           "what": "GRU refit on the full training series (headline, chosen before testing)"},
-        "gru_kept_validation": {**m4_scores(y_test, f_kept, insample),
-                                "what": "GRU as trained with the last 48 points held out"},
-    }
+        for fam in FAMILIES:
+            forecasts, records[fam] = run_family(df, split_val, split_full, ids, fam, args, space, prior, Path(tmp))
+            for variant, f in forecasts.items():
+                ours[f"{fam}_{variant}"] = m4_scores(y_test, f, insample)
+            print(f"[m4] seed {args.seed} {fam}: {ours[f'{fam}_single']}", file=sys.stderr, flush=True)
+    lin, lin_rec = linear_forecasts(df, split_val, ids, args.seed, space.lookbacks)
+    baselines = {"Naive": np.stack([np.repeat(x[-1], H) for x in insample]),
+                 "sNaive": np.stack([seasonal_naive(x) for x in insample]),
+                 "sNaive168": np.stack([seasonal_naive(x, m=168) for x in insample]),
+                 "Naive2": np.stack([naive2(x) for x in insample]), "Linear": lin}
+    by_name = {r["name"]: r for r in official_scores(args.data_dir)}
     checks = {k: {**m4_scores(y_test, v, insample), "official": {kk: by_name[k][kk] for kk in ("smape", "mase", "owa")}
                   if k in by_name else None} for k, v in baselines.items()}
-    head = ours["gru_refit_full"]
-    better = sum(r["owa"] < head["owa"] for r in official)
-    out = run.finish({
-        "n_series": len(ids), "horizon": H, "seasonality": M,
-        "train_lengths": {"min": int(lengths.min()), "max": int(lengths.max())},
-        "search_space": asdict(space), "prior": prior,
-        "tuning": {"best_params": result.best_params, "best_trial": best.number, "best_val_mse_std": best.value,
-                   "trials": {s: states.count(s) for s in ("complete", "pruned", "fail") if states.count(s)},
-                   "study_seconds": study_seconds},
-        "refit": {"val_mse_std": fit_val.best_val_loss, "best_epoch": fit_val.best_epoch,
-                  "validation_fit_seconds": fit_val.seconds, "full_epochs": epochs,
-                  "full_fit_seconds": fit_full.seconds, "n_parameters": refit.n_parameters,
-                  "predict_seconds": predict_seconds, "config": full_cfg.to_dict()},
-        "ours": ours, "baselines_recomputed": checks,
-        "official": official,
-        "rank_among_official": {"better_than_ours": better, "methods": len(official), "rank": better + 1},
-        "goals": {"beat_rnn_benchmark_owa": head["owa"] < by_name["RNN"]["owa"] if "RNN" in by_name else None,
-                  "beat_seasonal_naive_owa": head["owa"] < by_name["sNaive"]["owa"] if "sNaive" in by_name else None,
-                  "beat_winner_owa": head["owa"] < by_name["Smyl"]["owa"] if "Smyl" in by_name else None},
-    })
-    js, md = C.write(args.out, NAME, out, render(out))
-    print(f"[m4] wrote {js} and {md}", file=sys.stderr)
-    return out
+    out = run.finish({"n_series": len(ids), "horizon": H, "seasonality": M, "seasons": list(SEASONS),
+                      "train_lengths": {"min": int(lengths.min()), "max": int(lengths.max())},
+                      "search_space": asdict(space), "prior": prior, "tuning": records, "ours": ours,
+                      "linear": lin_rec, "baselines_recomputed": checks,
+                      "official": official_scores(args.data_dir)})
+    S.seed_path(args.out, NAME, args.seed).parent.mkdir(parents=True, exist_ok=True)
+    S.seed_path(args.out, NAME, args.seed).write_text(json.dumps(out, indent=2, default=C._jsonable) + "\n")
+    merged = merge(args.out)
+    print(f"[m4] wrote seed {args.seed}; merged seeds {merged['seeds']} into {args.out}", file=sys.stderr)
+    return merged
 
 
-# --------------------------------------------------------------------------- report
+# --------------------------------------------------------------------------- seeds and report
+
+LABELS = {"gru_single": "GRU (ours, best trial)", "gru_ensemble": f"GRU (ours, mean of {ENSEMBLE} best trials)",
+          "lstm_single": "LSTM (ours, best trial)", "lstm_ensemble": f"LSTM (ours, mean of {ENSEMBLE} best trials)"}
+OWA_TARGET = 0.50
+
+
+def merge(out: Path) -> dict:
+    """Fold every seed file in `out` into m4_hourly.json and m4_hourly.md."""
+    runs = S.load_seeds(out, NAME)
+    if not runs:
+        raise SystemExit(f"no {NAME}_seed*.json in {out}")
+    agg = {k: {m: S.mean_sd([r["ours"][k][m] for r in runs if k in r["ours"]]) for m in ("smape", "mase", "owa")}
+           for k in runs[-1]["ours"]}
+    base = runs[-1]["baselines_recomputed"]
+    best_base = min(base, key=lambda k: base[k]["owa"])
+    goals = {k: {"owa_target": S.compare(v["owa"], OWA_TARGET),
+                 "vs_best_baseline": S.compare(v["owa"], base[best_base]["owa"]),
+                 "vs_snaive": S.compare(v["owa"], base["sNaive"]["owa"])} for k, v in agg.items()}
+    res = {**{k: v for k, v in runs[-1].items() if k not in ("ours", "tuning")}, "seeds": [r["seed"] for r in runs],
+           "runs": S.runs_meta(runs), "aggregate": agg, "best_baseline": best_base, "goals": goals,
+           "per_seed": [{"seed": r["seed"], "ours": r["ours"], "tuning": r["tuning"]} for r in runs]}
+    C.write(out, NAME, res, render(res))
+    return res
+
+
+def _rows(res: dict, official_too: bool) -> list[list[str]]:
+    rows = [[LABELS.get(k, k), S.fmt(v["smape"]), S.fmt(v["mase"]), S.fmt(v["owa"]), "this run"]
+            for k, v in res["aggregate"].items()]
+    for k in ("sNaive", "sNaive168", "Linear", "Naive2"):
+        v = res["baselines_recomputed"].get(k)
+        if v:
+            rows.append([f"{k} (recomputed here)", f"{v['smape']:.3f}", f"{v['mase']:.3f}", f"{v['owa']:.3f}",
+                         "this run"])
+    if official_too:
+        by = {o["name"]: o for o in res["official"]}
+        for n in SHOWN:
+            if n in by:
+                rows.append([f"{n} ({by[n]['type']})", f"{by[n]['smape']:.3f}", f"{by[n]['mase']:.3f}",
+                             f"{by[n]['owa']:.3f}", "official"])
+    return rows
+
+
+def _goal_text(res: dict) -> str:
+    v = {"better": "**met**", "tie": "**tie** (within 2 sd)", "worse": "**missed**"}
+    parts = [f"{LABELS.get(k, k)}: OWA ≤ {OWA_TARGET} {v[g['owa_target']]}, vs best baseline "
+             f"({res['best_baseline']}) {g['vs_best_baseline']}" for k, g in res["goals"].items()]
+    return "Goals (mean OWA over seeds): " + "; ".join(parts) + "."
 
 
 def render(res: dict) -> str:
-    t, r, g = res["tuning"], res["refit"], res["goals"]
     b = res["budget"]
-    cap = f", search capped at {b['study_timeout']:.0f} s" if b.get("study_timeout") else ""
-    done = sum(t["trials"].values())
-    lines = ["## M4 Hourly\n", C.conditions(res)]
-    lines.append(
-        f"{res['n_series']} series (training lengths {res['train_lengths']['min']}–{res['train_lengths']['max']}), "
-        f"horizon {res['horizon']}, one global GRU. sMAPE and MASE (m = {res['seasonality']}, scale over the whole "
-        "training series) per series, averaged; OWA against Naive2 (sMAPE 18.383, MASE 2.395). Selection on the "
-        f"last {res['horizon']} training points only: {done} of {b['n_trials']} planned Optuna trials finished "
-        "(the first a fixed prior), "
-        f"at most {b['max_epochs']} epochs of {b['max_train_windows_per_epoch']:,} sampled windows, patience "
-        f"{b['patience']}, median pruner{cap}. The selected configuration is refit on the full training series for "
-        f"the {r['full_epochs']} epoch(s) validation chose and forecasts the test points.\n")
+    lines = ["## M4 Hourly\n", C.conditions(res),
+             f"Seeds {res['seeds']} (separate runs; cells are mean ± standard deviation over seeds). "
+             f"{res['n_series']} series, horizon {res['horizon']}, one global model per family. sMAPE and MASE "
+             f"(m = {res['seasonality']}) per series, averaged; OWA against Naive2 (sMAPE 18.383, MASE 2.395). "
+             f"Selection on the last {res['horizon']} training points only (validation MAE): {b['n_trials']} Optuna "
+             f"trials per family (the first a fixed prior), at most {b['max_epochs']} epochs of "
+             f"{b['max_train_windows_per_epoch']:,} sampled windows, patience {b['patience']}, median pruner, search "
+             f"capped at {b.get('study_timeout')} s. Each selected configuration is refit on the full training series "
+             f"for the epochs validation chose; the ensemble averages the refits of the {ENSEMBLE} best trials.\n",
+             C.table(["method", "sMAPE", "MASE", "OWA", "source"], _rows(res, True)), _goal_text(res) + "\n"]
     rows = []
-    for key, v in res["ours"].items():
-        label = "**GRU (ours), refit on full series**" if key == "gru_refit_full" else "GRU (ours), trained with hold-out"
-        rows.append([label, f"{v['smape']:.3f}", f"{v['mase']:.3f}", f"{v['owa']:.3f}", "this run"])
-    shown = {s: None for s in SHOWN}
-    for o in res["official"]:
-        if o["name"] in shown:
-            shown[o["name"]] = o
-    best_hourly = min(res["official"], key=lambda o: o["owa"])["name"]
-    for name, o in shown.items():
-        if o is not None:
-            notes = [o["type"]] + (["overall M4 winner"] if name == "Smyl" else []) + (
-                ["best Hourly OWA"] if name == best_hourly else [])
-            label = f"{name} ({', '.join(notes)})"
-            rows.append([label, f"{o['smape']:.3f}", f"{o['mase']:.3f}", f"{o['owa']:.3f}", "official"])
-    lines.append(C.table(["method", "sMAPE", "MASE", "OWA", "source"], rows))
-    rk = res["rank_among_official"]
-    lines.append(f"Among the {rk['methods']} official Hourly entries the headline OWA would rank {rk['rank']} "
-                 f"({rk['better_than_ours']} score lower).\n")
-    h = res["ours"]["gru_refit_full"]
-    sn = next((o for o in res["official"] if o["name"] == "sNaive"), None)
-    vs_sn = "" if sn is None else (f" (sMAPE {h['smape']:.3f} vs {sn['smape']:.3f}, MASE {h['mase']:.3f} vs "
-                                   f"{sn['mase']:.3f})")
-    lines.append(f"Goals (headline OWA {h['owa']:.3f}): better than the M4 RNN benchmark "
-                 f"(1.036): {C.verdict(g['beat_rnn_benchmark_owa'])}; better than seasonal naive (0.627): "
-                 f"{C.verdict(g['beat_seasonal_naive_owa'])}{vs_sn}; better than the overall M4 winner Smyl "
-                 f"(0.440): {C.verdict(g['beat_winner_owa'])}.\n")
-    lines.append("Metric check – baselines recomputed here with the same code against the official scores:\n")
-    rows = []
-    for k, v in res["baselines_recomputed"].items():
-        o = v.get("official") or {}
-        rows.append([k, f"{v['smape']:.3f}", f"{o.get('smape', float('nan')):.3f}", f"{v['mase']:.3f}",
-                     f"{o.get('mase', float('nan')):.3f}", f"{v['owa']:.3f}", f"{o.get('owa', float('nan')):.3f}"])
-    lines.append(C.table(["baseline", "sMAPE here", "official", "MASE here", "official", "OWA here", "official"], rows))
-    p = t["best_params"]
-    lines.append(
-        f"Selected configuration (trial {t['best_trial']}, validation MSE {t['best_val_mse_std']:.4f}; trials "
-        f"{t['trials']}; search {t['study_seconds']:.0f} s): lookback {p['lookback']}, segment "
-        f"{min(p['segment'], p['lookback'])}, hidden {p['hidden']}, layers {p['layers']}, norm {p['norm']}, dropout "
-        f"{p['dropout']:.2f}, lr {p['lr']:.1e}, batch {p['batch_size']}, weight decay {p['weight_decay']:.1e}; "
-        f"{r['n_parameters']:,} parameters; refit {r['validation_fit_seconds']:.0f} s with hold-out, "
-        f"{r['full_fit_seconds']:.0f} s on full series; forecasting all series {r['predict_seconds']:.2f} s.\n")
-    lines.append(f"Search space: {res['search_space']}. Prior trial: {res['prior']}.\n")
+    for run in res["per_seed"]:
+        for fam, t in run["tuning"].items():
+            p = t["best_params"]
+            rows.append([str(run["seed"]), fam.upper(), str(p["lookback"]), str(p.get("highway")), str(p.get("init")),
+                         str(p.get("loss")), str(p["hidden"]), p["norm"], f"{t['best_val_mae_std']:.4f}",
+                         str(t["trials"]), f"{t['study_seconds']:.0f}",
+                         ", ".join(str(r["full_epochs"]) for r in t["refits"])])
+    lines.append(C.table(["seed", "model", "lookback", "highway", "init", "loss", "hidden", "norm", "val MAE",
+                          "trials", "search s", "refit epochs"], rows))
+    lines.append(f"Ridge baseline: {res.get('linear')}. Search space: {res['search_space']}. Prior: {res['prior']}.\n")
     return "\n".join(lines)
 
 
 def summary(res: dict) -> str:
-    h, g = res["ours"]["gru_refit_full"], res["goals"]
-    by = {o["name"]: o for o in res["official"]}
-    rows = [["GRU (ours, one global model)", f"{h['smape']:.3f}", f"{h['mase']:.3f}", f"{h['owa']:.3f}"]]
-    for n in ("Smyl", "sNaive", "Naive2", "RNN"):
-        if n in by:
-            rows.append([f"{n} (official)", f"{by[n]['smape']:.3f}", f"{by[n]['mase']:.3f}", f"{by[n]['owa']:.3f}"])
-    return (C.table(["M4 Hourly", "sMAPE", "MASE", "OWA"], rows)
-            + f"\nBetter than the M4 RNN benchmark: {C.verdict(g['beat_rnn_benchmark_owa'])}; than seasonal naive: "
-            f"{C.verdict(g['beat_seasonal_naive_owa'])}; than the winner: {C.verdict(g['beat_winner_owa'])}.\n")
+    return (f"Mean ± sd over seeds {res['seeds']}; {res['budget']['n_trials']} trials x "
+            f"{res['budget']['max_epochs']} epochs per family and seed.\n\n"
+            + C.table(["M4 Hourly", "sMAPE", "MASE", "OWA", "source"], _rows(res, False))
+            + "\n" + _goal_text(res) + " Official: Smyl (M4 winner) 0.440, best Hourly entry (Doornik) 0.410, "
+            "sNaive 0.627.\n")
 
 
 if __name__ == "__main__":

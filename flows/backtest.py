@@ -18,7 +18,7 @@ def load_dataset(home: str, name: str):
 @task(**IO)
 def load_registered(home: str, ref: str):
     tracking.configure(home)
-    return tracking.load_forecaster(ref)
+    return tracking.load_registered_forecaster(ref)
 
 
 @task(**COMPUTE)

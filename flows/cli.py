@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="tuning processes sharing each study")
     p.add_argument("--threads", type=int,
                    help="torch threads in this process (small models on a busy CPU run fastest on 1)")
+    p.add_argument("--ensemble", type=int, default=1,
+                   help="refit the K best trials of each family and register their average as one model")
     _season_options(p)
 
     p = sub.add_parser("tune-worker", parents=[sub_common],
@@ -209,6 +211,10 @@ def cmd_train(args, home: Path) -> dict:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.ensemble < 1:
+        from forecasting.errors import ForecastingError
+
+        raise ForecastingError(f"--ensemble must be at least 1, got {args.ensemble}")
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     bad = [m for m in models if m not in ("gru", "lstm")]
     if bad:
@@ -220,7 +226,7 @@ def cmd_train(args, home: Path) -> dict:
                    storage=args.storage, max_train_windows=args.max_train_windows, pruner=args.pruner,
                    workers=args.workers, max_val_windows=args.max_val_windows, seasons=args.seasons,
                    backtest_windows=args.backtest_windows, backtest_step=args.backtest_step,
-                   objective=args.objective)
+                   objective=args.objective, ensemble=args.ensemble)
     print("\nComparison on the test part (original scale; mse_std/mae_std on the standardized scale; "
           "val_backtest_* over the validation cutoffs, which decide the champion):\n")
     print(to_markdown(r["table"]))
@@ -331,7 +337,7 @@ def cmd_demo(args, home: Path) -> None:
                                     max_epochs=args.max_epochs, timeout=None, device="auto", seed=0,
                                     storage=None, max_train_windows=args.max_train_windows, pruner="median",
                                     workers=1, max_val_windows=args.max_val_windows, seasons=(),
-                                    backtest_windows=0, backtest_step=None, objective="val")
+                                    backtest_windows=0, backtest_step=None, objective="val", ensemble=1)
     cmd_train(train_args, home)
     print("3/4 batch forecast with models:/etth1-gru@champion", flush=True)
     out = home / "data" / "forecasts" / "etth1-gru.csv"

@@ -7,8 +7,8 @@ from prefect import flow, task
 
 from flows.common import COMPUTE, IO
 from forecasting import pipeline, tracking, worker
-from forecasting.data import Split
 from forecasting.backtest import BacktestConfig
+from forecasting.data import Split
 from forecasting.forecaster import Forecaster, ForecasterConfig
 from forecasting.pipeline import TrainJob
 from forecasting.tuning import TuneConfig
@@ -25,14 +25,16 @@ def start(home: str, job: TrainJob, df: pd.DataFrame) -> tuple[str, str]:
 
 
 @task(**COMPUTE)
-def tune_family(df, split: Split, job: TrainJob, family: str, home: str, exp: str, parent: str) -> ForecasterConfig:
-    return worker.tune_parallel(df, split, job, family, home, exp, parent, job.workers).config
+def tune_family(df, split: Split, job: TrainJob, family: str, home: str, exp: str, parent: str
+                ) -> list[ForecasterConfig]:
+    result = worker.tune_parallel(df, split, job, family, home, exp, parent, job.workers)
+    return pipeline.top_configs(result, family, job.ensemble)
 
 
 @task(**COMPUTE)
-def final_model(df, split: Split, cfg: ForecasterConfig, job: TrainJob, family: str, home: str,
+def final_model(df, split: Split, cfgs: list[ForecasterConfig], job: TrainJob, family: str, home: str,
                 exp: str, parent: str) -> tuple[dict, Forecaster]:
-    return pipeline.final_model(df, split, cfg, job, family, home, exp, parent)
+    return pipeline.final_model(df, split, cfgs, job, family, home, exp, parent)
 
 
 @task(**COMPUTE)
@@ -61,21 +63,22 @@ def train_flow(name: str, horizon: int, home: str = ".", models: tuple[str, ...]
                seed: int = 0, storage: str | None = None, max_train_windows: int | None = None,
                pruner: str = "median", workers: int = 1, max_val_windows: int | None = None,
                seasons: tuple[int, ...] = (), backtest_windows: int = 0, backtest_step: int | None = None,
-               objective: str = "val") -> dict:
+               objective: str = "val", ensemble: int = 1) -> dict:
     """Tune and register every family in `models` on dataset `name`; returns table and registrations."""
     job = TrainJob(name, horizon, tuple(models), TuneConfig(n_trials=trials, timeout=timeout, max_epochs=max_epochs,
                                                           storage=storage, pruner=pruner, seed=seed),
                    device=device, seed=seed, max_train_windows=max_train_windows, workers=workers,
                    max_val_windows=max_val_windows, seasons=tuple(seasons),
-                   backtest=BacktestConfig(backtest_windows, backtest_step), objective=objective)
+                   backtest=BacktestConfig(backtest_windows, backtest_step), objective=objective,
+                   ensemble=ensemble)
     df, freq = load_dataset(home, name)
     split = pipeline.make_split(df, job)
     exp, parent = start(home, job, df)
     try:
         rows = []
         for family in job.families:
-            cfg = tune_family(df, split, job, family, home, exp, parent)
-            row, forecaster = final_model(df, split, cfg, job, family, home, exp, parent)
+            cfgs = tune_family(df, split, job, family, home, exp, parent)
+            row, forecaster = final_model(df, split, cfgs, job, family, home, exp, parent)
             rows.append(backtest(forecaster, row, df, split, job))
         rows += baselines(df, split, job, home, exp, parent)
         table, summary = compare(rows, job, parent)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from optuna.trial import TrialState
 
 from forecasting import tracking
 from forecasting.backtest import Backtest, BacktestConfig, cross_validation
@@ -26,21 +27,22 @@ from forecasting.data import (
     split_fractions,
     write_parquet_atomic,
 )
+from forecasting.ensemble import Ensemble
 from forecasting.errors import DataError, ForecastingError
 from forecasting.evaluation import Predictor, best_baseline
 from forecasting.forecaster import Forecaster, ForecasterConfig, build_panel
 from forecasting.models import ModelConfig
 from forecasting.provenance import code_version, dataset_fingerprint
 from forecasting.seasons import kept_periods
-from forecasting.training import TrainConfig, predict
+from forecasting.training import TrainConfig
 from forecasting.tuning import (
     SearchSpace,
     TuneConfig,
     TuneResult,
     apply_params,
     default_space,
-    starting_point,
     default_storage,
+    starting_point,
     study_name,
     trials_frame,
     tune,
@@ -65,6 +67,7 @@ class TrainJob:
     metric: str = "mase"  # decides champion vs challenger on the validation backtest (lower is better)
     max_lookback: int | None = None  # default: two longest seasons
     workers: int = 1  # tuning processes sharing each study
+    ensemble: int = 1  # refit the K best trials and average them (one registered model)
     seasons: tuple[int, ...] = ()  # seasonal periods; default: every period the frequency implies
     backtest: BacktestConfig = field(default_factory=BacktestConfig)  # cutoffs over the validation part
     objective: str = "val"  # Optuna objective: every validation window, or "backtest" (its cutoffs)
@@ -180,48 +183,66 @@ def tune_family(df: pd.DataFrame, split: Split, job: TrainJob, family: str, home
     return result
 
 
+def top_configs(result: TuneResult, family: str, k: int) -> list[ForecasterConfig]:
+    """The configurations of the `k` best completed trials of a search (fewer if it has fewer)."""
+    done = [t for t in result.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    best = sorted(done, key=lambda t: t.value)[:max(k, 1)]
+    return [apply_params(result.config, t.params, family) for t in best] or [result.config]
+
+
 def log_search(parent_run_id: str, study, family: str) -> None:
     """The study's optimization-history and importance plots and its trials table, on the parent run."""
     tracking.log_study_plots(parent_run_id, study, family)
     tracking.log_table(parent_run_id, trials_frame(study), f"{family}_trials")
 
 
-def inference_ms_per_1000(forecaster: Forecaster, x: np.ndarray, repeats: int = 3) -> float:
+def inference_ms_per_1000(forecaster: Forecaster | Ensemble, x: np.ndarray, repeats: int = 3) -> float:
     """Milliseconds to forecast 1,000 series (windows) on the CPU, best of `repeats`."""
     x = np.resize(x, (1000, *x.shape[1:])).astype(np.float32)  # cycle the windows up to 1,000
-    predict(forecaster.model_, x[:10], "cpu")  # warm-up
+    fn = forecaster.predictor("cpu").fn
+    fn(x[:10])  # warm-up
     best = np.inf
     for _ in range(repeats):
         t0 = time.perf_counter()
-        predict(forecaster.model_, x, "cpu", batch_size=1000)
+        fn(x)
         best = min(best, time.perf_counter() - t0)
     return best * 1000
 
 
-def final_model(df: pd.DataFrame, split: Split, cfg: ForecasterConfig, job: TrainJob, family: str,
-                home: str | Path, experiment_id: str, parent_run_id: str) -> tuple[dict, Forecaster]:
-    """Refit the best configuration, evaluate once on test, log run, artifacts and pyfunc model.
+def fit_final(df: pd.DataFrame, split: Split, cfgs: list[ForecasterConfig]) -> tuple[Forecaster | Ensemble, dict]:
+    """Refit one configuration, or each of several as an equal-weight ensemble; returns the model
+    and its cost (seconds, peak memory, best epoch of the first member)."""
+    members, fits = [], []
+    for cfg in cfgs:
+        f = Forecaster(cfg)
+        fits.append(f.fit(df, split))
+        members.append(f)
+    model = members[0] if len(members) == 1 else Ensemble(members)
+    cost = {"train_seconds": sum(r.seconds for r in fits), "peak_memory_mb": max(r.peak_memory_mb for r in fits),
+            "best_epoch": fits[0].best_epoch, "device": fits[0].device, "ensemble_size": len(members)}
+    return model, cost
 
-    Returns the comparison row and the fitted forecaster (for the backtest step)."""
+
+def final_model(df: pd.DataFrame, split: Split, cfgs: list[ForecasterConfig], job: TrainJob, family: str,
+                home: str | Path, experiment_id: str, parent_run_id: str) -> tuple[dict, Forecaster | Ensemble]:
+    """Refit the best configuration (or the K best as an ensemble), evaluate once on test, log run,
+    artifacts and pyfunc model. Returns the comparison row and the fitted model (for the backtest)."""
     tracking.configure(home)
-    forecaster = Forecaster(cfg)
     run_id = tracking.start_run(experiment_id, f"{family}-final", parent_run_id,
                                 tags={"kind": "final", "family": family})
     try:
-        fit = forecaster.fit(df, split)
+        forecaster, cost = fit_final(df, split, cfgs)
         ev = forecaster.evaluate(df, split, "test")
         x, _ = forecaster.windows(df, split, "test").arrays()
-        row = {"model": family, **ev.metrics, "params": forecaster.n_parameters,
-               "train_seconds": fit.seconds, "peak_memory_mb": fit.peak_memory_mb,
-               "infer_ms_per_1000": inference_ms_per_1000(forecaster, x), "device": fit.device}
-        tracking.log_values(run_id, params=tracking.params_of(forecaster),
+        row = {"model": family, **ev.metrics, "params": forecaster.n_parameters, **cost,
+               "infer_ms_per_1000": inference_ms_per_1000(forecaster, x)}
+        tracking.log_values(run_id, params=tracking.params_of(forecaster) | {"ensemble_size": len(cfgs)},
                             metrics={f"test_{k}": v for k, v in ev.metrics.items()} | {
-                                "train_seconds": fit.seconds, "peak_memory_mb": fit.peak_memory_mb,
-                                "n_parameters": forecaster.n_parameters, "best_epoch": fit.best_epoch,
-                                "infer_ms_per_1000": row["infer_ms_per_1000"]})
-        tracking.log_history(run_id, fit.history)
+                                k: row[k] for k in ("train_seconds", "peak_memory_mb", "best_epoch",
+                                                    "infer_ms_per_1000")} | {"n_parameters": row["params"]})
+        tracking.log_history(run_id, forecaster.fit_result_.history)
         tracking.log_evaluation_artifacts(run_id, forecaster, ev, split.ids, f"{job.dataset} {family} H={job.horizon}")
-        example = tracking.input_example(df, cfg.model.lookback)
+        example = tracking.input_example(df, forecaster.cfg.model.lookback)
         row["model_uri"] = tracking.log_model(run_id, forecaster, example)
         row["run_id"] = run_id
     except BaseException:

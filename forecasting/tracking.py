@@ -25,6 +25,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
+from forecasting.ensemble import load_forecaster
 from forecasting.errors import ModelNotFoundError
 from forecasting.forecaster import Evaluation, Forecaster
 
@@ -186,7 +187,7 @@ class ForecastModel(mlflow.pyfunc.PythonModel):
     """
 
     def load_context(self, context) -> None:
-        self.forecaster = Forecaster.load(context.artifacts["forecaster"])
+        self.forecaster = load_forecaster(context.artifacts["forecaster"])
         self.skipped: list[tuple[str, str]] = []
 
     # The DataFrame hint only keeps MLflow from warning (on every import, past any warnings filter)
@@ -358,7 +359,7 @@ def load_model(name: str, alias: str = CHAMPION) -> tuple[mlflow.pyfunc.PyFuncMo
     return mlflow.pyfunc.load_model(f"models:/{name}@{alias}"), str(mv.version)
 
 
-def load_forecaster(ref: str) -> tuple[Forecaster, str, pd.Timestamp | None]:
+def load_registered_forecaster(ref: str) -> tuple[Forecaster, str, pd.Timestamp | None]:
     """The `Forecaster` inside registered model `NAME@ALIAS`, a label naming its version, and the
     last timestamp of its training part (version tag `train_end`) when recorded."""
     name, alias = ref.split("@", 1)

@@ -230,7 +230,7 @@ def test_register_champion_moves_only_for_a_better_model(store):
     for version, value in ((1, 1.0), (2, 1.5), (3, 0.5)):
         mv = client.get_model_version(name, str(version))
         assert mv.tags == {"dataset_fingerprint": "abc123", "horizon": str(H), "frequency": "h",
-                           "code_version": "deadbeef", "test_mase": str(value)}
+                           "code_version": "deadbeef", "mase": str(value)}
     # Each version points at the logged model it was registered from.
     assert [client.get_model_version(name, str(v)).source for v in (1, 2, 3, 4)] == [a, b, c, a]
 
@@ -321,13 +321,30 @@ def test_pipeline_end_to_end(tmp_path, home):
     exp, parent = pipeline.start_pipeline(home, job, df)
     result = pipeline.tune_family(df, split, job, "gru", home, exp, parent, progress=False)
     assert len(result.study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 2
-    row = pipeline.final_model(df, split, result.config, job, "gru", home, exp, parent)
-    naive = pipeline.seasonal_naive_row(df, split, job, home, exp, parent)
-    table = pipeline.comparison([row, naive], parent)
-    assert table["model"].tolist() == ["gru", "seasonal_naive"]
+    row, model = pipeline.final_model(df, split, [result.config], job, "gru", home, exp, parent)
+    row = pipeline.backtest_step(model, row, df, split, job)
+    assert row["backtest_cutoffs"] >= 1 and np.isfinite(row["val_backtest_mase"])
+    baselines = pipeline.baseline_rows(df, split, job, home, exp, parent)
+    assert [b["model"] for b in baselines] == ["naive", "seasonal_naive_24", "linear"]
+    table, summary = pipeline.comparison([row, *baselines], job, parent)
+    assert table["model"].tolist() == ["gru", "naive", "seasonal_naive_24", "linear"]
     assert list(table.columns) == pipeline.COMPARISON_COLUMNS
-    reg = pipeline.register_family(row, job, df, "h")
+    best = min(baselines, key=lambda b: b["mase"])
+    assert summary["best_baseline"] == best["model"]
+    assert summary["margins"]["gru"] == pytest.approx(row["mase"] / best["mase"] - 1)
+    reg = pipeline.register_family(row, job, df, split, "h")
     assert (reg["name"], reg["version"], reg["alias"]) == ("toy-gru", 1, "champion")
+    assert reg["metric"] == "val_backtest_mase"
+    # The alias follows the validation backtest only: a far better *test* score does not move it ...
+    lucky = pipeline.register_family({**row, "mase": 0.0, "val_backtest_mase": row["val_backtest_mase"] * 1.01},
+                                     job, df, split, "h")
+    assert lucky["alias"] == "challenger"
+    # ... the champion was re-scored from its model on the same cutoffs, not read from a tag ...
+    assert lucky["previous_champion"] == pytest.approx(row["val_backtest_mase"], rel=1e-6)
+    # ... and a better backtest moves it whatever the test score says.
+    better = pipeline.register_family({**row, "mase": 99.0, "val_backtest_mase": row["val_backtest_mase"] * 0.99},
+                                      job, df, split, "h")
+    assert better["alias"] == "champion"
     pipeline.finish(parent, [reg])
 
     client = MlflowClient()
@@ -337,17 +354,18 @@ def test_pipeline_end_to_end(tmp_path, home):
     parent_run = client.get_run(parent)
     assert parent_run.info.status == "FINISHED"
     assert parent_run.data.tags["registered.toy-gru"] == "v1@champion"
+    assert parent_run.data.tags["best_baseline"] == summary["best_baseline"]
     assert parent_run.data.tags["kind"] == "pipeline" and "dataset_fingerprint" in parent_run.data.tags
     children = client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
     kinds = sorted(r.data.tags["kind"] for r in children)
-    assert kinds == ["baseline", "final", "trial", "trial"]
+    assert kinds == ["baseline"] * 3 + ["final", "trial", "trial"]
 
     # Comparison table (CSV and Markdown) and the Optuna history plot on the parent run.
     top = {a.path for a in client.list_artifacts(parent)}
     assert {"comparison.csv", "comparison.md"} <= top
     csv = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=parent, artifact_path="comparison.csv",
                                                           dst_path=str(tmp_path / "dl")))
-    assert csv["model"].tolist() == ["gru", "seasonal_naive"]
+    assert csv["model"].tolist() == ["gru", "naive", "seasonal_naive_24", "linear"]
     assert csv.loc[0, "mase"] == pytest.approx(row["mase"])
     assert "optuna/gru_optuna_history.png" in {a.path for a in client.list_artifacts(parent, "optuna")}
 
@@ -358,6 +376,9 @@ def test_pipeline_end_to_end(tmp_path, home):
     assert len(client.get_metric_history(row["run_id"], "val_loss")) >= 1
     plots = {a.path for a in client.list_artifacts(row["run_id"], "plots")}
     assert plots == {"plots/forecast_vs_actual.png", "plots/loss_curves.png"}
+    backtest = {a.path for a in client.list_artifacts(row["run_id"], "backtest")}
+    assert {"backtest/metrics_by_cutoff.csv", "backtest/forecasts.csv", "backtest/backtest.png"} <= backtest
+    assert final.data.metrics["val_backtest_mase"] == pytest.approx(row["val_backtest_mase"])
     png = mlflow.artifacts.download_artifacts(run_id=row["run_id"], artifact_path="plots/loss_curves.png",
                                               dst_path=str(tmp_path / "dl"))
     assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -370,7 +391,7 @@ def test_pipeline_end_to_end(tmp_path, home):
     assert version.tags["family"] == "gru" and "code_version" in version.tags
 
     # The registered champion loads on the CPU and forecasts H steps after each series.
-    model = mlflow.pyfunc.load_model("models:/toy-gru@champion")
+    model = mlflow.pyfunc.load_model("models:/toy-gru/1")
     assert {p.device.type for p in model.unwrap_python_model().forecaster.model_.parameters()} == {"cpu"}
     out = model.predict(df)
     assert len(out) == 3 * H and np.isfinite(out["y_hat"]).all()
