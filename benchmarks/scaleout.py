@@ -139,7 +139,8 @@ def fixed_params(home: Path, job, b: dict) -> dict:
     from forecasting import pipeline
 
     df, freq = pipeline.load_processed(home, job.dataset)
-    space = pipeline.search_space(df, pipeline.make_split(df, job), pipeline.base_config(df, freq, job), job)
+    split = pipeline.make_split(df, job)
+    space = pipeline.search_space(df, split, pipeline.base_config(df, freq, job, split), job)
     lookback = b["lookback"] if b["lookback"] in space.lookbacks else max(space.lookbacks)
     return {"lookback": lookback, "hidden": int(np.clip(b["hidden"], *space.hidden)),
             "layers": int(np.clip(b["layers"], *space.layers)), "dropout": float(space.dropout[0]),
@@ -147,7 +148,8 @@ def fixed_params(home: Path, job, b: dict) -> dict:
             "batch_size": min(space.batch_sizes, key=lambda s: abs(s - b["batch_size"])),
             "weight_decay": float(space.weight_decay[0]),
             "norm": "standard" if "standard" in space.norms else space.norms[0],
-            "segment": min(s for s in space.segments if s <= lookback)}
+            "segment": min(s for s in space.segments if s <= lookback),
+            "highway": True, "init": space.inits[0], "loss": space.losses[0]}
 
 
 # --------------------------------------------------------------------------- one run

@@ -73,6 +73,7 @@ def train_flow(name: str, horizon: int, home: str = ".", models: tuple[str, ...]
                    ensemble=ensemble)
     df, freq = load_dataset(home, name)
     split = pipeline.make_split(df, job)
+    pipeline.check_job(df, freq, job, split)  # seasons, lookbacks, backtest cutoffs: refused before any run
     exp, parent = start(home, job, df)
     try:
         rows = []

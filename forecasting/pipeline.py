@@ -154,6 +154,20 @@ def search_space(df: pd.DataFrame, split: Split, base: ForecasterConfig, job: Tr
     return default_space(periods, cap, job.horizon)
 
 
+def check_job(df: pd.DataFrame, freq: str, job: TrainJob, split: Split) -> None:
+    """Everything about a job that can be refused from the data alone, before any run is created:
+    seasons the history cannot hold, a training part too short, no validation backtest cutoff."""
+    base = base_config(df, freq, job, split)
+    space = search_space(df, split, base, job)
+    from forecasting.backtest import cutoffs
+
+    rows = cutoffs(split.val_end, job.horizon, max(space.lookbacks), job.backtest, split.train_end)
+    empty = [u for u, r in zip(split.ids, rows, strict=True) if len(r) == 0]
+    if empty:
+        raise DataError(f"series {empty[0]!r} ({len(empty)} in all): the validation part holds no backtest cutoff "
+                        f"for horizon {job.horizon}; give it more rows (--val) or a shorter horizon")
+
+
 # --------------------------------------------------------------------------- runs
 
 

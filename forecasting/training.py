@@ -66,6 +66,7 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     best_epoch: int = -1
     best_val_loss: float = math.inf
+    start_val_loss: float | None = None  # the untrained weights' score, when they competed (best_epoch -1)
     seconds: float = 0.0
     peak_memory_mb: float = 0.0
     device: str = "cpu"
@@ -190,6 +191,7 @@ def fit(
         # The starting point competes too (best_epoch -1): a model initialized as a baseline (the
         # highway's seasonal-naive or linear start) never ends worse than it on validation.
         result.best_val_loss = _loss(model, v_view, v_starts, val.lookback, cfg.eval_batch_size, cfg.val_metric)
+        result.start_val_loss = result.best_val_loss
         best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     with PeakMemory(device) as mem:
         for epoch in range(cfg.max_epochs):

@@ -296,6 +296,8 @@ def tune(
 
             result = Forecaster(fcfg).fit(df, split, callback=on_epoch)
         trial.set_user_attr("train_seconds", result.seconds)
+        # A highway that starts as a baseline competes before epoch 0: the value may be that score.
+        trial.set_user_attr("start_val_loss", result.start_val_loss)
         return result.best_val_loss
 
     def report(study_: optuna.Study, t: FrozenTrial) -> None:

@@ -47,24 +47,39 @@ _needs_bench_data = pytest.mark.skipif(
 @_needs_bench_data
 def test_benchmark_etth1_quick(tmp_path):
     res = _bench_quick("etth1.py", "etth1", tmp_path)
-    assert {(r["horizon"], r["family"]) for r in res["results"]} == {(24, "gru"), (24, "lstm"), (48, "gru"),
+    (run,) = res["per_seed"]  # one seed ran: the merged file holds it and its aggregate
+    assert res["seeds"] == [0] and (tmp_path / "etth1_seed0.json").is_file()
+    assert {(r["horizon"], r["family"]) for r in run["results"]} == {(24, "gru"), (24, "lstm"), (48, "gru"),
                                                                       (48, "lstm")}
-    for r in res["results"]:
+    for r in run["results"]:
         assert r["test_mse_std"] > 0 and r["test_windows"] == 400 - r["horizon"] + 1
         # the refit of the selected configuration reproduces its trial's validation loss
         assert r["refit_val_mse_std"] == pytest.approx(r["best_val_mse_std"], rel=1e-4)
+        assert r["ensemble"]["size"] >= 1 and r["ensemble"]["test_mse_std"] > 0
+    single = {(a["horizon"], a["family"]): a for a in res["aggregate"] if a["variant"] == "single"}
+    for r in run["results"]:
+        assert single[(r["horizon"], r["family"])]["mse"] == {"mean": r["test_mse_std"], "sd": 0.0, "n": 1}
+    assert {b["model"] for b in res["baselines"]} == {"naive", "seasonal_naive_24", "seasonal_naive_168", "linear"}
     assert {r["model"] for r in res["published"]} >= {"LSTMa", "DeepAR", "NLinear"}
-    assert set(res["goals"]) == {"beat_lstm_type_every_horizon", "reach_nlinear_mse_at_96"}
+    assert len(res["goals"]["by_horizon"]) == 4
+    # a second seed merges into mean and standard deviation
+    r2 = _bench_run("etth1.py", "--quick", "--seed", "1", "--out", str(tmp_path))
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    merged = json.loads((tmp_path / "etth1.json").read_text())
+    assert merged["seeds"] == [0, 1] and all(a["mse"]["n"] == 2 for a in merged["aggregate"])
+    assert "± " in (tmp_path / "etth1.md").read_text()
 
 
 @pytest.mark.slow
 @_needs_bench_data
 def test_benchmark_m4_hourly_quick(tmp_path):
     res = _bench_quick("m4_hourly.py", "m4_hourly", tmp_path)
-    assert res["n_series"] == 20
-    head = res["ours"]["gru_refit_full"]
-    assert head["owa"] == pytest.approx(0.5 * (head["smape"] / 18.383 + head["mase"] / 2.395))
-    assert {"Naive", "sNaive", "Naive2"} <= set(res["baselines_recomputed"])
+    assert res["n_series"] == 20 and res["seeds"] == [0]
+    for key in ("gru_single", "gru_ensemble", "lstm_single", "lstm_ensemble"):
+        head = res["per_seed"][0]["ours"][key]
+        assert head["owa"] == pytest.approx(0.5 * (head["smape"] / 18.383 + head["mase"] / 2.395))
+        assert res["aggregate"][key]["owa"]["mean"] == pytest.approx(head["owa"])
+    assert {"Naive", "sNaive", "sNaive168", "Naive2", "Linear"} <= set(res["baselines_recomputed"])
 
 
 @pytest.mark.slow

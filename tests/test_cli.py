@@ -64,12 +64,21 @@ def error_cases(files: dict[str, Path], home: Path, csv: Path, out: Path) -> dic
         "forecast-missing-input": ([*fc, "--input", str(files["missing"]), "--output", str(out)], "file not found"),
         "forecast-bad-extension": ([*fc, "--input", str(csv), "--output", str(out.with_suffix(".txt"))],
                                    "unsupported extension '.txt'"),
+        "train-season-too-long": (["train", DATASET, "--horizon", "12", "--seasons", "24,1000", *h],
+                                  "--seasons: period(s) [1000]"),
+        "backtest-model-without-alias": (["backtest", DATASET, "--model", f"{DATASET}-gru", *h], "expected NAME@ALIAS"),
+        "backtest-family-without-horizon": (["backtest", DATASET, "--family", "gru", *h], "--family needs --horizon"),
+        "backtest-unknown-model": (["backtest", DATASET, "--model", "nosuch@champion", *h],
+                                   "no registered model named 'nosuch'"),
+        "backtest-too-many-windows": (["backtest", DATASET, "--model", f"{DATASET}-gru@champion", "--windows", "400",
+                                       "--output", str(out), *h], "too short for 400 cutoff(s)"),
     }
 
 
 CASES = ["ingest-missing-file", "ingest-empty-file", "ingest-missing-column", "ingest-non-numeric",
          "train-unknown-dataset", "train-unknown-family", "forecast-unknown-model", "forecast-unknown-alias",
-         "forecast-missing-input", "forecast-bad-extension"]
+         "forecast-missing-input", "forecast-bad-extension", "train-season-too-long", "backtest-model-without-alias",
+         "backtest-family-without-horizon", "backtest-unknown-model", "backtest-too-many-windows"]
 
 
 # --------------------------------------------------------------------------- in-process

@@ -50,11 +50,20 @@ def test_store_is_under_home_when_no_tracking_uri_is_set(trained_home):
     assert (trained_home.home / "mlruns" / "mlflow.db").exists()
 
 
-def test_comparison_table_has_both_families_and_the_baseline(trained_home):
+BASELINES = ("naive", "seasonal_naive_24", "seasonal_naive_168", "linear")
+
+
+def test_comparison_table_has_both_families_and_the_baselines(trained_home):
     table = trained_home.train["table"]
-    assert list(table["model"]) == ["gru", "lstm", "seasonal_naive"]
-    for col in ("mae", "rmse", "smape", "mase"):
+    assert list(table["model"]) == ["gru", "lstm", *BASELINES]
+    for col in ("mae", "rmse", "smape", "mase", "val_backtest_mase"):
         assert table[col].map(math.isfinite).all(), col
+    # The summary names the best baseline (lowest test MASE) and each family's margin to it.
+    summary = trained_home.train["summary"]
+    base = table.set_index("model").loc[list(BASELINES), "mase"]
+    assert summary["best_baseline"] == base.idxmin()
+    for fam in FAMILIES:
+        assert summary["margins"][fam] == pytest.approx(table.set_index("model").loc[fam, "mase"] / base.min() - 1)
     assert (table.set_index("model").loc[["gru", "lstm"], "params"] > 0).all()
 
 
@@ -66,10 +75,12 @@ def test_first_train_registers_each_family_as_champion(trained_home):
     for family in FAMILIES:
         name = f"{DATASET}-{family}"
         r = regs[name]
-        assert (r["version"], r["alias"], r["previous_champion"], r["metric"]) == (1, "champion", None, "mase")
+        assert (r["version"], r["alias"], r["previous_champion"], r["metric"]) == (
+            1, "champion", None, "val_backtest_mase")
         mv = champion(client, name)
         assert str(mv.version) == "1"
         assert float(mv.tags["test_mase"]) == pytest.approx(table.loc[family, "mase"])
+        assert float(mv.tags["val_backtest_mase"]) == pytest.approx(table.loc[family, "val_backtest_mase"])
         assert mv.tags["horizon"] == str(HORIZON) and mv.tags["frequency"] == "h"
         assert mv.tags["family"] == family
 
@@ -142,7 +153,7 @@ def test_second_train_moves_the_alias_only_if_better(trained_home):
     # Another seed: the refit (and so the test metric) differs from the first run's.
     second = train_flow(DATASET, home=str(trained_home.home), **{**TRAIN_KWARGS, "seed": 1})
     client = client_for(trained_home.home)
-    assert list(second["table"]["model"]) == ["gru", "lstm", "seasonal_naive"]
+    assert list(second["table"]["model"]) == ["gru", "lstm", *BASELINES]
     for r in second["registrations"]:
         name, old = r["name"], first[r["name"]]
         assert r["version"] == 2
@@ -153,6 +164,43 @@ def test_second_train_moves_the_alias_only_if_better(trained_home):
         if not better:
             assert str(client.get_model_version_by_alias(name, "challenger").version) == "2"
         # Whatever happened, the champion holds the best metric recorded so far.
-        assert float(champion(client, name).tags["test_mase"]) == pytest.approx(min(r["value"], old["value"]))
+        assert float(champion(client, name).tags["val_backtest_mase"]) == pytest.approx(min(r["value"], old["value"]))
     tags = client.get_run(second["parent_run_id"]).data.tags
     assert {k for k in tags if k.startswith("registered.")} == {f"registered.{DATASET}-{f}" for f in FAMILIES}
+
+
+def test_backtest_of_the_registered_champion(trained_home, tmp_path, capsys):
+    """`forecasting backtest DATASET --model NAME@ALIAS`: the cross-validation frame, written atomically,
+    and a `backtest` run in MLflow with its tables and plot."""
+    from flows.cli import main
+
+    out = tmp_path / "cv.csv"
+    home = str(trained_home.home)
+    assert main(["backtest", DATASET, "--model", f"{DATASET}-gru@champion", "--windows", "3", "--step", "6",
+                 "--output", str(out), "--home", home]) == 0
+    printed = capsys.readouterr().out
+    assert f"{DATASET}-gru@champion (v" in printed and "seasonal_naive_24" in printed
+    cv = pd.read_csv(out, parse_dates=["ds", "cutoff"])
+    assert list(cv.columns[:5]) == ["unique_id", "ds", "cutoff", "y", "y_hat"]
+    assert len(cv) == N_SERIES * 3 * HORIZON
+    assert sorted(cv["cutoff"].unique().tolist()) == sorted(cv.groupby("cutoff").size().index.tolist())
+    assert (cv.groupby("unique_id")["cutoff"].nunique() == 3).all()
+    assert [p.name for p in tmp_path.iterdir()] == ["cv.csv"]  # no temporary file left beside it
+
+    client = client_for(trained_home.home)
+    exp = client.get_experiment_by_name(f"{DATASET}-h{HORIZON}")
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.kind = 'backtest'")
+    # cutoffs in the last rows: after the rows the model was trained on (its version tag `train_end`)
+    assert len(runs) == 1 and runs[0].data.tags["in_sample"] == "False"
+    assert "val_backtest_mase" in runs[0].data.metrics
+    files = {a.path for a in client.list_artifacts(runs[0].info.run_id, "backtest")}
+    assert {"backtest/metrics_by_cutoff.csv", "backtest/backtest.png", "backtest/forecasts.csv"} <= files
+
+
+def test_backtest_of_a_family_fitted_before_the_first_cutoff(trained_home, capsys):
+    from flows.backtest import backtest_flow
+
+    r = backtest_flow(DATASET, str(trained_home.home), family="lstm", windows=2, horizon=HORIZON, max_epochs=1)
+    assert r["cutoffs"] == 2 and not r["in_sample"]
+    assert set(r["metrics"]["predictor"]) >= {"y_hat", "naive", "seasonal_naive_24", "linear"}
+    assert r["metrics"]["mase"].map(math.isfinite).all()

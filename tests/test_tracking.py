@@ -307,7 +307,7 @@ def test_pipeline_end_to_end(tmp_path, home):
     split = pipeline.make_split(df, job)
     # Keep the two trials small and deterministic: enqueue the smallest models of the pipeline's
     # own search space into the study it uses.
-    space = pipeline.search_space(df, split, pipeline.base_config(df, "h", job), job)
+    space = pipeline.search_space(df, split, pipeline.base_config(df, "h", job, split), job)
     lookback = min(space.lookbacks)
     smallest = {"lookback": lookback, "hidden": space.hidden[0], "layers": space.layers[0],
                 "dropout": space.dropout[0], "batch_size": min(space.batch_sizes),

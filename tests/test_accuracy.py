@@ -1,0 +1,188 @@
+"""The accuracy machinery: seasonal periods, the highway's special cases, the ridge baseline against
+scikit-learn on hand-cut windows, and a tuned GRU against weekly seasonal naive on a daily+weekly cycle."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.linear_model import Ridge
+
+from forecasting.baselines import LinearBaseline, seasonal_naive
+from forecasting.data import split_fractions
+from forecasting.evaluation import LINEAR_ALPHAS, fit_linear
+from forecasting.forecaster import Forecaster, ForecasterConfig, build_panel
+from forecasting.models import ModelConfig, RecurrentForecaster
+from forecasting.seasons import kept_periods, seasonal_periods
+from forecasting.training import TrainConfig
+from forecasting.tuning import default_space
+
+# --------------------------------------------------------------------------- seasons
+
+
+@pytest.mark.parametrize(("freq", "periods"), [
+    ("h", (24, 168)), ("30min", (48, 336)), ("15min", (96, 672)), ("2h", (12, 84)), ("D", (7, 365)),
+    ("B", (5, 260)), ("W", (52,)), ("W-SUN", (52,)), ("MS", (12,)), ("QE", (4,)), ("YE", ()), ("3D", ()),
+])
+def test_seasonal_periods_of_each_frequency(freq, periods):
+    assert seasonal_periods(freq) == periods
+
+
+def test_kept_periods_need_two_seasons_of_training_history():
+    assert kept_periods("h", [300, 300]) == (24,)  # a week needs 336 points of training history
+    assert kept_periods("h", [336, 336]) == (24, 168)
+    assert kept_periods("h", [47]) == ()
+    assert kept_periods("h", [100, 2000, 2000]) == (24, 168)  # the median series decides
+    assert kept_periods("h", [100, 100, 2000]) == (24,)
+    assert kept_periods("h", [2000], override=[336, 48]) == (48, 336)
+    with pytest.raises(ValueError, match="--seasons"):
+        kept_periods("h", [600], override=[48, 336])
+
+
+def test_default_lookbacks_reach_the_longest_period():
+    space = default_space((24, 168), max_lookback=400, horizon=24)
+    assert space.lookbacks == (48, 96, 168, 336) and max(space.lookbacks) >= 168
+    assert True in space.highway and False in space.highway
+    assert default_space((48, 336), 1000, 48).lookbacks == (96, 192, 336, 672)
+
+
+# --------------------------------------------------------------------------- the highway
+
+
+@pytest.mark.parametrize("norm", ["none", "last", "mean", "standard"])
+@pytest.mark.parametrize(("cell", "segment"), [("gru", 1), ("lstm", 24)])
+def test_highway_reproduces_seasonal_naive_exactly(norm, cell, segment):
+    """With the highway set to the seasonal-naive selection and the recurrent head at zero, the model
+    *is* seasonal naive, for every window normalization: the family contains it."""
+    L, H = 336, 48
+    torch.manual_seed(0)
+    x = torch.randn(16, L, 3) * 5 + 20  # [B, L, F]: target plus two covariates
+    for period in (24, 168):
+        cfg = ModelConfig(cell=cell, lookback=L, horizon=H, n_features=3, hidden=16, layers=2, norm=norm,
+                          segment=segment, highway=True, season=period, init="seasonal")
+        model = RecurrentForecaster(cfg).eval()
+        with torch.no_grad():
+            got = model(x).numpy()
+        want = seasonal_naive(x[..., 0].numpy(), H, period)
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-4)
+    # Without the highway nothing forces it: the untrained model is far from seasonal naive.
+    off = RecurrentForecaster(replace(cfg, highway=False)).eval()
+    with torch.no_grad():
+        assert np.abs(off(x).numpy() - want).max() > 1.0
+
+
+# --------------------------------------------------------------------------- the ridge baseline
+
+
+def loop_windows(series: list[np.ndarray], lo: list[int], hi: list[int], L: int, H: int):
+    """Inputs and targets of every window whose targets lie in [lo, hi) of its series (a plain loop)."""
+    xs, ys = [], []
+    for s, a, b in zip(series, lo, hi, strict=True):
+        for t in range(max(a, L), b - H + 1):  # t: first target row
+            xs.append(s[t - L:t])
+            ys.append(s[t:t + H])
+    return np.array(xs), np.array(ys)
+
+
+@pytest.fixture(scope="module")
+def panel_case(make_sine_frame):
+    df = make_sine_frame(n_series=3, length=600, noise=0.4, seed=3)
+    split = split_fractions(df.groupby("unique_id", sort=False).size(), 0.15, 0.15)
+    cfg = ForecasterConfig(model=ModelConfig(lookback=48, horizon=12), calendar=False, seasons=(24,))
+    f = Forecaster(cfg)
+    panel = f.fit_scaler(df, split)
+    series = [panel.series(i)[:, 0].astype(np.float64) for i in range(3)]
+    return df, split, f, panel, series
+
+
+def test_linear_baseline_matches_scikit_learn_on_hand_cut_windows(panel_case):
+    _, split, _, _, series = panel_case
+    L, H = 48, 12
+    x, y = loop_windows(series, [0] * 3, list(split.train_end), L, H)
+    xv, _ = loop_windows(series, list(split.train_end), list(split.val_end), L, H)
+    ours = LinearBaseline(L, H, alpha=10.0).fit(x, y).predict(xv)
+    ref = Ridge(alpha=10.0).fit(x - x[:, -1:], y - x[:, -1:])
+    np.testing.assert_allclose(ours, ref.predict(xv - xv[:, -1:]) + xv[:, -1:], rtol=1e-8, atol=1e-8)
+
+
+def test_linear_baseline_is_selected_on_validation_and_matches_the_reference(panel_case):
+    _, split, _, panel, series = panel_case
+    H = 12
+    pred, record = fit_linear(panel, split, H, (24, 48))
+    # Independent selection: every (lookback, alpha) fitted on loop-cut training windows, scored on
+    # loop-cut validation windows; the best one must be the one chosen, with the same forecasts.
+    scores = {}
+    for L in (24, 48):
+        x, y = loop_windows(series, [0] * 3, list(split.train_end), L, H)
+        xv, yv = loop_windows(series, list(split.train_end), list(split.val_end), L, H)
+        for a in LINEAR_ALPHAS:
+            r = Ridge(alpha=a).fit(x - x[:, -1:], y - x[:, -1:])
+            scores[(L, a)] = float(np.mean((r.predict(xv - xv[:, -1:]) + xv[:, -1:] - yv) ** 2))
+    best = min(scores, key=scores.get)
+    assert (record["lookback"], record["alpha"]) == best
+    assert record["val_mse_std"] == pytest.approx(scores[best], rel=1e-4)
+    xt, _ = loop_windows(series, list(split.val_end), [len(s) for s in series], best[0], H)
+    x, y = loop_windows(series, [0] * 3, list(split.train_end), best[0], H)
+    r = Ridge(alpha=best[1]).fit(x - x[:, -1:], y - x[:, -1:])
+    got = pred.fn(xt[..., None].astype(np.float32))
+    np.testing.assert_allclose(got, r.predict(xt - xt[:, -1:]) + xt[:, -1:], rtol=1e-4, atol=1e-4)
+
+
+def test_linear_start_makes_the_untrained_model_the_ridge_baseline(panel_case):
+    """`init="linear"` with zero epochs: the model forecasts what the ridge baseline forecasts."""
+    df, split, _, _, _ = panel_case
+    cfg = ForecasterConfig(model=ModelConfig(lookback=48, horizon=12, hidden=8, layers=1, norm="last",
+                                             highway=True, init="linear"),
+                           train=TrainConfig(max_epochs=0, device="cpu"), calendar=False, seasons=(24,))
+    f = Forecaster(cfg)
+    f.fit(df, split)
+    panel = f.scaler_.transform(build_panel(df, f.cfg))
+    linear, _ = fit_linear(panel, split, 12, (48,))
+    ours = f.evaluate(df, split, "test").y_hat
+    ref = f.evaluate(df, split, "test", predictor=linear).y_hat
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-3)
+
+
+# --------------------------------------------------------------------------- a known process
+
+
+def daily_weekly_frame(n_series: int = 4, weeks: int = 12, seed: int = 0) -> pd.DataFrame:
+    """Hourly series: a daily and a weekly cycle (weekdays differ) plus AR(1) noise (phi 0.8)."""
+    rng = np.random.default_rng(seed)
+    n = 168 * weeks
+    t = np.arange(n)
+    parts = []
+    for i in range(n_series):
+        week = rng.normal(0, 1.5, 7)[(t // 24) % 7]  # a level per weekday
+        day = rng.uniform(1, 3) * np.sin(2 * np.pi * t / 24 + rng.uniform(0, 6))
+        e = np.zeros(n)
+        for k in range(1, n):
+            e[k] = 0.8 * e[k - 1] + rng.normal(0, 0.5)
+        parts.append(pd.DataFrame({"unique_id": f"s{i}", "ds": pd.date_range("2022-01-03", periods=n, freq="h"),
+                                   "y": 10 + week + day + e}))
+    return pd.concat(parts, ignore_index=True)
+
+
+@pytest.mark.slow
+def test_tuned_gru_beats_weekly_seasonal_naive_on_a_daily_and_weekly_cycle(tmp_path):
+    from forecasting.tuning import TuneConfig, tune
+
+    df = daily_weekly_frame()
+    split = split_fractions(df.groupby("unique_id", sort=False).size(), 0.15, 0.15)
+    H = 24
+    base = ForecasterConfig(model=ModelConfig(horizon=H), freq="h", calendar=False, seasons=(24, 168),
+                            train=TrainConfig(device="cpu", max_train_windows=2048, patience=2))
+    space = replace(default_space((24, 168), 336, H), hidden=(8, 32), layers=(1, 1))
+    cfg = TuneConfig(n_trials=3, max_epochs=4, storage=f"sqlite:///{tmp_path / 'o.db'}", seed=0)
+    result = tune(df, split, base, "gru", "weekly-h24-gru", cfg, space, progress=False)
+    f = Forecaster(replace(result.config, train=replace(result.config.train, max_epochs=4)))
+    f.fit(df, split)
+    ours = f.evaluate(df, split, "test").metrics["mse"]
+    predictors, _ = f.baselines(df, split, (168,))
+    snaive = {p.name: f.evaluate(df, split, "test", predictor=p).metrics["mse"] for p in predictors}
+    # The noise is AR(1): a week-old value carries almost none of it, the last hours carry most.
+    assert ours < 0.8 * snaive["seasonal_naive_168"], (ours, snaive)
+    assert ours < snaive["seasonal_naive_24"]
