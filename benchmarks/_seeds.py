@@ -8,11 +8,24 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import sys
 from pathlib import Path
 
 
 def seed_path(out: Path, name: str, seed: int) -> Path:
     return Path(out) / f"{name}_seed{seed}.json"
+
+
+def write_and_merge(out: Path, name: str, seed: int, payload: dict, merge) -> dict:
+    """Write one seed's result as `<name>_seed<S>.json` and fold all seeds with `merge(out)`."""
+    from _common import _jsonable
+
+    path = seed_path(out, name, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
+    merged = merge(out)
+    print(f"[{name}] wrote seed {seed}; merged seeds {merged['seeds']} into {out}", file=sys.stderr)
+    return merged
 
 
 def seed_files(out: Path, name: str) -> list[Path]:

@@ -13,7 +13,6 @@ evaluated once on the test part; seasonal naive (period 24) runs on the same tes
 from __future__ import annotations
 
 import csv
-import json
 import sys
 import tempfile
 from dataclasses import asdict, replace
@@ -326,11 +325,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = run.finish({"borders": list(borders), "horizons": list(horizons), "search_space": asdict(space),
                       "prior": prior, "results": results, "baselines": baselines,
                       "published": published_rows(args.data_dir)})
-    S.seed_path(args.out, NAME, args.seed).parent.mkdir(parents=True, exist_ok=True)
-    S.seed_path(args.out, NAME, args.seed).write_text(json.dumps(out, indent=2, default=C._jsonable) + "\n")
-    merged = merge(args.out)
-    print(f"[etth1] wrote seed {args.seed} and merged seeds {merged['seeds']} into {args.out}", file=sys.stderr)
-    return merged
+    return S.write_and_merge(args.out, NAME, args.seed, out, merge)
 
 
 if __name__ == "__main__":

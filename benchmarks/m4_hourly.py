@@ -16,7 +16,6 @@ so calendar features are off.
 from __future__ import annotations
 
 import csv
-import json
 import sys
 import tempfile
 from dataclasses import asdict, replace
@@ -259,11 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
                       "search_space": asdict(space), "prior": prior, "tuning": records, "ours": ours,
                       "linear": lin_rec, "baselines_recomputed": checks,
                       "official": official_scores(args.data_dir)})
-    S.seed_path(args.out, NAME, args.seed).parent.mkdir(parents=True, exist_ok=True)
-    S.seed_path(args.out, NAME, args.seed).write_text(json.dumps(out, indent=2, default=C._jsonable) + "\n")
-    merged = merge(args.out)
-    print(f"[m4] wrote seed {args.seed}; merged seeds {merged['seeds']} into {args.out}", file=sys.stderr)
-    return merged
+    return S.write_and_merge(args.out, NAME, args.seed, out, merge)
 
 
 # --------------------------------------------------------------------------- seeds and report
