@@ -111,3 +111,35 @@ def test_too_short_series_are_named():
                        "y": np.arange(60.0)})
     with pytest.raises(DataError, match="'tiny'.*too short for 3 cutoff"):
         cutoff_split(df, H, L, BacktestConfig(3))
+
+
+def test_backtest_objective_sizes_validation_and_scores_only_its_cutoffs(make_sine_frame):
+    """`--objective backtest --backtest-windows K --backtest-step S`: the validation part holds exactly
+    H + (K - 1) * S rows, and early stopping scores the K cutoff windows per series, nothing else."""
+    from forecasting.backtest import BacktestConfig as BC
+    from forecasting.pipeline import TrainJob, base_config, make_split
+
+    df = make_sine_frame(n_series=2, length=600, seed=5)
+    job = TrainJob("toy", H, ("gru",), backtest=BC(3, 6), objective="backtest", device="cpu")
+    split = make_split(df, job)
+    assert ((split.val_end - split.train_end) == H + 2 * 6).all()
+    base = base_config(df, "h", job, split)
+    assert (base.train.val_cutoffs, base.train.val_step, base.seasons) == (3, 6, (24, 168))
+    assert base.train.val_metric == "mae"  # the job's metric is MASE: select on absolute errors
+    cfg = ForecasterConfig(model=ModelConfig(lookback=L, horizon=H, hidden=8, layers=1),
+                           train=TrainConfig(max_epochs=1, device="cpu", val_cutoffs=3, val_step=6), calendar=False)
+    seen = {}
+
+    def spy(epoch, train_loss, val_loss):
+        seen["val"] = val_loss
+
+    f = Forecaster(cfg)
+    f.fit(df, split, callback=spy)
+    panel = f.scaler_.transform(build_panel(df, f.cfg))
+    w, _ = cutoff_windows(panel, L, H, split.val_end, BC(3, 6), split.train_end)
+    assert len(w) == 2 * 3
+    x, y = w.arrays()
+    want = float(np.mean((f.predictor().fn(x) - y) ** 2))
+    assert seen["val"] == pytest.approx(want, rel=1e-4)
+    with pytest.raises(ValueError, match="backtest windows"):
+        TrainJob("toy", H, objective="backtest")

@@ -293,6 +293,32 @@ def test_champion_predicts_the_same_in_a_fresh_process(store, tmp_path):
     np.testing.assert_allclose(got["y_hat"].to_numpy(), want["y_hat"].to_numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_an_ensemble_is_one_registered_model_that_averages_its_members(store):
+    """`--ensemble K`: the members' mean forecast, saved and registered as one pyfunc model that
+    loads back with every member and forecasts the same mean."""
+    from forecasting.ensemble import Ensemble
+
+    tracking.configure(store.home)
+    ens = Ensemble(store.forecasters)
+    got, skipped = ens.predict(store.df)
+    each = [f.predict(store.df)[0]["y_hat"].to_numpy() for f in store.forecasters]
+    assert skipped == [] and len(got) == 3 * H
+    np.testing.assert_allclose(got["y_hat"].to_numpy(), np.mean(each, axis=0), rtol=1e-6)
+    # the same mean on windows: what evaluation and backtests score
+    ev = ens.evaluate(store.df, store.split, "test")
+    members = [f.evaluate(store.df, store.split, "test").y_hat for f in store.forecasters]
+    np.testing.assert_allclose(ev.y_hat, np.mean(members, axis=0), rtol=1e-5)
+    assert ens.n_parameters == sum(f.n_parameters for f in store.forecasters)
+
+    exp = tracking.ensure_experiment(tracking.experiment_name("models", H), store.home)
+    run_id = tracking.start_run(exp, "ensemble")
+    uri = tracking.log_model(run_id, ens, tracking.input_example(store.df, ens.cfg.model.lookback))
+    tracking.end_run(run_id)
+    loaded = mlflow.pyfunc.load_model(uri)
+    assert len(loaded.unwrap_python_model().forecaster.members) == 3
+    np.testing.assert_allclose(loaded.predict(store.df)["y_hat"].to_numpy(), got["y_hat"].to_numpy(), rtol=1e-5)
+
+
 # --------------------------------------------------------------------------- pipeline
 
 
