@@ -15,12 +15,22 @@ import time
 from pathlib import Path
 
 EXIT_ERROR = 2
+EXIT_NOTHING = 3  # a forecast in which every series was skipped: nothing written
 
 
 def _home(args: argparse.Namespace) -> Path:
     home = Path(args.home or os.environ.get("FORECASTING_HOME") or ".").resolve()
     home.mkdir(parents=True, exist_ok=True)
     return home
+
+
+def _check_names(args: argparse.Namespace) -> None:
+    """Dataset and model names are refused before anything is created (they become paths and store names)."""
+    from forecasting.data import check_name
+
+    for attr, what in (("name", "dataset name"), ("dataset", "dataset name"), ("model_name", "model name")):
+        if getattr(args, attr, None) is not None:
+            check_name(getattr(args, attr), what)
 
 
 def _quiet(debug: bool) -> None:
@@ -363,11 +373,17 @@ COMMANDS = {"ingest": cmd_ingest, "train": cmd_train, "tune-worker": cmd_tune_wo
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet(args.debug)
-    from forecasting.errors import ForecastingError
+    from forecasting.errors import ForecastingError, NothingToForecastError
 
     try:
+        _check_names(args)
         home = _home(args)
         COMMANDS[args.command](args, home)
+    except NothingToForecastError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NOTHING
     except (ForecastingError, FileNotFoundError, PermissionError, ValueError) as exc:
         if args.debug:
             raise

@@ -6,7 +6,7 @@ from prefect import flow, task
 
 from flows.common import COMPUTE, IO
 from forecasting import batch, tracking
-from forecasting.data import IngestConfig
+from forecasting.data import IngestConfig, check_name
 
 
 @task(**IO)
@@ -41,10 +41,11 @@ def forecast_flow(model_name: str, input: str, output: str, alias: str = "champi
                   format: str = "auto", id_col: str = "unique_id", time_col: str = "ds",
                   target_col: str = "y") -> dict:
     """Forecast the next H steps of every series in `input` with `models:/<model_name>@<alias>`."""
-    batch.check_output(output)  # refuse a bad output path before any work
+    batch.check_output(output)  # refuse a bad output path or model name before any work
+    check_name(model_name, "model name")
     model, version = load_model(home, model_name, alias)
     cfg = IngestConfig(format=format, id_col=id_col, time_col=time_col, target_col=target_col)
-    result = forecast(model, read_history(input, cfg))
+    result = batch.require_forecasts(forecast(model, read_history(input, cfg)))
     path = write(result, output)
     run_id = log_run(home, model_name, alias, version, result, path)
     return {"output": path, "version": version, "n_forecast": result.n_forecast,

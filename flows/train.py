@@ -83,6 +83,7 @@ def train_flow(name: str, horizon: int, home: str = ".", models: tuple[str, ...]
             rows.append(backtest(forecaster, row, df, split, job))
         rows += baselines(df, split, job, home, exp, parent)
         table, summary = compare(rows, job, parent)
+        pipeline.check_comparison(rows, job)
         registrations = [register(r, job, df, split, freq) for r in rows if r["model"] in job.families]
     except BaseException:
         tracking.end_run(parent, "FAILED")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from forecasting.data import ID, TARGET, TIME, IngestConfig, read_table, to_long
-from forecasting.errors import DataError
+from forecasting.errors import DataError, NothingToForecastError
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 
@@ -53,7 +54,8 @@ def write_table_atomic(df: pd.DataFrame, path: str | Path) -> Path:
     path = check_output(path)
     suffix = path.suffix.lower()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         if suffix == ".csv":
@@ -67,6 +69,28 @@ def write_table_atomic(df: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Delete temporary files of our naming (`.<name>.<pid>.<random>.tmp`) beside `path` whose writing
+    process is gone (killed mid-write); returns what was removed."""
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
 @dataclass
 class BatchResult:
     forecasts: pd.DataFrame
@@ -76,6 +100,16 @@ class BatchResult:
     @property
     def n_forecast(self) -> int:
         return int(self.forecasts[ID].nunique()) if len(self.forecasts) else 0
+
+
+def require_forecasts(result: BatchResult) -> BatchResult:
+    """Refuse a forecast in which every series was skipped (nothing is written), naming why each was."""
+    if result.n_forecast == 0:
+        reasons = "; ".join(f"{u!r}: {why}" for u, why in result.skipped[:5])
+        more = f" (and {len(result.skipped) - 5} more)" if len(result.skipped) > 5 else ""
+        raise NothingToForecastError(f"no series could be forecast, all {len(result.skipped)} were skipped: "
+                                     f"{reasons}{more}")
+    return result
 
 
 def forecast_with(model, history: pd.DataFrame) -> BatchResult:

@@ -8,6 +8,7 @@ The data contract (DESIGN §2): a long DataFrame with `unique_id` (str), `ds`
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,9 @@ import pandas as pd
 from forecasting.errors import DataError
 
 ID, TIME, TARGET = "unique_id", "ds", "y"
+# Dataset names become file names, MLflow experiment and registered-model names and Optuna study
+# names: letters, digits, '.', '_' and '-', starting with a letter or digit (no path separators).
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 FILL_POLICIES = ("error", "interpolate", "ffill", "zero")
 SHORT_POLICIES = ("drop", "error")
 FORMATS = ("auto", "long", "wide")
@@ -61,6 +65,14 @@ class IngestReport:
     n_filled: int
     was_sorted: bool
     dropped: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+
+def check_name(name: str, what: str = "dataset name") -> str:
+    """`name` if every store downstream accepts it, else one `DataError` saying why."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or ".." in name:
+        raise DataError(f"{what} {name!r}: use 1-100 letters, digits, '.', '_' or '-', starting with a letter or "
+                        "digit (no '/', '..' or spaces: it becomes a file, experiment, model and study name)")
+    return name
 
 
 # --------------------------------------------------------------------------- reading

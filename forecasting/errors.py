@@ -15,3 +15,7 @@ class DivergedError(ForecastingError):
 
 class ModelNotFoundError(ForecastingError):
     """A registered model or alias does not exist."""
+
+
+class NothingToForecastError(ForecastingError):
+    """Every series of a batch forecast was skipped: there is nothing to write."""

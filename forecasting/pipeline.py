@@ -22,6 +22,7 @@ from forecasting.data import (
     IngestConfig,
     IngestReport,
     Split,
+    check_name,
     infer_freq,
     load,
     split_fractions,
@@ -73,6 +74,7 @@ class TrainJob:
     objective: str = "val"  # Optuna objective: every validation window, or "backtest" (its cutoffs)
 
     def __post_init__(self) -> None:
+        check_name(self.dataset)
         if self.objective not in ("val", "backtest"):
             raise ValueError(f"objective must be val or backtest, got {self.objective!r}")
         if self.objective == "backtest" and not self.backtest.n_windows:
@@ -86,13 +88,15 @@ ABSOLUTE_METRICS = ("mase", "mae", "smape")  # scored on absolute errors: select
 
 
 def processed_path(home: str | Path, name: str) -> Path:
-    return Path(home).resolve() / "data" / "processed" / f"{name}.parquet"
+    """`<home>/data/processed/<name>.parquet`; a name that could leave that folder is refused."""
+    return Path(home).resolve() / "data" / "processed" / f"{check_name(name)}.parquet"
 
 
 def ingest(source: str | Path, name: str, home: str | Path, cfg: IngestConfig = IngestConfig()) -> tuple[Path, IngestReport]:
     """Validate a file and write it once as Parquet under `<home>/data/processed/` (atomically)."""
+    target = processed_path(home, name)  # a bad name is refused before the file is read
     df, report = load(source, cfg)
-    path = write_parquet_atomic(df, processed_path(home, name))
+    path = write_parquet_atomic(df, target)
     meta = {**asdict(report), "source": str(source), "fingerprint": dataset_fingerprint(df)}
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(meta, indent=2, default=str))
@@ -166,6 +170,10 @@ def check_job(df: pd.DataFrame, freq: str, job: TrainJob, split: Split) -> None:
     if empty:
         raise DataError(f"series {empty[0]!r} ({len(empty)} in all): the validation part holds no backtest cutoff "
                         f"for horizon {job.horizon}; give it more rows (--val) or a shorter horizon")
+    short = [u for u, n in zip(split.ids, split.lengths - split.val_end, strict=True) if n < job.horizon]
+    if len(short) == len(split.ids):
+        raise DataError(f"the test part holds no window of horizon {job.horizon} (series {short[0]!r} has "
+                        f"{int((split.lengths - split.val_end)[0])} test rows); give it more rows (--test)")
 
 
 # --------------------------------------------------------------------------- runs
@@ -346,6 +354,15 @@ def train_end(df: pd.DataFrame, split: Split) -> pd.Timestamp:
     return max(pd.Timestamp(g.iloc[int(e) - 1]) for (_, g), e in zip(ds, split.train_end, strict=True) if e > 0)
 
 
+def check_comparison(rows: list[dict], job: TrainJob) -> None:
+    """Nothing is registered from a comparison with a missing score: every model and baseline must
+    have a finite test and validation-backtest metric."""
+    for r in rows:
+        for key in (job.metric, gate_metric(job)):
+            if not np.isfinite(float(r.get(key, np.nan))):
+                raise ForecastingError(f"{r['model']}: {key} is not finite ({r.get(key)}); nothing was registered")
+
+
 def gate_metric(job: TrainJob) -> str:
     """The row column that decides champion versus challenger: the validation backtest's metric."""
     return f"val_backtest_{job.metric}"
@@ -373,6 +390,8 @@ def check_backtest_request(model: str | None, family: str | None, horizon: int |
         raise ForecastingError("backtest: give exactly one of --model NAME@ALIAS and --family gru|lstm")
     if model and "@" not in model:
         raise ForecastingError(f"--model {model!r}: expected NAME@ALIAS, e.g. etth1-gru@champion")
+    if model:
+        check_name(model.split("@", 1)[0], "model name")
     if family and not horizon:
         raise ForecastingError("--family needs --horizon H (a registered model carries its own)")
     if horizon is not None and horizon < 1:

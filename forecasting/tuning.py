@@ -26,6 +26,7 @@ import pandas as pd
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
 from forecasting.data import Split
 from forecasting.errors import DivergedError, ForecastingError
@@ -161,13 +162,30 @@ def _pruner(name: str) -> optuna.pruners.BasePruner:
     raise ValueError(f"pruner must be median, hyperband or none, got {name!r}")
 
 
+def _sqlite_file(url: str) -> Path | None:
+    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+
+
 def open_study(name: str, cfg: TuneConfig, on_stale: StaleHook | None = None) -> optuna.Study:
-    """Create the study or load it if it exists (a resumed search, or another worker's)."""
-    storage = make_storage(cfg.storage, cfg, on_stale) if cfg.storage else None
-    study = optuna.create_study(
-        storage=storage, study_name=name, direction="minimize",
-        sampler=_sampler(cfg.seed), pruner=_pruner(cfg.pruner), load_if_exists=True,
-    )
+    """Create the study or load it if it exists (a resumed search, or another worker's).
+
+    An unreadable storage raises one `ForecastingError` naming it and what to do; an empty SQLite
+    file is said aloud (a new store is created in it: any earlier history is gone)."""
+    path = _sqlite_file(cfg.storage) if cfg.storage else None
+    if path is not None and path.is_file() and path.stat().st_size == 0:
+        print(f"note: Optuna storage {path} is an empty file; a new study store is created in it "
+              "(no earlier trials to resume)", file=sys.stderr)
+    try:
+        storage = make_storage(cfg.storage, cfg, on_stale) if cfg.storage else None
+        study = optuna.create_study(
+            storage=storage, study_name=name, direction="minimize",
+            sampler=_sampler(cfg.seed), pruner=_pruner(cfg.pruner), load_if_exists=True,
+        )
+    except (SQLAlchemyError, RuntimeError, ValueError) as exc:
+        what = f"file {path}" if path is not None else cfg.storage.split("@")[-1]
+        raise ForecastingError(f"Optuna storage {what} cannot be opened ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0][:160]}); restore it, or move it away to start "
+                               "a new study") from None
     n = len(study.get_trials(deepcopy=False))
     if n:
         # A resumed study: a sampler seeded as at the start would redraw the configurations

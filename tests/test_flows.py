@@ -129,6 +129,21 @@ def test_forecast_of_a_shorter_history_skips_short_series(trained_home, tmp_path
     assert sorted(f["unique_id"].unique()) == ["s0", "s1"] and len(f) == 2 * HORIZON
 
 
+def test_forecast_with_every_series_skipped_exits_3_and_writes_nothing(trained_home, tmp_path, capsys):
+    from flows.cli import EXIT_NOTHING, main
+
+    hist = pd.read_csv(trained_home.csv)
+    src = tmp_path / "tiny.csv"
+    hist.groupby("unique_id").tail(3).to_csv(src, index=False)
+    out = tmp_path / "f.csv"
+    assert main(["forecast", f"{DATASET}-gru", "--input", str(src), "--output", str(out),
+                 "--home", str(trained_home.home)]) == EXIT_NOTHING == 3
+    err = capsys.readouterr().err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert "all 3 were skipped" in line and "'s0': 3 points, needs lookback" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.csv"]
+
+
 def test_register_promotes_only_a_better_model(trained_home):
     """`register`: champion only when the metric beats the champion's recorded one, else challenger."""
     from forecasting import tracking

@@ -1,0 +1,88 @@
+"""Bad names, interrupted writes, unreadable stores and empty parts are refused or cleaned up with
+one clear error, before any work."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from forecasting import batch, pipeline
+from forecasting.data import check_name
+from forecasting.errors import DataError, ForecastingError
+from forecasting.tuning import TuneConfig, open_study
+
+
+@pytest.mark.parametrize("name", ["../../escape", "/abs/path/x", "a/b", "a b", "", ".hidden", "x" * 101, "a..b"])
+def test_bad_names_are_refused_everywhere(name, tmp_path):
+    with pytest.raises(DataError, match="letters, digits"):
+        check_name(name)
+    with pytest.raises(DataError):
+        pipeline.processed_path(tmp_path, name)
+    with pytest.raises(DataError):
+        pipeline.TrainJob(name, 24)
+
+
+@pytest.mark.parametrize("name", ["etth1", "sales-2024", "m4.hourly", "A_b-1"])
+def test_good_names_pass(name):
+    assert check_name(name) == name
+
+
+def test_cli_refuses_a_traversing_name_before_writing_anything(tmp_path):
+    home, src = tmp_path / "home", tmp_path / "in.csv"
+    pd.DataFrame({"unique_id": "a", "ds": pd.date_range("2024-01-01", periods=50, freq="h"),
+                  "y": np.arange(50.0)}).to_csv(src, index=False)
+    before = set(tmp_path.rglob("*"))
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "ingest", str(src), "--name", "../../escape",
+                           "--home", str(home)], capture_output=True, text=True, timeout=120,
+                          cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and proc.stderr.startswith("error: dataset name")
+    assert set(tmp_path.rglob("*")) == before and not home.exists()
+
+
+def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):
+    out = tmp_path / "f.csv"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = tmp_path / f".f.csv.{dead}.abc123.tmp"
+    live = tmp_path / f".f.csv.{os.getpid()}.def456.tmp"  # a write in progress in a living process
+    other = tmp_path / ".g.csv.1.x.tmp"
+    for p in (stale, live, other):
+        p.write_bytes(b"")
+    batch.write_table_atomic(pd.DataFrame({"a": [1]}), out)
+    assert not stale.exists() and live.exists() and other.exists()
+    assert pd.read_csv(out)["a"].tolist() == [1]
+
+
+def test_unreadable_optuna_store_gives_one_error_naming_the_file(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    open_study("s", TuneConfig(storage=url))
+    data = (tmp_path / "optuna.db").read_bytes()
+    (tmp_path / "optuna.db").write_bytes(data[:5000])  # truncated
+    with pytest.raises(ForecastingError, match=r"optuna.db cannot be opened .*move it away"):
+        open_study("s", TuneConfig(storage=url))
+    (tmp_path / "optuna.db").write_bytes(b"")  # empty: recreated, and said so
+    assert open_study("s", TuneConfig(storage=url)).trials == []
+    assert "is an empty file" in capsys.readouterr().err
+
+
+def test_a_job_without_validation_cutoffs_or_test_windows_is_refused_before_any_run(make_sine_frame):
+    df = make_sine_frame(n_series=2, length=20, seed=0)
+    job = pipeline.TrainJob("tiny", 4, max_lookback=4)
+    split = pipeline.make_split(df, job)
+    with pytest.raises(DataError, match="validation part holds no backtest cutoff"):
+        pipeline.check_job(df, "h", job, split)
+
+
+def test_nothing_is_registered_from_a_comparison_with_a_missing_score():
+    job = pipeline.TrainJob("toy", 4)
+    rows = [{"model": "gru", "mase": 0.9, "val_backtest_mase": 0.8},
+            {"model": "seasonal_naive_24", "mase": float("nan"), "val_backtest_mase": 1.0}]
+    with pytest.raises(ForecastingError, match="seasonal_naive_24: mase is not finite"):
+        pipeline.check_comparison(rows, job)
+    pipeline.check_comparison(rows[:1], job)
