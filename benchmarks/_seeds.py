@@ -42,12 +42,13 @@ def mean_sd(values: list[float]) -> dict:
     return {"mean": statistics.fmean(vals), "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
 
 
-def compare(ours: dict, other: float | dict) -> str:
+def compare(ours: dict, other: float | dict, resolution: float = 0.0) -> str:
     """'better', 'worse' or 'tie' (lower is better): a tie when the difference is within two standard
-    deviations (of ours, and of the other side's too when it has seeds)."""
+    deviations (of ours, and of the other side's too when it has seeds), or within half the last
+    digit `resolution` of a value published with limited precision."""
     other_mean = other["mean"] if isinstance(other, dict) else float(other)
     other_sd = other.get("sd") or 0.0 if isinstance(other, dict) else 0.0
-    band = 2 * math.sqrt((ours.get("sd") or 0.0) ** 2 + other_sd ** 2)
+    band = max(2 * math.sqrt((ours.get("sd") or 0.0) ** 2 + other_sd ** 2), resolution / 2)
     diff = ours["mean"] - other_mean
     if abs(diff) <= band:
         return "tie"

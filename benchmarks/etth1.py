@@ -32,10 +32,12 @@ NAME = "etth1"
 HORIZONS = (24, 48, 96, 168, 336, 720)
 FAMILIES = ("gru", "lstm")
 SEASONS = (24, 168)  # hourly: the daily and the weekly cycle
-PUBLISHED = ("Informer", "LSTMa", "DeepAR", "ARIMA", "Prophet", "DLinear", "NLinear", "SCINet")
+PUBLISHED = ("Informer", "LSTMa", "DeepAR", "ARIMA", "Prophet", "DLinear", "NLinear")
 LSTM_TYPE = ("LSTMa", "DeepAR")
 ENSEMBLE = 3  # the ensemble rows average the refits of the 3 best trials
-# The published value each horizon is measured against (best published univariate-OT MSE).
+# The published value each horizon is measured against (best published univariate-OT MSE). The
+# NLinear rows are in the published table; the SCINet values (H=24, 168) are quoted from the SCINet
+# paper's ETTh1 univariate table and are not in that file.
 TARGETS = {24: ("SCINet", 0.029), 96: ("NLinear", 0.053), 168: ("SCINet", 0.071), 336: ("NLinear", 0.081),
            720: ("NLinear", 0.080)}
 
@@ -177,16 +179,17 @@ def goals(agg: list[dict], baselines: list[dict], published: list[dict]) -> dict
         out.append({
             "horizon": h, "family": a["family"], "mse": a["mse"],
             "target": None if target is None else {"model": target[0], "mse": target[1],
-                                                   "verdict": S.compare(a["mse"], target[1])},
+                                                   "verdict": S.compare(a["mse"], target[1], 0.001)},
             "best_baseline": None if base is None else {"model": base["model"], "mse": base["test_mse_std"],
-                                                        "verdict": S.compare(a["mse"], base["test_mse_std"])},
+                                                        "verdict": S.compare(a["mse"], base["test_mse_std"], 0.0001)},
             "lstm_type": {m: S.compare(a["mse"], v) for m, v in lstm_type.items()},
         })
     return {"by_horizon": out}
 
 
 def _verdict(v: str | None) -> str:
-    return {"better": "**met** (better)", "tie": "**tie** (within 2 sd)", "worse": "**missed**"}.get(v, "n/a")
+    return {"better": "**met** (better)", "tie": "**tie** (within 2 sd or the published precision)",
+            "worse": "**missed**"}.get(v, "n/a")
 
 
 def _grid(res: dict, metric: str, published_too: bool = True) -> str:
@@ -209,11 +212,11 @@ def _goal_lines(res: dict) -> list[str]:
     lines = []
     for g in res["goals"]["by_horizon"]:
         t, b = g["target"], g["best_baseline"]
-        parts = [f"H={g['horizon']} {g['family'].upper()} {S.fmt(g['mse'])}"]
+        parts = [f"H={g['horizon']} {g['family'].upper()} {S.fmt(g['mse'], 4)}"]
         if t:
             parts.append(f"vs best published {t['model']} {t['mse']:.3f}: {_verdict(t['verdict'])}")
         if b:
-            parts.append(f"vs best baseline {b['model']} {b['mse']:.3f}: {_verdict(b['verdict'])}")
+            parts.append(f"vs best baseline {b['model']} {b['mse']:.4f}: {_verdict(b['verdict'])}")
         lines.append("- " + "; ".join(parts) + ".")
     return lines
 
@@ -238,7 +241,8 @@ def render(res: dict) -> str:
              "**Test MSE** (standardized) by horizon:\n", _grid(res, "mse"),
              "**Test MAE** (standardized) by horizon:\n", _grid(res, "mae"),
              "**Goals** (single best-trial model; best published value at each horizon, and this run's best "
-             "baseline):\n", *_goal_lines(res), ""]
+             "baseline; SCINet's H=24 and H=168 values are quoted from its paper, not from the published-results "
+             "file):\n", *_goal_lines(res), ""]
     rows = []
     for run in res["per_seed"]:
         for r in sorted(run["results"], key=lambda r: (r["horizon"], r["family"])):
@@ -275,7 +279,7 @@ def merge(out: Path) -> dict:
     last = runs[-1]
     agg = aggregate(runs)
     res = {**{k: v for k, v in last.items() if k not in ("results", "seasonal_naive")},
-           "seeds": [r["seed"] for r in runs], "runs": S.runs_meta(runs), "aggregate": agg,
+           "seeds": [r["seed"] for r in runs], "seed": ", ".join(str(r["seed"]) for r in runs), "runs": S.runs_meta(runs), "aggregate": agg,
            "per_seed": [{"seed": r["seed"], "results": r["results"]} for r in runs],
            "goals": goals(agg, last["baselines"], last["published"])}
     C.write(out, NAME, res, render(res))
