@@ -281,6 +281,7 @@ def merge(out: Path) -> dict:
                  "vs_best_baseline": S.compare(v["owa"], base[best_base]["owa"]),
                  "vs_snaive": S.compare(v["owa"], base["sNaive"]["owa"])} for k, v in agg.items()}
     res = {**{k: v for k, v in runs[-1].items() if k not in ("ours", "tuning")}, "seeds": [r["seed"] for r in runs],
+           "seed": ", ".join(str(r["seed"]) for r in runs),
            "runs": S.runs_meta(runs), "aggregate": agg, "best_baseline": best_base, "goals": goals,
            "per_seed": [{"seed": r["seed"], "ours": r["ours"], "tuning": r["tuning"]} for r in runs]}
     C.write(out, NAME, res, render(res))
