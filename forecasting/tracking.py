@@ -7,6 +7,7 @@ from worker processes that join one search.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import tempfile
@@ -297,16 +298,55 @@ def register(model_uri: str, name: str, metric: str, value: float, tags: dict | 
     """Register a version; it becomes `champion` only if its `metric` (lower is better) beats the
     current champion's, else it gets `challenger`. `rescore` recomputes the champion's metric from
     its model on the caller's data (its recorded tag is the fallback when that is impossible, e.g.
-    another horizon or unknown series). Returns version, alias and both values."""
+    another horizon or unknown series). The champion is read and the alias set under
+    `registry_lock`, so two processes cannot both win. Returns version, alias and both values."""
     client = MlflowClient()
     mv = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in (tags or {}).items()})
     client.set_model_version_tag(name, mv.version, metric, str(value))
-    current = champion_value(name, metric, rescore)
-    better = current is None or value < current
-    alias = CHAMPION if better else CHALLENGER
-    client.set_registered_model_alias(name, alias, mv.version)
+    with registry_lock(name):
+        current = champion_value(name, metric, rescore)
+        alias = CHAMPION if current is None or value < current else CHALLENGER
+        client.set_registered_model_alias(name, alias, mv.version)
     return {"name": name, "version": int(mv.version), "alias": alias, "metric": metric,
             "value": value, "previous_champion": current}
+
+
+def lock_path(name: str) -> Path:
+    """The lock file of registered model `name`: beside a SQLite store, else in the user's cache
+    (processes on one machine; a PostgreSQL store uses a database lock instead)."""
+    uri = mlflow.get_tracking_uri()
+    folder = (Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///")
+              else Path.home() / ".cache" / "forecasting" / "locks")
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha1(f"{uri}|{name}".encode()).hexdigest()[:16]
+    return folder / f".registry-{digest}.lock"
+
+
+@contextmanager
+def registry_lock(name: str) -> Iterator[None]:
+    """Exclusive access to `name`'s aliases across processes: a PostgreSQL advisory lock when the
+    store is PostgreSQL, else an flock on `lock_path(name)`."""
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith(("postgresql", "postgres")):
+        import sqlalchemy
+
+        key = int(hashlib.sha1(name.encode()).hexdigest()[:15], 16)
+        engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        return
+    import fcntl
+
+    with open(lock_path(name), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def champion_value(name: str, metric: str, rescore: Callable[[Forecaster], float] | None = None) -> float | None:

@@ -235,6 +235,57 @@ def test_register_champion_moves_only_for_a_better_model(store):
     assert [client.get_model_version(name, str(v)).source for v in (1, 2, 3, 4)] == [a, b, c, a]
 
 
+REGISTER_SCRIPT = textwrap.dedent('''
+    import json, sys
+    from forecasting import tracking
+    tracking.configure(sys.argv[1])
+    print(json.dumps(tracking.register(sys.argv[2], "race-gru", "mase", 0.5)))
+''')
+
+
+@pytest.mark.slow
+def test_two_processes_registering_at_once_cannot_both_win(store, tmp_path):
+    """Both register an equally good first version while the registry lock is held; released, they
+    compare-and-set one after the other: exactly one becomes champion, the other sees it and loses.
+    Without the lock both would read 'no champion' and both claim the alias."""
+    import fcntl
+    import json
+    import time
+
+    tracking.configure(store.home)
+    script = tmp_path / "register.py"
+    script.write_text(REGISTER_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    with open(tracking.lock_path("race-gru"), "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        procs = [subprocess.Popen([sys.executable, str(script), str(store.home), uri], env=env, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) for uri in store.uris[:2]]
+        client = MlflowClient()
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:  # both versions registered: both now wait on the lock
+            try:
+                if len(client.search_model_versions("name='race-gru'")) == 2:
+                    break
+            except Exception:  # noqa: BLE001 - the model may not exist yet
+                pass
+            time.sleep(0.2)
+        time.sleep(2.0)
+        # While the lock is held nobody may touch the aliases (without it, the first would be champion now).
+        assert client.get_registered_model("race-gru").aliases == {}
+        fcntl.flock(held, fcntl.LOCK_UN)
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err[-2000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert sorted(r["alias"] for r in results) == ["challenger", "champion"]
+    loser = next(r for r in results if r["alias"] == "challenger")
+    assert loser["previous_champion"] == 0.5  # it saw the winner's score, under the lock
+    winner = next(r for r in results if r["alias"] == "champion")
+    assert str(client.get_model_version_by_alias("race-gru", "champion").version) == str(winner["version"])
+
+
 @pytest.mark.slow
 def test_champion_value_and_load_model_unknown(store):
     tracking.configure(store.home)
