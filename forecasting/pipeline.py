@@ -183,8 +183,10 @@ def start_pipeline(home: str | Path, job: TrainJob, df: pd.DataFrame) -> tuple[s
     """Experiment `<dataset>-h<H>` and a parent run for this pipeline run."""
     tracking.configure(home)
     exp = tracking.ensure_experiment(tracking.experiment_name(job.dataset, job.horizon), home)
+    closed = tracking.close_dead_runs(exp)  # a killed earlier run of this host: end what it left RUNNING
     run_id = tracking.start_run(exp, f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}",
-                                tags={"kind": "pipeline", "dataset": job.dataset})
+                                tags={"kind": "pipeline", "dataset": job.dataset, **tracking.owner_tags(),
+                                      **({"closed_dead_runs": ",".join(closed)} if closed else {})})
     tracking.log_values(run_id, params=tracking.flatten(asdict(job)), tags={
         "dataset_fingerprint": dataset_fingerprint(df), "code_version": code_version(),
         "n_series": df[ID].nunique()})
@@ -200,6 +202,8 @@ def tune_family(df: pd.DataFrame, split: Split, job: TrainJob, family: str, home
     hook = tracking.TrialLogger(experiment_id, parent_run_id, family)
     result = tune(df, split, base, family, study_name(job.dataset, job.horizon, family), cfg, space, hook,
                   progress, on_stale=tracking.close_stale_trial_run)
+    # Which study trials this run continued (a resumed search) is said on the parent run.
+    tracking.log_values(parent_run_id, tags={f"{family}.resumed_trials": result.resumed})
     if plots:
         log_search(parent_run_id, result.study, family)
     return result

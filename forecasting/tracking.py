@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -130,6 +131,33 @@ def log_history(run_id: str, history: list[dict]) -> None:
 
 def end_run(run_id: str, status: str = "FINISHED") -> None:
     MlflowClient().set_terminated(run_id, status=status)
+
+
+def owner_tags() -> dict[str, str]:
+    """Host and process id of this process, recorded on runs it owns (to notice it dying)."""
+    return {"host": socket.gethostname(), "pid": str(os.getpid())}
+
+
+def close_dead_runs(experiment_id: str, kind: str = "pipeline") -> list[str]:
+    """End as KILLED the RUNNING runs of `kind` that a process on this host started and that is gone
+    (a killed `train`), and their RUNNING child runs (trials: state failed). Returns their ids."""
+    from forecasting.batch import pid_alive
+
+    client, host, closed = MlflowClient(), socket.gethostname(), []
+    runs = client.search_runs([experiment_id], f"tags.kind = '{kind}' and attributes.status = 'RUNNING'")
+    for run in runs:
+        tags = run.data.tags
+        if tags.get("host") != host or not tags.get("pid", "").isdigit() or pid_alive(int(tags["pid"])):
+            continue
+        children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}' "
+                                                        "and attributes.status = 'RUNNING'")
+        for child in children:
+            log_values(child.info.run_id, tags={"state": "failed", "error": "its pipeline process was killed"})
+            end_run(child.info.run_id, "KILLED")
+        log_values(run.info.run_id, tags={"error": "process killed; closed by the next run"})
+        end_run(run.info.run_id, "KILLED")
+        closed.append(run.info.run_id)
+    return closed
 
 
 # --------------------------------------------------------------------------- trials

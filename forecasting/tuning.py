@@ -28,6 +28,7 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
+from forecasting.batch import pid_alive
 from forecasting.data import Split
 from forecasting.errors import DivergedError, ForecastingError
 from forecasting.forecaster import Forecaster, ForecasterConfig
@@ -229,6 +230,21 @@ def apply_params(base: ForecasterConfig, params: dict, family: str) -> Forecaste
     return replace(base, model=model, train=train)
 
 
+def fail_dead_local_trials(study: optuna.Study, on_stale: StaleHook | None, max_retry: int) -> list[int]:
+    """Fail at once the RUNNING trials whose worker ran on this host and is gone (a killed `train`
+    rerun within the heartbeat grace period), re-queue their parameters and tell `on_stale`.
+    Returns their numbers."""
+    host, failed = socket.gethostname(), []
+    retry = _RetryAndReport(max_retry, on_stale)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker_host, _, pid = str(t.user_attrs.get("worker", "")).rpartition("-")
+        if worker_host == host and pid.isdigit() and not pid_alive(int(pid)):
+            if study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
+                retry(study, study._storage.get_trial(t._trial_id))
+                failed.append(t.number)
+    return failed
+
+
 def finished_trials(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
@@ -262,6 +278,7 @@ class TuneResult:
     study: optuna.Study
     best_params: dict
     config: ForecasterConfig
+    resumed: int = 0  # finished trials the study already held when this search started
 
 
 def tune(
@@ -289,6 +306,7 @@ def tune(
         # Optuna looks for trials of dead workers only when it starts a trial: do it now as well,
         # or a study already full would keep them RUNNING (and their MLflow runs) for ever.
         optuna.storages.fail_stale_trials(study)
+        fail_dead_local_trials(study, on_stale, cfg.max_retry)
     if not study.get_trials(deepcopy=False):
         study.enqueue_trial(starting_point(space), skip_if_exists=True)
     done = finished_trials(study)
@@ -334,7 +352,7 @@ def tune(
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         raise ForecastingError(f"study {name!r}: no trial completed (all failed or were pruned)")
     best = study.best_trial
-    return TuneResult(study, dict(best.params), apply_params(base, best.params, family))
+    return TuneResult(study, dict(best.params), apply_params(base, best.params, family), resumed=done)
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:

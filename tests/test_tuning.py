@@ -97,7 +97,8 @@ cfg = TuneConfig(n_trials=n_trials, max_epochs=3, storage=storage, heartbeat_int
 
 tracking.configure(home)
 exp = tracking.ensure_experiment("toy-h12", home)
-parent = tracking.start_run(exp, "search")
+tracking.close_dead_runs(exp)  # what a killed earlier search of this host left RUNNING
+parent = tracking.start_run(exp, "search", tags={"kind": "pipeline", **tracking.owner_tags()})
 logger = tracking.TrialLogger(exp, parent, "gru")
 
 
@@ -140,9 +141,11 @@ def _tail(path: Path, n: int = 3000) -> str:
 
 
 @pytest.mark.slow
-def test_killed_search_resumes(tmp_path):
-    """SIGKILL a search mid-trial, restart it: finished trials stay, the killed trial is failed and
-    retried with its parameters, nothing is left RUNNING, and exactly n_trials trials finish."""
+@pytest.mark.parametrize("wait", [True, False], ids=["after-grace", "at-once"])
+def test_killed_search_resumes(tmp_path, wait):
+    """SIGKILL a search mid-trial, restart it (after the heartbeat grace period, or at once, when only
+    the dead process id tells): finished trials stay, the killed trial is failed and retried with its
+    parameters, nothing is left RUNNING in Optuna or MLflow, and exactly n_trials trials finish."""
     from mlflow import MlflowClient
 
     n_trials, grace = 3, 2
@@ -184,7 +187,8 @@ def test_killed_search_resumes(tmp_path):
     assert any(s == TrialState.COMPLETE for s, _ in finished_before.values())
     assert killed.params and "mlflow_run_id" in killed.user_attrs
 
-    time.sleep(grace + 1.5)  # the killed trial's heartbeat is now stale
+    if wait:
+        time.sleep(grace + 1.5)  # the killed trial's heartbeat is now stale
     log2 = tmp_path / "run2.log"
     with open(log2, "w") as out:
         rerun = subprocess.run(cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=240)
@@ -217,6 +221,10 @@ def test_killed_search_resumes(tmp_path):
     retry_run = client.get_run(retries[0].user_attrs["mlflow_run_id"])
     assert retry_run.info.run_id != dead.info.run_id and retry_run.info.status == "FINISHED"
     assert retry_run.data.tags["optuna.trial"] == str(retries[0].number)
+    # The killed search's parent run was closed by the next one, which finished.
+    parents = client.search_runs([dead.info.experiment_id], "tags.kind = 'pipeline'", order_by=["start_time"])
+    assert [r.info.status for r in parents] == ["KILLED", "FINISHED"]
+    assert not client.search_runs([dead.info.experiment_id], "attributes.status = 'RUNNING'")
 
 
 @pytest.mark.slow
