@@ -370,6 +370,9 @@ COMMANDS = {"ingest": cmd_ingest, "train": cmd_train, "tune-worker": cmd_tune_wo
             "ui": cmd_ui, "demo": cmd_demo}
 
 
+FLOW_COMMANDS = ("ingest", "train", "forecast", "backtest", "demo")  # they run flows: they need a Prefect API
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet(args.debug)
@@ -378,7 +381,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check_names(args)
         home = _home(args)
-        COMMANDS[args.command](args, home)
+        if args.command in FLOW_COMMANDS:
+            from flows.server import prefect_api
+
+            with prefect_api(args.debug):  # a temporary API server that dies with this command
+                COMMANDS[args.command](args, home)
+        else:
+            COMMANDS[args.command](args, home)
     except NothingToForecastError as exc:
         if args.debug:
             raise

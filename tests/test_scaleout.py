@@ -336,9 +336,9 @@ def test_two_workers_share_one_study(dataset, pg_url, servers, tmp_path):
         assert t.user_attrs["mlflow_run_id"] == r.info.run_id
         assert r.info.status == "FINISHED" and r.data.tags["state"] == t.state.name.lower()
         if t.state == TrialState.COMPLETE:  # its value is the best epoch of the curve logged in MLflow
-            curve = list(t.intermediate_values.values())
+            curve = t.intermediate_values
             start = t.user_attrs.get("start_val_loss")  # a highway's baseline start competes too
-            assert t.value == pytest.approx(min(curve + ([start] if start is not None else [])))
+            assert t.value == pytest.approx(min([*curve.values(), *([start] if start is not None else [])]))
             assert r.data.metrics["val_loss"] == pytest.approx(curve[max(curve)])
 
 
