@@ -19,3 +19,7 @@ class ModelNotFoundError(ForecastingError):
 
 class NothingToForecastError(ForecastingError):
     """Every series of a batch forecast was skipped: there is nothing to write."""
+
+
+class SurplusTrialError(ForecastingError):
+    """A trial started by one of several workers when the others' trials already fill the study."""

@@ -30,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from forecasting.batch import pid_alive
 from forecasting.data import Split
-from forecasting.errors import DivergedError, ForecastingError
+from forecasting.errors import DivergedError, ForecastingError, SurplusTrialError
 from forecasting.forecaster import Forecaster, ForecasterConfig
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -245,6 +245,15 @@ def fail_dead_local_trials(study: optuna.Study, on_stale: StaleHook | None, max_
     return failed
 
 
+def is_surplus(study: optuna.Study, number: int, n_trials: int) -> bool:
+    """Whether trial `number` would take the study past `n_trials`: the finished trials plus the
+    running trials numbered before it already make `n_trials` (the lowest numbers go first, so two
+    workers starting at once agree on which one yields)."""
+    trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+    ahead = sum(t.state in FINISHED or t.number < number for t in trials if t.number != number)
+    return ahead >= n_trials
+
+
 def finished_trials(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
@@ -313,11 +322,16 @@ def tune(
     bar = Progress(name, cfg.n_trials, done) if progress else None
 
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", f"{socket.gethostname()}-{os.getpid()}")  # many workers share a study
+        if is_surplus(study, trial.number, cfg.n_trials):
+            trial.set_user_attr("surplus", True)  # no MLflow run: it never trained
+            study.stop()
+            raise SurplusTrialError(f"trial {trial.number}: the study already has {cfg.n_trials} trials "
+                                    "finished or under way; this worker stops")
         params = suggest(trial, space)
         fcfg = apply_params(base, params, family)
         fcfg = replace(fcfg, train=replace(fcfg.train, max_epochs=cfg.max_epochs))
         trial.set_user_attr("config", fcfg.to_dict())
-        trial.set_user_attr("worker", f"{socket.gethostname()}-{os.getpid()}")  # many workers share a study
         hook = trial_hook(trial, params) if trial_hook else nullcontext(lambda *a: None)
         with hook as log_epoch:
             def on_epoch(epoch: int, train_loss: float, val_loss: float) -> None:
@@ -346,7 +360,7 @@ def tune(
         # the cap bounds a search whose trials keep failing.
         study.optimize(
             objective, n_trials=remaining + cfg.max_failures, timeout=cfg.timeout,
-            catch=(DivergedError,), gc_after_trial=False,
+            catch=(DivergedError, SurplusTrialError), gc_after_trial=False,
             callbacks=[MaxTrialsCallback(cfg.n_trials, states=FINISHED), report],
         )
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):

@@ -326,3 +326,42 @@ def test_study_name_and_pruners():
     assert isinstance(_pruner("hyperband"), optuna.pruners.HyperbandPruner)
     with pytest.raises(ValueError, match="pruner"):
         _pruner("nope")
+
+
+def test_surplus_trials_yield_to_lower_numbers():
+    """Two workers starting trials at once on a nearly full study: the lower-numbered trial runs,
+    the other sees the study full and yields (it fails as surplus and its worker stops)."""
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import create_trial
+
+    from forecasting.tuning import is_surplus
+
+    study = optuna.create_study()
+    for v in (1.0, 2.0, 3.0):
+        study.add_trial(create_trial(value=v, params={"x": v}, distributions={"x": FloatDistribution(0, 5)}))
+    a, b = study.ask(), study.ask()  # two RUNNING trials, numbers 3 and 4
+    assert not is_surplus(study, a.number, 4) and is_surplus(study, b.number, 4)
+    assert not is_surplus(study, a.number, 5) and not is_surplus(study, b.number, 5)
+    study.tell(a, 0.5)
+    assert is_surplus(study, b.number, 4)
+
+
+@pytest.mark.slow
+def test_two_searches_at_once_on_one_study_finish_exactly_n_trials(tmp_path, data):
+    """Two processes tune one SQLite study with --trials 4: exactly 4 trials finish, however they
+    interleave (a surplus trial fails alone, marked as such)."""
+    script = tmp_path / "search.py"
+    script.write_text(SEARCH_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("MLFLOW_REGISTRY_URI", None)
+    url, name = storage_url(tmp_path), study_name("toy", H, "gru")
+    optuna.create_study(study_name=name, storage=url, direction="minimize")  # both load it
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / f"h{i}"), url, "4", "0.0"], cwd=tmp_path,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+    trials = optuna.load_study(study_name=name, storage=url).trials
+    assert sum(t.state in FINISHED for t in trials) == 4, trials_frame(optuna.load_study(study_name=name, storage=url))
+    assert all(t.state in FINISHED or t.state == TrialState.FAIL for t in trials)
