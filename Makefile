@@ -11,11 +11,15 @@ install: $(STAMP)
 # torch first, pinned: here pip finds the local CPU wheel; on a GPU machine the same
 # pin resolves to the CUDA build. The project's own `torch>=2.4` then adds nothing.
 $(STAMP): pyproject.toml
+	@echo "setup: creating $(VENV) and installing torch 2.13.0, then the project with MLflow, Optuna, Prefect (a few minutes the first time)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	@echo "setup: installing torch==2.13.0 (the CPU wheel here, the CUDA build on a GPU machine)"
 	$(PY) -m pip install -q torch==2.13.0
+	@echo "setup: installing the project and its dependencies (pip install -e '.[dev]')"
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+	@echo "setup: done ($(VENV))"
 
 demo: install
 	$(VENV)/bin/forecasting demo
@@ -33,5 +37,8 @@ report: install
 lint: install
 	$(VENV)/bin/ruff check forecasting flows tests benchmarks
 
+# Everything the project created locally: the virtualenv, the MLflow store and Optuna studies
+# (all of mlruns/ but its .gitkeep), processed data and forecasts.
 clean:
-	rm -rf $(VENV) mlruns/mlflow.db mlruns/artifacts data/processed data/forecasts
+	rm -rf $(VENV) data/processed data/forecasts
+	find mlruns -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

@@ -329,6 +329,8 @@ def cmd_ui(args, home: Path) -> None:
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
            "--port", str(args.port)]
     print(f"MLflow UI on http://127.0.0.1:{args.port} (store {uri}); Ctrl-C stops it", flush=True)
+    # The server's own Starlette/FastAPI deprecation warnings are noise a user cannot act on.
+    os.environ["PYTHONWARNINGS"] = "ignore::DeprecationWarning"
     os.execv(sys.executable, cmd)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 from prefect import flow, task
 
-from flows.common import COMPUTE, IO
+from flows.common import COMPUTE, IO, step
 from forecasting import pipeline, tracking, worker
 from forecasting.backtest import BacktestConfig
 from forecasting.data import Split
@@ -79,12 +79,17 @@ def train_flow(name: str, horizon: int, home: str = ".", models: tuple[str, ...]
         rows = []
         for family in job.families:
             cfgs = tune_family(df, split, job, family, home, exp, parent)
-            row, forecaster = final_model(df, split, cfgs, job, family, home, exp, parent)
-            rows.append(backtest(forecaster, row, df, split, job))
-        rows += baselines(df, split, job, home, exp, parent)
+            with step(f"{name}: refit {family}" + (f" ({len(cfgs)} members)" if len(cfgs) > 1 else "")
+                      + ", score the test part once, log the model"):
+                row, forecaster = final_model(df, split, cfgs, job, family, home, exp, parent)
+            with step(f"{name}: backtest {family} over the validation part"):
+                rows.append(backtest(forecaster, row, df, split, job))
+        with step(f"{name}: baselines (naive, seasonal naive, ridge) on the same windows"):
+            rows += baselines(df, split, job, home, exp, parent)
         table, summary = compare(rows, job, parent)
         pipeline.check_comparison(rows, job)
-        registrations = [register(r, job, df, split, freq) for r in rows if r["model"] in job.families]
+        with step(f"{name}: register and gate the champion on the validation backtest"):
+            registrations = [register(r, job, df, split, freq) for r in rows if r["model"] in job.families]
     except BaseException:
         tracking.end_run(parent, "FAILED")
         raise

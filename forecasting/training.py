@@ -7,6 +7,7 @@ Dataset and no host-to-device copy per batch.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import random
 import threading
@@ -88,33 +89,56 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _mallinfo2():
+    """glibc's `mallinfo2`, or None where there is none (not glibc, or glibc < 2.33)."""
+    try:
+        fn = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return None
+    fn.restype = _MallInfo2
+    return fn
+
+
 class PeakMemory:
-    """Peak memory of a block in MB: CUDA allocator peak, or on the CPU the rise of the
-    process' resident set size above its level at entry (sampled every 5 ms)."""
+    """Peak memory a block used, in MB: CUDA's allocator peak on a GPU; on the CPU the high-water
+    mark of heap bytes in use (glibc `mallinfo2`: small blocks + mmapped blocks) above the level at
+    entry, sampled every 5 ms. Bytes in use, not resident pages: memory a previous fit freed but the
+    process kept does not hide what this fit allocates. Without glibc, the rise of the resident set."""
+
+    _info = _mallinfo2()
 
     def __init__(self, device: torch.device):
         self.device, self.peak_mb = device, 0.0
         self._stop = threading.Event()
 
-    @staticmethod
-    def _rss() -> int:
+    @classmethod
+    def in_use(cls) -> int:
+        """Bytes the process has allocated and not freed (or its resident set without glibc)."""
+        if cls._info is not None:
+            m = cls._info()
+            return int(m.uordblks + m.hblkhd)
         try:
             with open("/proc/self/statm") as f:
                 return int(f.read().split()[1]) * 4096
-        except OSError:  # not Linux: no cheap reading, report 0
+        except OSError:  # neither: no cheap reading, report 0
             return 0
 
     def _sample(self, base: int) -> None:
         peak = base
         while not self._stop.wait(0.005):
-            peak = max(peak, self._rss())
+            peak = max(peak, self.in_use())
         self.peak_mb = max(peak - base, 0) / 2**20
 
     def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
-            self._thread = threading.Thread(target=self._sample, args=(self._rss(),), daemon=True)
+            self._thread = threading.Thread(target=self._sample, args=(self.in_use(),), daemon=True)
             self._thread.start()
         return self
 

@@ -261,8 +261,9 @@ def finished_trials(study: optuna.Study) -> int:
 class Progress:
     """One line per epoch and per trial: trial k of N, epoch, validation loss, elapsed, remaining."""
 
-    def __init__(self, label: str, total: int, done: int, stream=sys.stderr):
-        self.label, self.total, self.start_done, self.stream = label, total, done, stream
+    def __init__(self, label: str, total: int, done: int, stream=None):
+        self.label, self.total, self.start_done = label, total, done
+        self.stream = stream or sys.stderr  # looked up now, not at import: redirections apply
         self.t0 = time.perf_counter()
 
     def _eta(self, done: int) -> str:
@@ -320,6 +321,11 @@ def tune(
         study.enqueue_trial(starting_point(space), skip_if_exists=True)
     done = finished_trials(study)
     bar = Progress(name, cfg.n_trials, done) if progress else None
+    if bar and done:  # a reused study: say so, or a search that runs nothing looks like a bug
+        print(f"[{name}] the study already holds {done} finished trial(s) of {cfg.n_trials}: "
+              + (f"running {cfg.n_trials - done} more" if done < cfg.n_trials else "no new trial needed")
+              + f" (delete it from {(cfg.storage or 'memory').rsplit('@', 1)[-1]} to search afresh)",
+              file=bar.stream, flush=True)
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", f"{socket.gethostname()}-{os.getpid()}")  # many workers share a study

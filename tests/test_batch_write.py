@@ -165,3 +165,17 @@ def test_sigkill_while_writing_leaves_no_file_or_the_old_one(tmp_path, old):
     else:
         assert not out.exists()
     assert all(p.name.startswith(".forecast.csv.") and p.suffix == ".tmp" for p in tmp_path.iterdir() if p != out)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_follow_the_umask(tmp_path, umask):
+    import stat
+
+    from forecasting.batch import write_table_atomic
+
+    old = os.umask(umask)
+    try:
+        path = write_table_atomic(pd.DataFrame({"a": [1]}), tmp_path / "f.csv")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

@@ -219,3 +219,20 @@ def test_backtest_of_a_family_fitted_before_the_first_cutoff(trained_home, capsy
     assert r["cutoffs"] == 2 and not r["in_sample"]
     assert set(r["metrics"]["predictor"]) >= {"y_hat", "naive", "seasonal_naive_24", "linear"}
     assert r["metrics"]["mase"].map(math.isfinite).all()
+
+
+def test_train_prints_every_step_with_its_time(trained_home, capfd):
+    """Between the last trial line and the table: refit, backtest, baselines and registration each
+    say when they start and how long they took; a reused study says how many trials it holds."""
+    from flows.cli import main
+
+    assert main(["train", DATASET, "--horizon", str(HORIZON), "--models", "gru", "--trials", "2",
+                 "--max-epochs", "2", "--max-train-windows", "128", "--device", "cpu",
+                 "--home", str(trained_home.home)]) == 0
+    captured = capfd.readouterr()
+    err = captured.err
+    assert "the study already holds 2 finished trial(s) of 2: no new trial needed" in err
+    for label in ("refit gru", "backtest gru over the validation part", "baselines (naive, seasonal naive, ridge)",
+                  "register and gate the champion"):
+        assert f"{DATASET}: {label}" in err and "done in " in err, label
+    assert "Best baseline on test mase:" in captured.out and "margin to it" in captured.out

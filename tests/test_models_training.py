@@ -346,3 +346,32 @@ def test_predict_new_series_uses_its_own_statistics(sines, gru):
     # Standardized with its own mean and std, the scaled copy feeds the model the same inputs,
     # so its forecast is the same affine map of the original's (the model itself is not scale-equivariant).
     np.testing.assert_allclose(b, 10.0 * a + 100.0, rtol=1e-5)
+
+
+def test_peak_memory_is_what_the_block_allocates_not_process_growth():
+    """A block that allocates 200 MB reports about 200 MB, and the same block again reports the same:
+    memory the process kept from the first does not hide the second (issue: the second fit read 0)."""
+    import time
+
+    from forecasting.training import PeakMemory
+
+    if PeakMemory._info is None:
+        pytest.skip("needs glibc mallinfo2")
+    readings = []
+    for _ in range(2):
+        with PeakMemory(torch.device("cpu")) as mem:
+            block = np.ones(200 * 2**20 // 8)  # 200 MB
+            time.sleep(0.1)
+            del block
+        readings.append(mem.peak_mb)
+    for r in readings:
+        assert 190 < r < 260, readings
+
+
+def test_successive_fits_report_their_own_peak(sines):
+    df, split = sines
+    peaks = []
+    for _ in range(2):
+        f = Forecaster(forecaster_cfg(max_epochs=1))
+        peaks.append(f.fit(df, split).peak_memory_mb)
+    assert peaks[0] > 0.5 and peaks[1] > 0.5 and 0.5 < peaks[1] / peaks[0] < 2.0, peaks

@@ -365,3 +365,16 @@ def test_two_searches_at_once_on_one_study_finish_exactly_n_trials(tmp_path, dat
     trials = optuna.load_study(study_name=name, storage=url).trials
     assert sum(t.state in FINISHED for t in trials) == 4, trials_frame(optuna.load_study(study_name=name, storage=url))
     assert all(t.state in FINISHED or t.state == TrialState.FAIL for t in trials)
+
+
+@pytest.mark.slow
+def test_a_reused_study_says_how_many_trials_it_holds(tmp_path, data, capfd):
+    df, split = data
+    name = study_name("reuse", H, "gru")
+    cfg = TuneConfig(n_trials=2, max_epochs=1, storage=storage_url(tmp_path), seed=0)
+    tune(df, split, base_config(), "gru", name, cfg, SPACE, progress=False)
+    tune(df, split, base_config(), "gru", name, cfg, SPACE, progress=True)
+    err = capfd.readouterr().err
+    assert f"[{name}] the study already holds 2 finished trial(s) of 2: no new trial needed" in err
+    tune(df, split, base_config(), "gru", name, replace(cfg, n_trials=3), SPACE, progress=True)
+    assert "holds 2 finished trial(s) of 3: running 1 more" in capfd.readouterr().err
