@@ -330,7 +330,7 @@ def cmd_ui(args, home: Path) -> None:
            "--port", str(args.port)]
     print(f"MLflow UI on http://127.0.0.1:{args.port} (store {uri}); Ctrl-C stops it", flush=True)
     # The server's own Starlette/FastAPI deprecation warnings are noise a user cannot act on.
-    os.environ["PYTHONWARNINGS"] = "ignore::DeprecationWarning"
+    os.environ["PYTHONWARNINGS"] = "ignore::DeprecationWarning,ignore:starlette.middleware.wsgi is deprecated"
     os.execv(sys.executable, cmd)
 
 

@@ -384,8 +384,12 @@ def register_family(row: dict, job: TrainJob, df: pd.DataFrame, split: Split, fr
         bt = validation_backtest(forecaster, df, split, job)
         return float(bt.metrics[job.metric].iloc[0])
 
+    model_tags = {"dataset": job.dataset, "horizon": job.horizon, "frequency": freq, "family": row["model"],
+                  "gate_metric": gate_metric(job)}
+    shown = {k: row[k] for k in COMPARISON_COLUMNS if k in row and k != "vs_best_baseline"}
+    description = "Comparison row of this version:\n\n" + tracking.to_markdown(pd.DataFrame([shown]))
     return tracking.register(row["model_uri"], f"{job.dataset}-{row['model']}", gate_metric(job),
-                             float(row[gate_metric(job)]), tags, rescore)
+                             float(row[gate_metric(job)]), tags, rescore, model_tags, description)
 
 
 def check_backtest_request(model: str | None, family: str | None, horizon: int | None) -> None:

@@ -25,9 +25,8 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
 
-from forecasting.ensemble import load_forecaster
+from forecasting import serving
 from forecasting.errors import ModelNotFoundError
 from forecasting.forecaster import Evaluation, Forecaster
 
@@ -209,31 +208,6 @@ def close_stale_trial_run(study: optuna.Study, trial) -> None:
 # --------------------------------------------------------------------------- models
 
 
-class ForecastModel(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper: long history (`unique_id`, `ds`, `y`) -> next H steps (`unique_id`, `ds`, `y_hat`).
-
-    Series too short for the lookback are left out; `skipped` lists them with the reason.
-    """
-
-    def load_context(self, context) -> None:
-        self.forecaster = load_forecaster(context.artifacts["forecaster"])
-        self.skipped: list[tuple[str, str]] = []
-
-    # The DataFrame hint only keeps MLflow from warning (on every import, past any warnings filter)
-    # that `predict` has no type hints: MLflow infers no schema from it and validates nothing.
-    def predict(self, context, model_input: pd.DataFrame, params=None):
-        out, self.skipped = self.forecaster.predict(pd.DataFrame(model_input))
-        return out
-
-
-def pip_requirements() -> list[str]:
-    """Pinned runtime needs of the pyfunc model (given explicitly: inference is slow)."""
-    import importlib.metadata as md
-
-    pins = [f"{p}=={md.version(p).split('+')[0]}" for p in ("torch", "numpy", "pandas", "mlflow")]
-    return pins + ["cloudpickle"]
-
-
 def input_example(df: pd.DataFrame, lookback: int, n_series: int = 2) -> pd.DataFrame:
     """The last `lookback` rows of a few series, in the pyfunc's input format."""
     ids = df["unique_id"].drop_duplicates().head(n_series)
@@ -245,12 +219,11 @@ def log_model(run_id: str, forecaster: Forecaster, example: pd.DataFrame) -> str
     """Log the forecaster as a pyfunc model in `run_id`; returns its `models:/m-...` URI."""
     with tempfile.TemporaryDirectory() as tmp:
         path = forecaster.save(Path(tmp) / "forecaster")
-        output, _ = forecaster.predict(example)
-        signature = infer_signature(example, output)
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
-                name="model", python_model=ForecastModel(), artifacts={"forecaster": str(path)},
-                signature=signature, input_example=example, pip_requirements=pip_requirements(),
+                name="model", python_model=serving.ForecastModel(), artifacts={"forecaster": str(path)},
+                signature=serving.signature(forecaster.cfg.model.horizon), input_example=example,
+                pip_requirements=serving.pip_requirements(), code_paths=[serving.code_path()],
             )
     return info.model_uri
 
@@ -322,7 +295,8 @@ def log_study_plots(run_id: str, study: optuna.Study, stem: str) -> list[str]:
 
 
 def register(model_uri: str, name: str, metric: str, value: float, tags: dict | None = None,
-             rescore: Callable[[Forecaster], float] | None = None) -> dict:
+             rescore: Callable[[Forecaster], float] | None = None, model_tags: dict | None = None,
+             description: str | None = None) -> dict:
     """Register a version; it becomes `champion` only if its `metric` (lower is better) beats the
     current champion's, else it gets `challenger`. `rescore` recomputes the champion's metric from
     its model on the caller's data (its recorded tag is the fallback when that is impossible, e.g.
@@ -331,12 +305,29 @@ def register(model_uri: str, name: str, metric: str, value: float, tags: dict | 
     client = MlflowClient()
     mv = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in (tags or {}).items()})
     client.set_model_version_tag(name, mv.version, metric, str(value))
+    describe(name, mv.version, model_tags, description)
     with registry_lock(name):
         current = champion_value(name, metric, rescore)
         alias = CHAMPION if current is None or value < current else CHALLENGER
         client.set_registered_model_alias(name, alias, mv.version)
     return {"name": name, "version": int(mv.version), "alias": alias, "metric": metric,
             "value": value, "previous_champion": current}
+
+
+def describe(name: str, version: str, model_tags: dict | None, description: str | None) -> None:
+    """Tags and description on the registered model itself (what it forecasts, how it is gated)
+    and the version's description (its comparison row)."""
+    client = MlflowClient()
+    for k, v in (model_tags or {}).items():
+        client.set_registered_model_tag(name, k, str(v))
+    if model_tags:
+        client.update_registered_model(name, description=(
+            f"Forecasts dataset {model_tags.get('dataset')} {model_tags.get('horizon')} steps ahead "
+            f"(frequency {model_tags.get('frequency')}). Input: a long history (unique_id, ds, y); output: "
+            f"unique_id, ds, y_hat. The alias champion moves only on {model_tags.get('gate_metric')} "
+            "(lower is better); test scores are reported, never used to choose."))
+    if description:
+        client.update_model_version(name, version, description=description)
 
 
 def lock_path(name: str) -> Path:

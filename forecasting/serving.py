@@ -1,0 +1,59 @@
+"""The registered model: an MLflow pyfunc wrapper around a saved forecaster, which carries its own
+code (`code_paths`) so it loads and serves where this project is not installed.
+
+Input: a long history (`unique_id`, `ds`, `y`, covariates), as a DataFrame, a JSON
+`dataframe_split` body or a CSV (`ds` as ISO-8601 strings is fine). Output: the next steps of
+every usable series (`unique_id`, `ds`, `y_hat`). Predict-time parameter: `horizon` (1..trained H).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+from forecasting.data import ID, TIME
+
+
+class ForecastModel(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper: long history -> next H steps; `skipped` lists the series left out, with why."""
+
+    def load_context(self, context) -> None:
+        from forecasting.ensemble import load_forecaster
+
+        self.forecaster = load_forecaster(context.artifacts["forecaster"])
+        self.skipped: list[tuple[str, str]] = []
+
+    # The DataFrame hint only keeps MLflow from warning that `predict` has no type hints.
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        H = self.forecaster.cfg.model.horizon
+        horizon = int((params or {}).get("horizon") or H)
+        if not 1 <= horizon <= H:
+            raise ValueError(f"param horizon must be between 1 and the trained horizon {H}, got {horizon}")
+        out, self.skipped = self.forecaster.predict(pd.DataFrame(model_input))
+        return out[out.groupby(ID, sort=False).cumcount() < horizon].reset_index(drop=True)
+
+
+def signature(horizon: int) -> ModelSignature:
+    """Output columns and the `horizon` parameter. The input is left unenforced on purpose: the
+    forecaster parses `ds` itself, so a CSV's ISO-8601 strings work as well as datetimes, and any
+    covariate columns it was trained with pass through."""
+    outputs = Schema([ColSpec("string", ID), ColSpec("datetime", TIME), ColSpec("double", "y_hat")])
+    params = ParamSchema([ParamSpec("horizon", "long", horizon)])
+    return ModelSignature(inputs=None, outputs=outputs, params=params)
+
+
+def pip_requirements() -> list[str]:
+    """Pinned runtime needs of the model (given explicitly: MLflow's inference is slow)."""
+    import importlib.metadata as md
+
+    pins = [f"{p}=={md.version(p).split('+')[0]}" for p in ("torch", "numpy", "pandas", "scikit-learn", "mlflow")]
+    return pins + ["cloudpickle"]
+
+
+def code_path() -> str:
+    """The `forecasting` package folder, bundled with every logged model."""
+    return str(Path(__file__).resolve().parent)

@@ -1,0 +1,172 @@
+"""The registered model stands alone: it carries its code, loads where this project is not installed,
+accepts CSV and JSON with ISO-8601 timestamps and a `horizon` parameter, and serves over HTTP with
+`mlflow models serve`, forecasting what `forecasting forecast` does."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import flows_fixtures  # noqa: F401  (first: sets PREFECT_HOME before prefect is imported)
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from flows_fixtures import FORECASTING_EXE, subprocess_env
+
+from forecasting import tracking
+from forecasting.data import split_fractions
+from forecasting.forecaster import Forecaster, ForecasterConfig
+from forecasting.models import ModelConfig
+from forecasting.training import TrainConfig
+from tests.conftest import sine_frame
+
+NAME, H = "srv-gru", 12
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A home with one registered champion, the history CSV it forecasts, and a virtualenv that has
+    the model's dependencies but not this project (no `forecasting` importable there)."""
+    root = tmp_path_factory.mktemp("serving")
+    home = root / "home"
+    df = sine_frame(n_series=3, length=300, seed=7)
+    split = split_fractions(df.groupby("unique_id", sort=False).size(), 0.1, 0.2)
+    f = Forecaster(ForecasterConfig(model=ModelConfig(lookback=24, horizon=H, hidden=8, layers=1, highway=True),
+                                    train=TrainConfig(max_epochs=1, device="cpu")))
+    f.fit(df, split)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        uri = tracking.configure(home)
+        exp = tracking.ensure_experiment("srv-h12", home)
+        run = tracking.start_run(exp, "model")
+        model_uri = tracking.log_model(run, f, tracking.input_example(df, 24))
+        tracking.end_run(run)
+        tracking.register(model_uri, NAME, "mase", 1.0)
+    csv = root / "history.csv"
+    df.to_csv(csv, index=False)
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir())
+    # The dependencies' folder on the path; its .pth files (our editable install) are not run.
+    (venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages" / "deps.pth"
+     ).write_text(site + "\n")
+    py = venv / "bin" / "python"
+    # `mlflow models serve --env-manager local` runs the `uvicorn` command: give this environment one.
+    (venv / "bin" / "uvicorn").write_text(f"#!{py}\nfrom uvicorn.main import main\nmain()\n")
+    (venv / "bin" / "uvicorn").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_REGISTRY_URI")}
+    env.update(MLFLOW_TRACKING_URI=uri, PATH=f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+               MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
+    probe = subprocess.run([str(py), "-c", "import forecasting"], cwd=root, env=env, capture_output=True, text=True)
+    assert probe.returncode != 0 and "No module named 'forecasting'" in probe.stderr
+    return {"home": home, "uri": uri, "csv": csv, "df": df, "py": py, "env": env, "root": root, "forecaster": f}
+
+
+def _cli_forecast(served) -> pd.DataFrame:
+    out = served["root"] / "cli.csv"
+    r = subprocess.run([str(FORECASTING_EXE), "forecast", NAME, "--input", str(served["csv"]), "--output", str(out),
+                        "--home", str(served["home"])], env=subprocess_env(), capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return pd.read_csv(out, parse_dates=["ds"])
+
+
+@pytest.mark.slow
+def test_the_model_loads_and_predicts_where_the_project_is_not_installed(served):
+    script = ("import sys, mlflow, pandas as pd\n"
+              f"m = mlflow.pyfunc.load_model('models:/{NAME}@champion')\n"
+              "df = pd.read_csv(sys.argv[1])  # ds as ISO-8601 strings\n"
+              "m.predict(df).to_csv(sys.argv[2], index=False)\n"
+              "m.predict(df, params={'horizon': 3}).to_csv(sys.argv[3], index=False)\n"
+              "import forecasting; print(forecasting.__file__)\n")
+    a, b = served["root"] / "a.csv", served["root"] / "b.csv"
+    r = subprocess.run([str(served["py"]), "-c", script, str(served["csv"]), str(a), str(b)], cwd=served["root"],
+                       env=served["env"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "/artifacts/code/forecasting/" in r.stdout  # the bundled copy, not a checkout
+    got, short = pd.read_csv(a, parse_dates=["ds"]), pd.read_csv(b, parse_dates=["ds"])
+    want = _cli_forecast(served)
+    assert len(got) == 3 * H and len(short) == 3 * 3
+    np.testing.assert_allclose(got["y_hat"], want["y_hat"], rtol=1e-5)
+    assert (got["ds"] == want["ds"]).all() and (got["unique_id"] == want["unique_id"]).all()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_json_and_csv_requests(served):
+    port = _free_port()
+    log = served["root"] / "serve.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(served["py"]), "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}@champion",
+                                 "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+                                cwd=served["root"], env=served["env"], stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "server did not come up:\n" + log.read_text()[-3000:]
+            try:
+                if httpx.get(f"{base}/ping", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        df = served["df"].assign(ds=served["df"]["ds"].dt.strftime("%Y-%m-%dT%H:%M:%S"))
+        split = json.loads(df.to_json(orient="split", index=False))
+        r_json = httpx.post(f"{base}/invocations", json={"dataframe_split": split}, timeout=120)
+        r_csv = httpx.post(f"{base}/invocations", content=df.to_csv(index=False),
+                           headers={"Content-Type": "text/csv"}, timeout=120)
+        r_h = httpx.post(f"{base}/invocations", json={"dataframe_split": split, "params": {"horizon": 4}}, timeout=120)
+        r_bad = httpx.post(f"{base}/invocations", json={"dataframe_split": split, "params": {"horizon": 99}},
+                           timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+    want = _cli_forecast(served)
+    for r in (r_json, r_csv):
+        assert r.status_code == 200, r.text[:2000]
+        got = pd.DataFrame(r.json()["predictions"])
+        assert list(got.columns) == ["unique_id", "ds", "y_hat"] and len(got) == 3 * H
+        np.testing.assert_allclose(got["y_hat"], want["y_hat"], rtol=1e-5)
+        assert (pd.to_datetime(got["ds"]) == want["ds"]).all()
+    assert r_h.status_code == 200 and len(r_h.json()["predictions"]) == 3 * 4
+    assert r_bad.status_code >= 400 and "trained horizon 12" in r_bad.text
+
+
+@pytest.mark.slow
+def test_mlflow_ui_starts_without_noise(served):
+    """`forecasting ui`: the UI answers on 127.0.0.1 and prints no deprecation warnings or telemetry errors."""
+    port = _free_port()
+    env = subprocess_env()
+    proc = subprocess.Popen([str(FORECASTING_EXE), "ui", "--home", str(served["home"]), "--port", str(port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        deadline, ok = time.monotonic() + 120, False
+        while time.monotonic() < deadline and not ok:
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            try:
+                ok = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        assert ok, "the UI did not come up"
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200
+    finally:
+        os.killpg(proc.pid, 15)
+        out = proc.communicate(timeout=30)[0]
+    assert f"MLflow UI on http://127.0.0.1:{port}" in out
+    assert "DeprecationWarning" not in out and "telemetry" not in out.lower(), out[-3000:]
