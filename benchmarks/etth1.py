@@ -187,9 +187,11 @@ def goals(agg: list[dict], baselines: list[dict], published: list[dict]) -> dict
     return {"by_horizon": out}
 
 
-def _verdict(v: str | None) -> str:
-    return {"better": "**met** (better)", "tie": "**tie** (within 2 sd or the published precision)",
-            "worse": "**missed**"}.get(v, "n/a")
+def _verdict(v: str | None, mean: float | None = None, ref: float | None = None) -> str:
+    if v == "tie":
+        side = "" if mean is None or ref is None else ("; the mean is higher" if mean > ref else "; the mean is lower")
+        return f"**tie** (within 2 sd or the published precision{side})"
+    return {"better": "**met** (better)", "worse": "**missed**"}.get(v, "n/a")
 
 
 def _grid(res: dict, metric: str, published_too: bool = True) -> str:
@@ -214,9 +216,11 @@ def _goal_lines(res: dict) -> list[str]:
         t, b = g["target"], g["best_baseline"]
         parts = [f"H={g['horizon']} {g['family'].upper()} {S.fmt(g['mse'], 4)}"]
         if t:
-            parts.append(f"vs best published {t['model']} {t['mse']:.3f}: {_verdict(t['verdict'])}")
+            parts.append(f"vs best published {t['model']} {t['mse']:.3f}: "
+                         f"{_verdict(t['verdict'], g['mse']['mean'], t['mse'])}")
         if b:
-            parts.append(f"vs best baseline {b['model']} {b['mse']:.4f}: {_verdict(b['verdict'])}")
+            parts.append(f"vs best baseline {b['model']} {b['mse']:.4f}: "
+                         f"{_verdict(b['verdict'], g['mse']['mean'], b['mse'])}")
         lines.append("- " + "; ".join(parts) + ".")
     return lines
 

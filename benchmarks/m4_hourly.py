@@ -306,10 +306,20 @@ def _rows(res: dict, official_too: bool) -> list[list[str]]:
 
 
 def _goal_text(res: dict) -> str:
-    v = {"better": "**met**", "tie": "**tie** (within 2 sd)", "worse": "**missed**"}
-    parts = [f"{LABELS.get(k, k)}: OWA ≤ {OWA_TARGET} {v[g['owa_target']]}, vs best baseline "
-             f"({res['best_baseline']}) {g['vs_best_baseline']}" for k, g in res["goals"].items()]
-    return "Goals (mean OWA over seeds): " + "; ".join(parts) + "."
+    def verdict(v: str, mean: float, target: float) -> str:
+        if v == "tie":
+            side = "the mean misses" if mean > target else "the mean meets it"
+            return f"**tie** (within 2 sd; {side})"
+        return {"better": "**met**", "worse": "**missed**"}[v]
+
+    parts = []
+    for k, g in res["goals"].items():
+        owa = res["aggregate"][k]["owa"]
+        parts.append(f"{LABELS.get(k, k)} OWA {S.fmt(owa)}: target ≤ {OWA_TARGET} "
+                     f"{verdict(g['owa_target'], owa['mean'], OWA_TARGET)}; against the best baseline "
+                     f"({res['best_baseline']}, {res['baselines_recomputed'][res['best_baseline']]['owa']:.3f}) "
+                     f"{g['vs_best_baseline']}")
+    return "Goals (mean ± sd of OWA over seeds): " + "; ".join(parts) + "."
 
 
 def render(res: dict) -> str:
