@@ -48,7 +48,7 @@ def require(data_dir: Path, *relpaths: str) -> list[Path]:
             "error: benchmark data not found: " + ", ".join(str(p) for p in missing) + "\n"
             f"The benchmarks read the shared data folder (default {DEFAULT_DATA}); "
             "pass --data-dir DIR pointing at a folder with ett/ETTh1.csv and m4/Hourly-*.csv "
-            "(see DESIGN.md section 8 for the sources)."
+            "(ETTh1: zhouhaoyi/ETDataset; M4 Hourly and its scores: the M4 competition repository Mcompetitions/M4-methods)."
         )
     return paths
 

@@ -1,4 +1,4 @@
-"""ETTh1 univariate (target OT) accuracy benchmark against published results (DESIGN §8).
+"""ETTh1 univariate (target OT) accuracy benchmark against published results.
 
 Standard protocol: train rows [0, 8640), validation [8640, 11520), test [11520, 14400);
 validation and test inputs reach back `lookback` rows; the series is standardized with the

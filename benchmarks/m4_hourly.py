@@ -1,4 +1,4 @@
-"""M4 Hourly accuracy benchmark: one global GRU against the official scores (DESIGN §8).
+"""M4 Hourly accuracy benchmark: one global GRU and one LSTM against the official scores.
 
 414 series, horizon 48, seasonality 24. Metrics exactly as the competition defines them:
 per-series sMAPE (percent) and MASE (scale: in-sample seasonal naive, m = 24, over the whole

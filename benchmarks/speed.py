@@ -1,4 +1,4 @@
-"""Speed benchmark: ratios measured in one run (DESIGN §8).
+"""Speed benchmark: ratios measured in one run.
 
 (a) windowing: `forecasting.windows` against a plain Python loop over the same series, and the
     memory of the zero-copy window view against the input;

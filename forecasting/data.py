@@ -1,6 +1,6 @@
 """Load, validate, regularize and split time series into the long format.
 
-The data contract (DESIGN §2): a long DataFrame with `unique_id` (str), `ds`
+The data contract: a long DataFrame with `unique_id` (str), `ds`
 (datetime64), `y` (float64) and optional numeric covariate columns, sorted by
 (`unique_id`, `ds`), on a regular grid of one frequency. Every violation raises
 `DataError` with a message that names the column, series or row at fault.

@@ -7,7 +7,7 @@ fixtures are defined once and really run once per session (a fixture imported in
 modules gets two definitions, each with its own session cache).
 
 Importing this module sets `PREFECT_HOME` to a fresh temporary directory when Prefect is not
-imported yet (DESIGN §7: `prefect_test_harness` isolates the database but not result storage,
+imported yet (`prefect_test_harness` isolates the database but not result storage,
 and Prefect reads `PREFECT_HOME` once, at import). Test modules therefore import it before
 anything that imports prefect.
 """

@@ -1,4 +1,4 @@
-"""The flows end to end (DESIGN §7): ingest -> train -> forecast against a temporary Prefect API.
+"""The flows end to end: ingest -> train -> forecast against a temporary Prefect API.
 
 Runs in a temporary home: Prefect through `prefect_test_harness` (session fixture) with its own
 PREFECT_HOME, MLflow's store at `<home>/mlruns/mlflow.db` (MLFLOW_TRACKING_URI unset). Tiny budgets.

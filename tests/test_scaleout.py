@@ -1,4 +1,4 @@
-"""Scale-out (DESIGN §5, §6): tuning workers that share one Optuna study in PostgreSQL.
+"""Scale-out: tuning workers that share one Optuna study in PostgreSQL.
 
 Everything here is real: a PostgreSQL server on 127.0.0.1:5432 (each test creates and drops a
 database of its own), worker processes, an `mlflow server` with a PostgreSQL backend store, a

@@ -1,4 +1,4 @@
-"""Deployments on schedules (DESIGN §7): the cron deployments the `serve` command builds, and a
+"""Deployments on schedules: the cron deployments the `serve` command builds, and a
 scheduled run fired by a real `prefect server start` (the temporary server a plain flow call
 starts has no scheduler, so this is the only way to see a schedule fire)."""
 

@@ -1,4 +1,4 @@
-"""MLflow tracking (DESIGN §6): store and experiments, nested trial runs, the pyfunc model, the
+"""MLflow tracking: store and experiments, nested trial runs, the pyfunc model, the
 registry's champion/challenger aliases, and the pipeline's steps end to end.
 
 Everything runs against real SQLite MLflow and Optuna stores in pytest's temporary directories;

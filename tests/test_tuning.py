@@ -1,4 +1,4 @@
-"""Optuna search (DESIGN §5): resume after a killed worker, a diverging trial fails alone, pruning.
+"""Optuna search: resume after a killed worker, a diverging trial fails alone, pruning.
 
 Everything runs against a real Optuna SQLite storage (and, for the killed worker, a real MLflow
 SQLite store) in pytest's temporary directory; nothing from Optuna or MLflow is mocked.
