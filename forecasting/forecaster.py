@@ -1,7 +1,7 @@
 """A global forecaster over a long DataFrame: fit, evaluate, forecast, save and load.
 
 It glues the core pieces together (panel, scaler, windows, model, fit loop) and
-is what the MLflow pyfunc model wraps; it needs only torch, numpy and pandas.
+is what the MLflow pyfunc model wraps; it needs only torch, numpy, pandas and scikit-learn.
 """
 
 from __future__ import annotations
