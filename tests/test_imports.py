@@ -14,7 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 CORE = ("data", "windows", "scaling", "models", "baselines", "training", "metrics", "features", "forecaster", "errors",
-        "seasons", "evaluation", "backtest", "backtest_run")
+        "seasons", "evaluation", "backtest", "backtest_run", "ensemble", "batch")
 HEAVY = ("mlflow", "optuna", "prefect", "matplotlib")
 
 
