@@ -21,6 +21,7 @@ import _common as C  # noqa: E402
 SECTIONS = (
     ("etth1", "ETTh1 univariate (OT), test MSE on the standardized scale"),
     ("m4_hourly", "M4 Hourly (414 series, horizon 48)"),
+    ("demo", "The demo's training job over seeds (bundled ETTh1, H=24)"),
     ("speed", "Speed (ratios measured within one run)"),
     ("scaleout", "Scale-out (tuning workers sharing one study)"),
 )

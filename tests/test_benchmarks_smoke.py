@@ -83,6 +83,19 @@ def test_benchmark_m4_hourly_quick(tmp_path):
 
 
 @pytest.mark.slow
+def test_benchmark_demo_quick(tmp_path):
+    """The demo's training job through the real train flow; margins to the best baseline per family."""
+    res = _bench_quick("demo.py", "demo", tmp_path)
+    (run,) = res["per_seed"]
+    models = [r["model"] for r in run["rows"]]
+    assert models[:2] == ["gru", "lstm"] and {"naive", "linear", "seasonal_naive_24"} <= set(models)
+    best = min((r for r in run["rows"] if r["model"] not in ("gru", "lstm")), key=lambda r: r["mase"])
+    assert run["best_baseline"] == best["model"]
+    gru = next(r for r in run["rows"] if r["model"] == "gru")
+    assert res["margins"]["gru"]["mean"] == pytest.approx(gru["mase"] / best["mase"] - 1)
+
+
+@pytest.mark.slow
 @_needs_bench_data
 def test_benchmark_speed_quick(tmp_path):
     res = _bench_quick("speed.py", "speed", tmp_path, "--peers", "skip")
