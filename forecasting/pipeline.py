@@ -12,11 +12,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
 from forecasting import tracking
-from forecasting.backtest import Backtest, BacktestConfig, cross_validation
+from forecasting.backtest import Backtest, BacktestConfig, cross_validation, cutoffs
 from forecasting.data import (
     ID,
     IngestConfig,
@@ -163,8 +164,6 @@ def check_job(df: pd.DataFrame, freq: str, job: TrainJob, split: Split) -> None:
     seasons the history cannot hold, a training part too short, no validation backtest cutoff."""
     base = base_config(df, freq, job, split)
     space = search_space(df, split, base, job)
-    from forecasting.backtest import cutoffs
-
     rows = cutoffs(split.val_end, job.horizon, max(space.lookbacks), job.backtest, split.train_end)
     empty = [u for u, r in zip(split.ids, rows, strict=True) if len(r) == 0]
     if empty:
@@ -410,8 +409,6 @@ def family_config(df: pd.DataFrame, freq: str, home: str | Path, dataset: str, f
                   max_epochs: int, seed: int) -> ForecasterConfig:
     """The best configuration of the family's study for this dataset and horizon when one exists in
     the default storage, else the search space's starting point."""
-    import optuna
-
     job = TrainJob(dataset, horizon, (family,), seed=seed)
     split = make_split(df, job)
     base = base_config(df, freq, job, split)

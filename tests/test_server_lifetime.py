@@ -30,16 +30,21 @@ def _alive(pid: int) -> bool:
     return stat.split(")")[-1].split()[0] != "Z"  # a zombie has exited
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
-def test_temporary_prefect_server_dies_with_a_killed_command(tmp_path, make_sine_frame):
+def _ingest_command(tmp_path: Path, make_sine_frame) -> tuple[list[str], dict[str, str]]:
+    """`forecasting ingest` of a small file into a fresh home, with no Prefect API configured."""
     src = tmp_path / "in.csv"
     make_sine_frame(n_series=2, length=200).to_csv(src, index=False)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MLFLOW_TRACKING"))}
     env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "ingest", str(src), "--name", "x",
-                             "--home", str(tmp_path / "home")], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = [sys.executable, "-m", "flows.cli", "ingest", str(src), "--name", "x", "--home", str(tmp_path / "home")]
+    return cmd, env
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_temporary_prefect_server_dies_with_a_killed_command(tmp_path, make_sine_frame):
+    cmd, env = _ingest_command(tmp_path, make_sine_frame)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = None
     try:
         deadline = time.monotonic() + 120
@@ -65,13 +70,8 @@ def test_temporary_prefect_server_dies_with_a_killed_command(tmp_path, make_sine
 
 @pytest.mark.slow
 def test_a_command_without_a_configured_api_runs_on_its_own_server(tmp_path, make_sine_frame):
-    src = tmp_path / "in.csv"
-    make_sine_frame(n_series=2, length=200).to_csv(src, index=False)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MLFLOW_TRACKING"))}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    r = subprocess.run([sys.executable, "-m", "flows.cli", "ingest", str(src), "--name", "x",
-                        "--home", str(tmp_path / "home")], cwd=REPO, env=env, capture_output=True, text=True,
-                       timeout=300)
+    cmd, env = _ingest_command(tmp_path, make_sine_frame)
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "ingested 2 series" in r.stdout
     assert "Starting temporary server" not in r.stderr  # not Prefect's own, unkillable one
