@@ -10,14 +10,26 @@ forecasts the 48 test points from the end of each training series. Series have d
 lengths and start dates; each gets a synthetic hourly index (only relative positions matter),
 so calendar features are off.
 
+Prediction intervals (80 and 95 %): split conformal on rolling-origin residuals over the end of
+the training series only. For each selected configuration a calibration copy is trained, like the
+final refit, on each series less its last K·48 points and forecasts from K cutoffs 48 points apart
+(the last one ends where the test starts); its residuals, divided by each series' in-sample seasonal
+naive MAE up to the cutoff, give per-step quantiles that widen the final model's test forecasts.
+Whether to scale and how many windows to use is chosen on the last training window (calibrating on
+the earlier ones), never on test. Scored with the M4 MSIS (95 %) and ACD against the official table.
+
     python benchmarks/m4_hourly.py [--quick] [--out DIR] [--data-dir DIR] [--trials N] [--max-epochs N]
+                                   [--families gru lstm]
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import sys
 import tempfile
+import xml.etree.ElementTree as ET
+import zipfile
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -30,6 +42,8 @@ import _seeds as S  # noqa: E402
 
 from forecasting.data import Split  # noqa: E402
 from forecasting.forecaster import Forecaster, ForecasterConfig  # noqa: E402
+from forecasting.intervals import Conformal, add_intervals, calibrate_backtest, column, history_scales  # noqa: E402
+from forecasting.metrics import interval_metrics  # noqa: E402
 from forecasting.models import ModelConfig  # noqa: E402
 from forecasting.training import TrainConfig  # noqa: E402
 from forecasting.tuning import SearchSpace, apply_params  # noqa: E402
@@ -40,6 +54,13 @@ SEASONS = (24, 168)
 NAIVE2_SMAPE, NAIVE2_MASE = 18.383, 2.395
 FAMILIES = ("gru", "lstm")
 ENSEMBLE = 3
+LEVELS = (80, 95)
+MSIS_TARGET, COVERAGE_TOL = 7.9, 0.02  # issue 12: MSIS <= 7.9 and 95 % coverage within 2 points
+# Method choices for the intervals, each scored on the last training window: per-series scaled residuals
+# or raw ones; every calibration window or only the most recent one.
+OPTIONS = {"scaled, all windows": (True, "all"), "scaled, last window": (True, "last"),
+           "unscaled, all windows": (False, "all"), "unscaled, last window": (False, "last")}
+OFFICIAL_PI = ("238", "118", "ARIMA", "ETS", "Naive")  # best hourly MSIS, the M4 winner, benchmarks
 SHOWN = ("Smyl", "Doornik", "Pawlikowski", "Jaganathan", "sNaive", "Theta", "Naive2", "MLP", "RNN", "Naive")
 
 # Both families, one space. The highway (on/off), where it starts and the training loss are searched;
@@ -139,6 +160,48 @@ def official_scores(data_dir: Path) -> list[dict]:
                 for r in csv.DictReader(fh)]
 
 
+_XL = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+_REL = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}id"
+
+
+def xlsx_rows(path: Path, sheet: str) -> list[dict[str, str]]:
+    """The cells of one worksheet as [{column letter: text}] per row, with the standard library only
+    (openpyxl is not among the project's dependencies)."""
+    with zipfile.ZipFile(path) as z:
+        strings = [''.join(t.text or '' for t in si.iter(f"{_XL}t"))
+                   for si in ET.fromstring(z.read("xl/sharedStrings.xml")).iter(f"{_XL}si")]
+        rid = next(e.get(_REL) for e in ET.fromstring(z.read("xl/workbook.xml")).iter(f"{_XL}sheet")
+                   if e.get("name") == sheet)
+        rels = ET.fromstring(z.read("xl/_rels/workbook.xml.rels"))
+        target = next(e.get("Target") for e in rels if e.get("Id") == rid)
+        root = ET.fromstring(z.read(f"xl/{target.lstrip('/').removeprefix('xl/')}"))
+    rows = []
+    for row in root.iter(f"{_XL}row"):
+        cells = {}
+        for c in row.iter(f"{_XL}c"):
+            v = c.find(f"{_XL}v")
+            if v is not None:
+                cells["".join(ch for ch in c.get("r") if ch.isalpha())] = (
+                    strings[int(v.text)] if c.get("t") == "s" else v.text)
+        rows.append(cells)
+    return rows
+
+
+def official_intervals(data_dir: Path) -> list[dict]:
+    """Hourly MSIS (column G) and ACD (column N) of every method in the official M4 table
+    (Evaluation_and_Ranks.xlsx, sheet "Prediction Intervals-Frequency"), named as in the point table."""
+    (path,) = C.require(data_dir, "m4/Evaluation_and_Ranks.xlsx")
+    names = {r["method_id"]: r["name"] for r in official_scores(data_dir)}
+    out = []
+    for r in xlsx_rows(path, "Prediction Intervals-Frequency")[2:]:
+        try:
+            msis, acd = float(r["G"]), float(r["N"])
+        except (KeyError, ValueError):
+            continue  # footnotes
+        out.append({"method_id": r["A"], "name": names.get(r["A"], r["A"]), "msis": msis, "acd": acd})
+    return out
+
+
 # --------------------------------------------------------------------------- model
 
 
@@ -165,8 +228,34 @@ def fit_member(df, split_val, split_full, cfg: ForecasterConfig, max_epochs: int
                    "seconds": fit_val.seconds + fit_full.seconds, "n_parameters": refit.n_parameters}
 
 
+def calibration_windows(lengths: np.ndarray, max_lookback: int, cap: int = 4) -> int:
+    """K, by rule: as many 48-point windows as leave the shortest series max_lookback + 2·48 training
+    points for the calibration copy, at most `cap` (4 × 414 residuals per step), at least 2 (one to
+    calibrate on and one to choose the method on)."""
+    return int(max(2, min(cap, (int(lengths.min()) - max_lookback - 2 * H) // H)))
+
+
+def forecasts_at(predict_fn, df: pd.DataFrame, lengths: np.ndarray, k: int) -> np.ndarray:
+    """Forecasts [K, S, H] from the K cutoffs lengths − k·H, ..., lengths − H of every series, each from
+    the history before the cutoff only (`predict_fn(frame) -> [S, H]`)."""
+    pos = df.groupby("unique_id", sort=False).cumcount().to_numpy()  # [rows] position in its series
+    end = np.repeat(lengths, lengths)  # [rows]; df holds the series in file order, whole
+    return np.stack([predict_fn(df[pos < end - (k - j) * H]) for j in range(k)])
+
+
+def calibration_member(df, lengths, ids, cfg: ForecasterConfig, epochs: int, k: int) -> np.ndarray:
+    """The final refit's configuration and epochs trained on every series less its last k·H points;
+    its forecasts [K, S, H] from the K calibration cutoffs (none of them inside its training data)."""
+    cut = lengths - k * H
+    f = Forecaster(replace(cfg, train=replace(cfg.train, max_epochs=epochs, patience=max(epochs, 1))))
+    f.fit(df, Split(tuple(ids), lengths, train_end=cut, val_end=cut))
+    return forecasts_at(lambda part: forecast_frame(f, part, ids), df, lengths, k)
+
+
 def run_family(df, split_val, split_full, ids, family: str, args, space, prior, tmp: Path) -> tuple[dict, dict]:
-    """Tune one family, refit its 3 best trials; returns per-variant forecasts and the record."""
+    """Tune one family, refit its 3 best trials and train their calibration copies; returns per-variant
+    test forecasts [S, H] and calibration forecasts [K, S, H] under "<variant>" and "<variant>_cal",
+    and the record."""
     base = ForecasterConfig(
         model=ModelConfig(cell=family, lookback=prior["lookback"], horizon=H),
         train=TrainConfig(seed=args.seed, device="cpu", patience=args.patience, val_metric="mae",
@@ -177,17 +266,20 @@ def run_family(df, split_val, split_full, ids, family: str, args, space, prior, 
         df, split_val, base, family, f"m4-hourly-h{H}-{family}", prior, space, args, tmp)
     done = sorted((t for t in result.study.trials if t.value is not None and t.state.name == "COMPLETE"),
                   key=lambda t: t.value)[:ENSEMBLE]
-    members, fits = [], []
+    members, cals, fits = [], [], []
     for t in done:
         print(f"[m4] {family}: refit trial {t.number}", file=sys.stderr, flush=True)
-        f, rec = fit_member(df, split_val, split_full, apply_params(result.config, t.params, family), args.max_epochs)
+        cfg = apply_params(result.config, t.params, family)
+        f, rec = fit_member(df, split_val, split_full, cfg, args.max_epochs)
         members.append(forecast_frame(f, df, ids))
+        cals.append(calibration_member(df, split_full.lengths, ids, cfg, rec["full_epochs"], args.cal_windows))
         fits.append({"trial": t.number, "params": t.params, "val_mae_std": t.value, **rec})
     record = {"best_params": done[0].params, "best_trial": done[0].number, "best_val_mae_std": done[0].value,
               "trials": {s: states.count(s) for s in ("complete", "pruned", "fail") if states.count(s)},
               "study_seconds": study_seconds, "refits": fits, "config": apply_params(
                   result.config, done[0].params, family).to_dict()}
-    return {"single": members[0], "ensemble": np.mean(members, axis=0)}, record
+    return {"single": members[0], "ensemble": np.mean(members, axis=0), "single_cal": cals[0],
+            "ensemble_cal": np.mean(cals, axis=0)}, record
 
 
 def linear_forecasts(df, split_val, ids, seed: int, lookbacks) -> tuple[np.ndarray, dict]:
@@ -203,7 +295,72 @@ def linear_forecasts(df, split_val, ids, seed: int, lookbacks) -> tuple[np.ndarr
     return predictors[-1].fn(x) * std[:, None] + mean[:, None], {k: v for k, v in rec.items() if k != "tried"}
 
 
-def main(argv: list[str] | None = None) -> dict:
+# --------------------------------------------------------------------------- intervals
+
+
+def cv_frame(fc: np.ndarray, insample: list[np.ndarray], ids: list[str], windows: list[int], k: int) -> pd.DataFrame:
+    """The cross-validation frame (unique_id, ds, cutoff, y, y_hat) of calibration windows `windows` of
+    forecasts fc [K, S, H], on the synthetic hourly index of `long_frame`."""
+    start, parts = pd.Timestamp("2000-01-01"), []
+    for j in windows:
+        for s, (uid, x) in enumerate(zip(ids, insample, strict=True)):
+            c = len(x) - (k - j) * H  # first target row
+            parts.append(pd.DataFrame({"unique_id": uid, "ds": start + pd.to_timedelta(np.arange(c, c + H), "h"),
+                                       "cutoff": start + pd.Timedelta(hours=c - 1), "y": x[c:c + H],
+                                       "y_hat": fc[j, s]}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def interval_scores(y: np.ndarray, f: np.ndarray, ids: list[str], conf: Conformal, scales: pd.Series,
+                    msis_scale: np.ndarray) -> dict:
+    """Bands from `add_intervals` on forecasts f [S, H], scored against y [S, H] (MSIS per row scaled by
+    the in-sample seasonal naive MAE [S]); ACD = |coverage − 0.95|."""
+    frame = add_intervals(pd.DataFrame({"unique_id": np.repeat(ids, H), "y_hat": f.reshape(-1)}), scales, conf)
+    bounds = {lv: tuple(frame[column(lv, side)].to_numpy().reshape(f.shape) for side in ("lo", "hi"))
+              for lv in conf.levels}
+    out = interval_metrics(y, bounds, msis_scale)
+    return {**out, "acd_95": abs(out["coverage_95"] - 0.95)}
+
+
+def choose_option(cal: np.ndarray, insample, ids, df, k: int) -> tuple[str, dict]:
+    """The interval option with the lowest MSIS (95 %) on the last training window (calibration window
+    K), each calibrated on windows 1..K−1 (all, or the most recent) and the history before it."""
+    ends = [x[:len(x) - H] for x in insample]  # what was known at the last window's cutoff
+    scales = pd.Series([_scale(x) for x in ends], index=ids)
+    y_val = np.stack([x[len(x) - H:] for x in insample])
+    scores = {}
+    for name, (scaled, which) in OPTIONS.items():
+        windows = list(range(k - 1)) if which == "all" else [k - 2]
+        conf = calibrate_backtest(cv_frame(cal, insample, ids, windows, k), df, LEVELS, M, scaled=scaled)
+        m = interval_scores(y_val, cal[k - 1], ids, conf, scales, scales.to_numpy())
+        scores[name] = {key: m[key] for key in ("msis_95", "coverage_95", "coverage_80")}
+    return min(scores, key=lambda n: scores[n]["msis_95"]), scores
+
+
+def _scale(x: np.ndarray) -> float:
+    return float(np.mean(np.abs(x[M:] - x[:-M])))
+
+
+def interval_row(cal: np.ndarray, f_test: np.ndarray, y_test, insample, ids, df, k: int) -> dict:
+    """Choose the option on validation, calibrate it on its windows up to the end of training, score
+    the test forecasts f_test [S, H]."""
+    chosen, validation = choose_option(cal, insample, ids, df, k)
+    scaled, which = OPTIONS[chosen]
+    windows = list(range(k)) if which == "all" else [k - 1]
+    conf = calibrate_backtest(cv_frame(cal, insample, ids, windows, k), df, LEVELS, M, scaled=scaled)
+    msis_scale = np.array([_scale(x) for x in insample])  # the M4 MSIS denominator
+    test = interval_scores(y_test, f_test, ids, conf, history_scales(df, M).loc[ids], msis_scale)
+    return {**test, "chosen": chosen, "validation": validation, "calibration_windows": windows,
+            "conformal": conf.to_dict()}
+
+
+def snaive_calibration(insample: list[np.ndarray], k: int) -> np.ndarray:
+    """Seasonal naive forecasts [K, S, H] from the K calibration cutoffs."""
+    return np.stack([np.stack([seasonal_naive(x[:len(x) - (k - j) * H]) for x in insample]) for j in range(k)])
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The options, with the budget's defaults filled in (smaller under --quick)."""
     p = C.parser(__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=None, help="Optuna trials per family (default 8)")
     p.add_argument("--max-epochs", type=int, default=None, help="epochs per trial (default 20)")
@@ -212,12 +369,9 @@ def main(argv: list[str] | None = None) -> dict:
                    help="training windows sampled per epoch (default 16384)")
     p.add_argument("--study-timeout", type=float, default=None,
                    help="seconds per family search, a safety cap on a loaded machine (default 420; 0 for none)")
+    p.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
     p.add_argument("--merge-only", action="store_true", help="only fold the seed files into m4_hourly.json")
     args = p.parse_args(argv)
-    if args.merge_only:
-        return merge(args.out)
-    train_csv, test_csv = C.require(args.data_dir, "m4/Hourly-train.csv", "m4/Hourly-test.csv")
-    C.set_threads(args.threads)
     quick = args.quick
     args.trials = args.trials or (2 if quick else 8)
     args.max_epochs = args.max_epochs or (1 if quick else 20)
@@ -225,27 +379,34 @@ def main(argv: list[str] | None = None) -> dict:
         args.study_timeout = None if quick else 420.0
     args.study_timeout = args.study_timeout or None
     args.max_train_windows = args.max_train_windows or (512 if quick else 16384)
-    space, prior = (QUICK_SPACE, QUICK_PRIOR) if quick else (SPACE, PRIOR)
-    budget = {"n_trials": args.trials, "max_epochs": args.max_epochs, "patience": args.patience,
-              "max_train_windows_per_epoch": args.max_train_windows, "study_timeout": args.study_timeout,
-              "pruner": "median", "sampler": "TPE (multivariate, seed)", "ensemble": ENSEMBLE}
-    run = C.Run(NAME, args, budget, extra_versions=("optuna", "scikit-learn"))
-    train, test = read_wide(train_csv, 20 if quick else None), read_wide(test_csv, 20 if quick else None)
-    ids = list(train)
-    assert ids == list(test), "train and test files list different series"
-    insample, y_test = [train[i] for i in ids], np.stack([test[i] for i in ids])
-    df, lengths = long_frame(train), np.array([len(train[i]) for i in ids])
-    # Validation = the last H points of each training series; no test part inside the training file.
-    split_val = Split(tuple(ids), lengths, train_end=lengths - H, val_end=lengths)
-    split_full = Split(tuple(ids), lengths, train_end=lengths, val_end=lengths)
-    ours, records = {}, {}
+    return args
+
+
+def budget_of(args) -> dict:
+    return {"n_trials": args.trials, "max_epochs": args.max_epochs, "patience": args.patience,
+            "max_train_windows_per_epoch": args.max_train_windows, "study_timeout": args.study_timeout,
+            "pruner": "median", "sampler": "TPE (multivariate, seed)", "ensemble": ENSEMBLE,
+            "families": list(args.families)}
+
+
+def run_models(df, split_val, split_full, ids, insample, y_test, args, space, prior) -> tuple[dict, dict, dict]:
+    """Every family: point scores, tuning records and interval scores per variant."""
+    ours, records, intervals = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        for fam in FAMILIES:
-            forecasts, records[fam] = run_family(df, split_val, split_full, ids, fam, args, space, prior, Path(tmp))
-            for variant, f in forecasts.items():
-                ours[f"{fam}_{variant}"] = m4_scores(y_test, f, insample)
-            print(f"[m4] seed {args.seed} {fam}: {ours[f'{fam}_single']}", file=sys.stderr, flush=True)
-    lin, lin_rec = linear_forecasts(df, split_val, ids, args.seed, space.lookbacks)
+        for fam in args.families:
+            fc, records[fam] = run_family(df, split_val, split_full, ids, fam, args, space, prior, Path(tmp))
+            for variant in ("single", "ensemble"):
+                ours[f"{fam}_{variant}"] = m4_scores(y_test, fc[variant], insample)
+                intervals[f"{fam}_{variant}"] = interval_row(fc[f"{variant}_cal"], fc[variant], y_test, insample,
+                                                             ids, df, args.cal_windows)
+            print(f"[m4] seed {args.seed} {fam}: {ours[f'{fam}_single']} "
+                  f"MSIS {intervals[f'{fam}_single']['msis_95']:.3f}", file=sys.stderr, flush=True)
+    return ours, records, intervals
+
+
+def run_baselines(df, split_val, ids, insample, y_test, args, lookbacks) -> tuple[dict, dict]:
+    """The recomputed baselines' M4 scores beside the official ones, and the ridge baseline's record."""
+    lin, lin_rec = linear_forecasts(df, split_val, ids, args.seed, lookbacks)
     baselines = {"Naive": np.stack([np.repeat(x[-1], H) for x in insample]),
                  "sNaive": np.stack([seasonal_naive(x) for x in insample]),
                  "sNaive168": np.stack([seasonal_naive(x, m=168) for x in insample]),
@@ -253,18 +414,52 @@ def main(argv: list[str] | None = None) -> dict:
     by_name = {r["name"]: r for r in official_scores(args.data_dir)}
     checks = {k: {**m4_scores(y_test, v, insample), "official": {kk: by_name[k][kk] for kk in ("smape", "mase", "owa")}
                   if k in by_name else None} for k, v in baselines.items()}
+    return checks, lin_rec
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse(argv)
+    if args.merge_only:
+        return merge(args.out)
+    train_csv, test_csv = C.require(args.data_dir, "m4/Hourly-train.csv", "m4/Hourly-test.csv")
+    C.set_threads(args.threads)
+    space, prior = (QUICK_SPACE, QUICK_PRIOR) if args.quick else (SPACE, PRIOR)
+    run = C.Run(NAME, args, budget_of(args), extra_versions=("optuna", "scikit-learn"))
+    train, test = read_wide(train_csv, 20 if args.quick else None), read_wide(test_csv, 20 if args.quick else None)
+    ids = list(train)
+    assert ids == list(test), "train and test files list different series"
+    insample, y_test = [train[i] for i in ids], np.stack([test[i] for i in ids])
+    df, lengths = long_frame(train), np.array([len(train[i]) for i in ids])
+    # Validation = the last H points of each training series; no test part inside the training file.
+    split_val = Split(tuple(ids), lengths, train_end=lengths - H, val_end=lengths)
+    split_full = Split(tuple(ids), lengths, train_end=lengths, val_end=lengths)
+    args.cal_windows = calibration_windows(lengths, max(space.lookbacks))
+    ours, records, intervals = run_models(df, split_val, split_full, ids, insample, y_test, args, space, prior)
+    intervals["sNaive"] = interval_row(snaive_calibration(insample, args.cal_windows),
+                                       np.stack([seasonal_naive(x) for x in insample]), y_test, insample, ids, df,
+                                       args.cal_windows)
+    checks, lin_rec = run_baselines(df, split_val, ids, insample, y_test, args, space.lookbacks)
     out = run.finish({"n_series": len(ids), "horizon": H, "seasonality": M, "seasons": list(SEASONS),
                       "train_lengths": {"min": int(lengths.min()), "max": int(lengths.max())},
                       "search_space": asdict(space), "prior": prior, "tuning": records, "ours": ours,
-                      "linear": lin_rec, "baselines_recomputed": checks,
-                      "official": official_scores(args.data_dir)})
+                      "intervals": intervals, "interval_setup": interval_setup(args.cal_windows),
+                      "linear": lin_rec, "baselines_recomputed": checks, "official": official_scores(args.data_dir),
+                      "official_intervals": official_intervals(args.data_dir)})
     return S.write_and_merge(args.out, NAME, args.seed, out, merge)
+
+
+def interval_setup(k: int) -> dict:
+    return {"levels": list(LEVELS), "calibration_windows": k, "window_step": H, "scale_season": M,
+            "options": list(OPTIONS),
+            "rule": "K = as many 48-point windows as leave the shortest series max lookback + 96 training points, "
+                    "between 2 and 4",
+            "choice": "lowest MSIS (95 %) on the last training window, calibrated on the earlier ones"}
 
 
 # --------------------------------------------------------------------------- seeds and report
 
 LABELS = {"gru_single": "GRU (ours, best trial)", "gru_ensemble": f"GRU (ours, mean of {ENSEMBLE} best trials)",
-          "lstm_single": "LSTM (ours, best trial)", "lstm_ensemble": f"LSTM (ours, mean of {ENSEMBLE} best trials)"}
+          "lstm_single": "LSTM (ours, best trial)", "lstm_ensemble": f"LSTM (ours, mean of {ENSEMBLE} best trials)", "sNaive": "Seasonal naive (m = 24)"}
 OWA_TARGET = 0.50
 
 
@@ -283,9 +478,28 @@ def merge(out: Path) -> dict:
     res = {**{k: v for k, v in runs[-1].items() if k not in ("ours", "tuning")}, "seeds": [r["seed"] for r in runs],
            "seed": ", ".join(str(r["seed"]) for r in runs),
            "runs": S.runs_meta(runs), "aggregate": agg, "best_baseline": best_base, "goals": goals,
-           "per_seed": [{"seed": r["seed"], "ours": r["ours"], "tuning": r["tuning"]} for r in runs]}
+           "per_seed": [{"seed": r["seed"], "ours": r["ours"], "tuning": r["tuning"],
+                         "intervals": r.get("intervals")} for r in runs]}
+    res.update(merge_intervals(runs))
     C.write(out, NAME, res, render(res))
     return res
+
+
+INTERVAL_METRICS = ("msis_95", "acd_95", "coverage_95", "coverage_80", "msis_80", "pinball_95", "pinball_80")
+
+
+def merge_intervals(runs: list[dict]) -> dict:
+    """Mean ± sd of the interval scores over the seeds that have them, and the issue's goals."""
+    with_pi = [r["intervals"] for r in runs if r.get("intervals")]
+    if not with_pi:
+        return {}
+    agg = {k: {m: S.mean_sd([iv[k][m] for iv in with_pi if k in iv]) for m in INTERVAL_METRICS}
+           for k in with_pi[-1]}
+    goals = {k: {"msis_target": S.compare(v["msis_95"], MSIS_TARGET),
+                 "coverage_ok": abs(v["coverage_95"]["mean"] - 0.95) <= COVERAGE_TOL} for k, v in agg.items()}
+    chosen = {k: [iv[k]["chosen"] for iv in with_pi if k in iv] for k in agg}
+    return {"interval_aggregate": agg, "interval_goals": goals, "interval_chosen": chosen,
+            "interval_seeds": [r["seed"] for r in runs if r.get("intervals")]}
 
 
 def _rows(res: dict, official_too: bool) -> list[list[str]]:
@@ -303,6 +517,42 @@ def _rows(res: dict, official_too: bool) -> list[list[str]]:
                 rows.append([f"{n} ({by[n]['type']})", f"{by[n]['smape']:.3f}", f"{by[n]['mase']:.3f}",
                              f"{by[n]['owa']:.3f}", "official"])
     return rows
+
+
+def _interval_rows(res: dict) -> list[list[str]]:
+    """Our conformal intervals (mean ± sd over seeds) and the official hourly MSIS/ACD rows."""
+    rows = [[f"{LABELS.get(k, k)} + conformal", S.fmt(v["msis_95"]),
+             S.fmt(v["acd_95"]), S.fmt(v["coverage_95"]), S.fmt(v["coverage_80"]), "this run"]
+            for k, v in res["interval_aggregate"].items()]
+    by = {o["method_id"]: o for o in res.get("official_intervals", [])}
+    note = {"238": "best hourly MSIS", "118": "M4 winner"}
+    for mid in OFFICIAL_PI:
+        if mid in by:
+            o = by[mid]
+            name = f"{o['name']} ({note[mid]})" if mid in note else o["name"]
+            rows.append([name, f"{o['msis']:.3f}", f"{o['acd']:.3f}", "–", "–", "official"])
+    return rows
+
+
+def _interval_text(res: dict) -> str:
+    """The interval table and the goal line (MSIS ≤ 7.9, 95 % coverage within 2 points)."""
+    if not res.get("interval_aggregate"):
+        return ""
+    parts = []
+    for k, g in res["interval_goals"].items():
+        v = res["interval_aggregate"][k]
+        parts.append(f"{LABELS.get(k, k)}: MSIS {S.fmt(v['msis_95'])} vs ≤ {MSIS_TARGET} {g['msis_target']}, "
+                     f"coverage {S.fmt(v['coverage_95'])} {'within' if g['coverage_ok'] else 'outside'} "
+                     f"{COVERAGE_TOL:.2f} of 0.95; option chosen on validation: "
+                     f"{', '.join(sorted(set(res['interval_chosen'][k])))}")
+    setup = res.get("interval_setup", {})
+    return ("\n95 % prediction intervals (split conformal on the last "
+            f"{setup.get('calibration_windows')} × 48 training points; seeds {res['interval_seeds']}). "
+            "MSIS (M4 definition, scaled by the in-sample seasonal naive MAE, m = 24) and ACD = |coverage − 0.95| "
+            "beside the official Hourly columns of Evaluation_and_Ranks.xlsx (sheet \"Prediction "
+            "Intervals-Frequency\").\n\n"
+            + C.table(["method", "MSIS (95 %)", "ACD", "coverage 95", "coverage 80", "source"], _interval_rows(res))
+            + "\nInterval goals (target MSIS ≤ 7.9, coverage within 2 points of 95 %): " + "; ".join(parts) + ".\n")
 
 
 def _goal_text(res: dict) -> str:
@@ -333,7 +583,8 @@ def render(res: dict) -> str:
              f"{b['max_train_windows_per_epoch']:,} sampled windows, patience {b['patience']}, median pruner, search "
              f"capped at {b.get('study_timeout')} s. Each selected configuration is refit on the full training series "
              f"for the epochs validation chose; the ensemble averages the refits of the {ENSEMBLE} best trials.\n",
-             C.table(["method", "sMAPE", "MASE", "OWA", "source"], _rows(res, True)), _goal_text(res) + "\n"]
+             C.table(["method", "sMAPE", "MASE", "OWA", "source"], _rows(res, True)), _goal_text(res) + "\n",
+             _interval_text(res)]
     rows = []
     for run in res["per_seed"]:
         for fam, t in run["tuning"].items():
@@ -353,7 +604,7 @@ def summary(res: dict) -> str:
             f"{res['budget']['max_epochs']} epochs per family and seed.\n\n"
             + C.table(["M4 Hourly", "sMAPE", "MASE", "OWA", "source"], _rows(res, False))
             + "\n" + _goal_text(res) + " Official: Smyl (M4 winner) 0.440, best Hourly entry (Doornik) 0.410, "
-            "sNaive 0.627.\n")
+            "sNaive 0.627.\n" + _interval_text(res))
 
 
 if __name__ == "__main__":

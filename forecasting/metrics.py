@@ -40,3 +40,52 @@ def mase(y: np.ndarray, y_hat: np.ndarray, scale: float | np.ndarray) -> float:
     if scale.ndim == 1 and err.ndim == 2:
         scale = scale[:, None]
     return float(np.mean(err / scale))
+
+
+# --------------------------------------------------------------------------- prediction intervals
+
+
+def _per_row(scale: float | np.ndarray, like: np.ndarray) -> np.ndarray:
+    """A scale [N] broadcast over rows of [N, H] (like `mase`), or a scalar."""
+    scale = np.asarray(scale, dtype=np.float64)
+    return scale[:, None] if scale.ndim == 1 and like.ndim == 2 else scale
+
+
+def coverage(y: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
+    """Fraction of the points with lo <= y <= hi (ends included)."""
+    y = np.asarray(y, dtype=np.float64)
+    return float(np.mean((y >= np.asarray(lo)) & (y <= np.asarray(hi))))
+
+
+def msis(y: np.ndarray, lo: np.ndarray, hi: np.ndarray, scale: float | np.ndarray, level: int = 95) -> float:
+    """M4 mean scaled interval score: the mean over points of
+    (hi − lo) + (2/α)(lo − y)·1{y < lo} + (2/α)(y − hi)·1{y > hi}, α = 1 − level/100, each row divided
+    by its in-sample seasonal-naive MAE `scale` ([N] over [N, H], or a scalar). With equal horizons
+    the mean over rows of per-row scaled scores is M4's mean over series."""
+    y, lo, hi = (np.asarray(a, dtype=np.float64) for a in (y, lo, hi))
+    alpha = 1.0 - level / 100.0
+    score = (hi - lo) + (2.0 / alpha) * ((lo - y) * (y < lo) + (y - hi) * (y > hi))
+    return float(np.mean(score / _per_row(scale, score)))
+
+
+def scaled_pinball(y: np.ndarray, quantile_forecast: np.ndarray, tau: float, scale: float | np.ndarray) -> float:
+    """Mean pinball loss at quantile level `tau`, max(τ(y − q), (τ − 1)(y − q)), each row divided by `scale`."""
+    d = np.asarray(y, dtype=np.float64) - np.asarray(quantile_forecast, dtype=np.float64)
+    loss = np.maximum(tau * d, (tau - 1.0) * d)
+    return float(np.mean(loss / _per_row(scale, loss)))
+
+
+def interval_pinball(y: np.ndarray, lo: np.ndarray, hi: np.ndarray, level: int, scale: float | np.ndarray) -> float:
+    """The mean of the scaled pinball losses of `lo` at τ = α/2 and `hi` at τ = 1 − α/2 (α = 1 − level/100)."""
+    alpha = 1.0 - level / 100.0
+    return 0.5 * (scaled_pinball(y, lo, alpha / 2, scale) + scaled_pinball(y, hi, 1 - alpha / 2, scale))
+
+
+def interval_metrics(y: np.ndarray, bounds: dict, scale: float | np.ndarray) -> dict[str, float]:
+    """`coverage_<L>`, `msis_<L>` and `pinball_<L>` for every level L of `bounds` {L: (lo, hi)}."""
+    out = {}
+    for level, (lo, hi) in sorted(bounds.items()):
+        out[f"coverage_{level}"] = coverage(y, lo, hi)
+        out[f"msis_{level}"] = msis(y, lo, hi, scale, level)
+        out[f"pinball_{level}"] = interval_pinball(y, lo, hi, level, scale)
+    return out

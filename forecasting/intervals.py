@@ -1,0 +1,211 @@
+"""Split-conformal prediction intervals from rolling-origin backtest residuals, per horizon step.
+
+The point model is left as it is. Its backtest residuals (forecasts made at cutoffs it did not
+train past) are divided by a per-series scale, so one global model's residuals pool across
+series of very different levels; per horizon step h the conformal quantile q[level, h] of the
+scaled absolute residuals gives the band `y_hat ∓ q[level, h] · scale[series]`.
+
+Everything works on long frames (`unique_id, ds, ...`), so it does not depend on the model's
+internals. Columns follow Nixtla's naming: `y_hat-lo-95`, `y_hat-hi-95`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from forecasting.data import ID, TARGET, TIME
+
+MODEL = "y_hat"
+# A flat history has no scale: fall back to this fraction of its level (or to 1.0 at level 0), so the
+# band stays in the series' units and proportional to its size instead of dividing by zero.
+FLAT_FRACTION = 1e-2
+
+
+def column(level: int, side: str, model_col: str = MODEL) -> str:
+    """The interval column of `model_col` at `level` percent: side "lo" or "hi" (`y_hat-lo-95`)."""
+    if side not in ("lo", "hi"):
+        raise ValueError(f"side must be 'lo' or 'hi', got {side!r}")
+    return f"{model_col}-{side}-{int(level)}"
+
+
+def interval_columns(levels, model_col: str = MODEL) -> list[str]:
+    """Every lo/hi column of `levels`, lowest level first: lo-80, hi-80, lo-95, hi-95."""
+    return [column(lv, side, model_col) for lv in sorted(levels) for side in ("lo", "hi")]
+
+
+def _flat_scale(y: np.ndarray) -> float:
+    level = float(np.nanmean(np.abs(y))) if np.isfinite(y).any() else 0.0
+    return FLAT_FRACTION * level if level > 0 else 1.0
+
+
+def series_scale(y: np.ndarray, season: int) -> float:
+    """Mean |y_t − y_{t−m}| over the history `y` (m = `season` when the history holds more than m
+    points, else 1): the M4 MASE/MSIS denominator. NaN differences are skipped; a zero or undefined
+    seasonal scale falls back to the naive (m = 1) one, then to a small fraction of the level."""
+    y = np.asarray(y, dtype=np.float64)
+    for m in (season if len(y) > season else 1, 1):
+        if len(y) > m:
+            d = np.abs(y[m:] - y[:-m])
+            d = d[np.isfinite(d)]
+            if len(d) and d.mean() > 0:
+                return float(d.mean())
+    return _flat_scale(y)
+
+
+def history_scales(history: pd.DataFrame, season: int) -> pd.Series:
+    """`series_scale` of every series of a long frame (`unique_id, ds, y`), indexed by unique_id."""
+    ordered = history.sort_values([ID, TIME], kind="stable")
+    return ordered.groupby(ID, sort=False)[TARGET].apply(lambda y: series_scale(y.to_numpy(), season))
+
+
+@dataclass(frozen=True)
+class Conformal:
+    """Per level and horizon step, the conformal quantile of the scaled absolute residuals."""
+
+    levels: tuple[int, ...]  # ascending
+    quantiles: tuple[tuple[float, ...], ...]  # [n_levels, H]
+    season: int  # period of the per-series scale
+    n_calibration: int  # residuals per step (the smallest count over steps)
+    scaled: bool = True  # False: residuals in the series' own units (scale 1 everywhere)
+
+    @property
+    def q(self) -> np.ndarray:
+        return np.asarray(self.quantiles, dtype=np.float64)  # [n_levels, H]
+
+    @property
+    def horizon(self) -> int:
+        return len(self.quantiles[0])
+
+    def to_dict(self) -> dict:
+        return {"levels": list(self.levels), "quantiles": [list(r) for r in self.quantiles],
+                "season": self.season, "n_calibration": self.n_calibration, "scaled": self.scaled}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Conformal:
+        return cls(tuple(int(v) for v in d["levels"]), tuple(tuple(float(v) for v in r) for r in d["quantiles"]),
+                   int(d["season"]), int(d["n_calibration"]), bool(d.get("scaled", True)))
+
+
+def _check_levels(levels) -> tuple[int, ...]:
+    levels = tuple(sorted({int(lv) for lv in levels}))
+    if not levels or not all(0 < lv < 100 for lv in levels):
+        raise ValueError(f"levels must be integers in (0, 100), got {levels}")
+    return levels
+
+
+def calibrate(residuals_scaled: np.ndarray, levels, season: int, scaled: bool = True) -> Conformal:
+    """Conformal quantiles from scaled residuals [N, H] (NaN: missing): per step, the
+    ceil((n + 1)·level/100)-th smallest |e| of its n finite residuals (the finite-sample correction
+    that makes the coverage at least `level` for exchangeable residuals). Raises ValueError when a
+    step has too few residuals for a level. Higher levels never get a narrower band."""
+    levels = _check_levels(levels)
+    r = np.abs(np.asarray(residuals_scaled, dtype=np.float64))  # [N, H]
+    if r.ndim != 2 or r.shape[1] == 0:
+        raise ValueError(f"residuals must be [N, H], got shape {r.shape}")
+    n = np.isfinite(r).sum(axis=0)  # [H]
+    srt = np.sort(np.where(np.isfinite(r), r, np.inf), axis=0)  # missing values sort last
+    rows = []
+    for lv in levels:
+        k = -(-(n + 1) * lv // 100)  # [H] integer ceil, no float rounding at exact products
+        if (k > n).any():
+            raise ValueError(f"level {lv} needs at least {int(np.ceil(lv / (100 - lv)))} residuals per step; "
+                             f"step {int(np.argmax(k > n)) + 1} has n={int(n[np.argmax(k > n)])}")
+        rows.append(srt[k - 1, np.arange(r.shape[1])])
+    q = np.maximum.accumulate(np.stack(rows), axis=0)  # [n_levels, H] nested: bands never cross
+    return Conformal(levels, tuple(tuple(map(float, row)) for row in q), int(season), int(n.min()), scaled)
+
+
+def _scales_at(history: pd.DataFrame, keys: pd.DataFrame, season: int) -> np.ndarray:
+    """`series_scale` of each (unique_id, cutoff) row of `keys` over that series' history with
+    ds <= cutoff, without re-slicing: cumulative sums of the |seasonal| and |naive| differences."""
+    missing = sorted(set(keys[ID]) - set(history[ID]))
+    if missing:
+        raise ValueError(f"no history for series {missing[:5]}")
+    h = history.sort_values([ID, TIME], kind="stable")
+    out = np.empty(len(keys))
+    pos = keys.groupby(ID, sort=False).indices
+    cut = keys[TIME].to_numpy()
+    for uid, part in h.groupby(ID, sort=False):
+        if uid in pos:
+            idx = pos[uid]
+            n = np.searchsorted(part[TIME].to_numpy(), cut[idx], side="right")  # rows with ds <= cutoff
+            out[idx] = _prefix_scales(part[TARGET].to_numpy(np.float64), n, season)
+    return out
+
+
+def _prefix_scales(y: np.ndarray, n: np.ndarray, season: int) -> np.ndarray:
+    """`series_scale(y[:k], season)` for every k in `n` [C] from cumulative sums (same results)."""
+    def prefix_mean(m: int) -> np.ndarray:
+        d = np.abs(y[m:] - y[:-m]) if len(y) > m else np.zeros(0)
+        ok = np.isfinite(d)
+        s = np.r_[0.0, np.cumsum(np.where(ok, d, 0.0))]
+        c = np.r_[0, np.cumsum(ok)]
+        j = np.clip(n - m, 0, len(d))  # differences inside the first k rows
+        return np.divide(s[j], c[j], out=np.zeros(len(n)), where=c[j] > 0)
+
+    seasonal, naive = prefix_mean(season), prefix_mean(1)
+    out = np.where(n > season, seasonal, naive)
+    out = np.where(out > 0, out, naive)
+    bad = ~(out > 0)
+    out[bad] = [_flat_scale(y[:k]) for k in n[bad]]
+    return out
+
+
+def step_index(frame: pd.DataFrame, by: list[str]) -> np.ndarray:
+    """The 0-based horizon step of each row: the rank of ds within its `by` group."""
+    return frame.groupby(by, sort=False)[TIME].rank(method="first").to_numpy(np.int64) - 1
+
+
+def calibrate_backtest(forecasts: pd.DataFrame, history: pd.DataFrame, levels, season: int,
+                       model_col: str = MODEL, scaled: bool = True) -> Conformal:
+    """Calibrate on a cross-validation frame (`unique_id, ds, cutoff, y, <model_col>`).
+
+    Each row's residual y − forecast is divided by its series' `series_scale` over the history
+    (`unique_id, ds, y`) up to and including its cutoff: what was known when the forecast was made.
+    """
+    f = forecasts.reset_index(drop=True)
+    step = step_index(f, [ID, "cutoff"])  # [R]
+    window = f.groupby([ID, "cutoff"], sort=False).ngroup().to_numpy()  # [R]
+    H = int(step.max()) + 1
+    resid = (f[TARGET] - f[model_col]).to_numpy(np.float64)  # [R]
+    if scaled:
+        keys = f.drop_duplicates([ID, "cutoff"])[[ID, "cutoff"]].rename(columns={"cutoff": TIME})
+        resid = resid / _scales_at(history, keys.reset_index(drop=True), season)[window]
+    grid = np.full((int(window.max()) + 1, H), np.nan)  # [N windows, H]
+    grid[window, step] = resid
+    return calibrate(grid, levels, season, scaled)
+
+
+def add_intervals(forecast: pd.DataFrame, scales: pd.Series | dict | None, conf: Conformal, levels=None,
+                  model_col: str = MODEL) -> pd.DataFrame:
+    """`forecast` (rows of each unique_id in horizon order) with lo/hi columns
+    `y_hat ∓ q[level, step] · scale[unique_id]`; the point column is unchanged. `scales` may be
+    None only for an unscaled calibration."""
+    levels = conf.levels if levels is None else _check_levels(levels)
+    missing = [lv for lv in levels if lv not in conf.levels]
+    if missing:
+        raise ValueError(f"level {missing[0]} was not calibrated; calibrated levels: {list(conf.levels)}")
+    out = forecast.copy()
+    step = out.groupby(ID, sort=False).cumcount().to_numpy()  # [R]
+    if step.max(initial=0) >= conf.horizon:
+        raise ValueError(f"a series has {step.max() + 1} forecast rows; calibrated horizon is {conf.horizon}")
+    scale = _row_scales(out, scales, conf)  # [R]
+    for lv in levels:
+        width = conf.q[conf.levels.index(lv)][step] * scale  # [R]
+        out[column(lv, "lo", model_col)] = out[model_col] - width
+        out[column(lv, "hi", model_col)] = out[model_col] + width
+    return out
+
+
+def _row_scales(forecast: pd.DataFrame, scales, conf: Conformal) -> np.ndarray:
+    if not conf.scaled:
+        return np.ones(len(forecast))
+    if scales is None:
+        raise ValueError("this calibration is per-series scaled: pass the series' scales (history_scales)")
+    s = forecast[ID].map(pd.Series(scales) if isinstance(scales, dict) else scales)
+    if s.isna().any():
+        raise ValueError(f"no scale for series {sorted(set(forecast[ID][s.isna()]))[:5]}")
+    return s.to_numpy(np.float64)
