@@ -90,6 +90,8 @@ class Conformal:
 
 
 def _check_levels(levels) -> tuple[int, ...]:
+    if not all(float(lv).is_integer() for lv in levels):
+        raise ValueError(f"levels must be whole percentages, got {list(levels)}")
     levels = tuple(sorted({int(lv) for lv in levels}))
     if not levels or not all(0 < lv < 100 for lv in levels):
         raise ValueError(f"levels must be integers in (0, 100), got {levels}")
