@@ -155,16 +155,14 @@ def fixed_params(home: Path, job, b: dict) -> dict:
 # --------------------------------------------------------------------------- one run
 
 
-def run(workers: int, home: Path, job, params: dict, db: Databases, tracking_uri: str, experiment_id: str,
-        logs: Path, timeout: float) -> dict:
-    """Tune `job.tune.n_trials` fixed trials with `workers` worker processes; return the timings."""
+def prefilled_study(job, params: dict, workers: int, db: Databases):
+    """A fresh study in a new database holding enough copies of `params` for every trial, so that no
+    trial samples; returns the job pointed at that database and the study's name."""
     from dataclasses import replace
 
     import optuna
-    from mlflow import MlflowClient
 
-    from forecasting.tuning import FINISHED, study_name
-    from forecasting.worker import threads_per_worker, worker_command
+    from forecasting.tuning import study_name
 
     url = db.create("fc_bench_optuna")
     job = replace(job, tune=replace(job.tune, storage=url))
@@ -174,33 +172,50 @@ def run(workers: int, home: Path, job, params: dict, db: Databases, tracking_uri
     for _ in range(job.tune.n_trials + workers - 1):  # a worker may start one more as the study fills
         study.enqueue_trial(params)
     storage.engine.dispose()
+    return job, name
 
-    client = MlflowClient(tracking_uri=tracking_uri)
-    parent = client.create_run(experiment_id, run_name=f"workers-{workers}", tags={"kind": "benchmark"}).info.run_id
-    threads = threads_per_worker(workers)
+
+def worker_env(tracking_uri: str, threads: int) -> dict[str, str]:
+    """The workers' environment: this MLflow store only (no inherited MLFLOW_* settings), `threads`
+    OpenMP threads, and this checkout importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update({"MLFLOW_TRACKING_URI": tracking_uri, "OMP_NUM_THREADS": str(threads),
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(C.REPO), os.environ.get("PYTHONPATH")]))})
+    return env
 
+
+def _worker_log(logs: Path, workers: int, i: int) -> Path:
+    return logs / f"workers{workers}-{i}.log"
+
+
+def _wait_at_gate(cur, procs: list[subprocess.Popen], logs: Path) -> None:
+    """Return once every worker is blocked on the locked study tables (all started, imports done)."""
+    workers = len(procs)
+    deadline = time.monotonic() + 600
+    while True:
+        cur.execute("SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted "
+                    "AND relation IN ('version_info'::regclass, 'studies'::regclass)")
+        if cur.fetchone()[0] >= workers:
+            return
+        _check_alive(procs, logs, workers)
+        if time.monotonic() > deadline:
+            raise SystemExit("error: the workers did not reach the study within 600 s")
+        time.sleep(0.1)
+
+
+def timed_workers(commands: list[list[str]], env: dict, url: str, logs: Path, timeout: float) -> float:
+    """Start one worker per command behind a lock on Optuna's tables, release them all at once, and
+    return the seconds until the last one exits (process start and imports stay off the clock)."""
+    workers = len(commands)
     gate = _connect(url)  # holds the workers at the study until all of them are up
     procs, outs = [], []
     try:
         with gate.cursor() as cur:
             cur.execute("LOCK TABLE version_info, studies IN ACCESS EXCLUSIVE MODE")
-            for i in range(workers):
-                outs.append(open(logs / f"workers{workers}-{i}.log", "wb"))  # noqa: SIM115
-                procs.append(subprocess.Popen(worker_command(home, job, FAMILY, parent, i, threads), env=env,
-                                              stdout=outs[-1], stderr=subprocess.STDOUT))
-            deadline = time.monotonic() + 600
-            while True:
-                cur.execute("SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted "
-                            "AND relation IN ('version_info'::regclass, 'studies'::regclass)")
-                if cur.fetchone()[0] >= workers:
-                    break
-                _check_alive(procs, logs, workers)
-                if time.monotonic() > deadline:
-                    raise SystemExit("error: the workers did not reach the study within 600 s")
-                time.sleep(0.1)
+            for i, cmd in enumerate(commands):
+                outs.append(open(_worker_log(logs, workers, i), "wb"))  # noqa: SIM115
+                procs.append(subprocess.Popen(cmd, env=env, stdout=outs[-1], stderr=subprocess.STDOUT))
+            _wait_at_gate(cur, procs, logs)
         t0 = time.perf_counter()
         gate.rollback()  # release: every worker starts tuning now
         for p in procs:
@@ -208,17 +223,27 @@ def run(workers: int, home: Path, job, params: dict, db: Databases, tracking_uri
         seconds = time.perf_counter() - t0
     finally:
         gate.close()
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        for f in outs:
-            f.close()
+        _stop(procs, outs)
     _check_alive(procs, logs, workers, finished=True)
-    client.set_terminated(parent)
+    return seconds
 
-    trials = _load_trials(url, name)
-    finished = [t for t in trials if t.state in FINISHED]
+
+def _stop(procs: list[subprocess.Popen], outs: list) -> None:
+    """Kill the workers still running (a timeout or an error) and close their logs."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    for f in outs:
+        f.close()
+
+
+def run_timings(job, params: dict, url: str, name: str, workers: int, threads: int, seconds: float) -> dict:
+    """The run's record from its finished trials; exits when they are fewer than the budget or not
+    all of the fixed configuration (then the run did not do the work it is timed for)."""
+    from forecasting.tuning import FINISHED
+
+    finished = [t for t in _load_trials(url, name) if t.state in FINISHED]
     if len(finished) < job.tune.n_trials or any(t.params != params for t in finished):
         raise SystemExit(f"error: run with {workers} worker(s) finished {len(finished)} trial(s), "
                          f"expected {job.tune.n_trials} of the fixed configuration")
@@ -233,11 +258,28 @@ def run(workers: int, home: Path, job, params: dict, db: Databases, tracking_uri
             "mean_train_seconds": round(float(np.mean(train)), 3) if train else None}
 
 
+def run(workers: int, home: Path, job, params: dict, db: Databases, tracking_uri: str, experiment_id: str,
+        logs: Path, timeout: float) -> dict:
+    """Tune `job.tune.n_trials` fixed trials with `workers` worker processes; return the timings."""
+    from mlflow import MlflowClient
+
+    from forecasting.worker import threads_per_worker, worker_command
+
+    job, name = prefilled_study(job, params, workers, db)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    parent = client.create_run(experiment_id, run_name=f"workers-{workers}", tags={"kind": "benchmark"}).info.run_id
+    threads = threads_per_worker(workers)
+    commands = [worker_command(home, job, FAMILY, parent, i, threads) for i in range(workers)]
+    seconds = timed_workers(commands, worker_env(tracking_uri, threads), job.tune.storage, logs, timeout)
+    client.set_terminated(parent)
+    return run_timings(job, params, job.tune.storage, name, workers, threads, seconds)
+
+
 def _check_alive(procs, logs: Path, workers: int, finished: bool = False) -> None:
     for i, p in enumerate(procs):
         rc = p.poll()
         if (rc is not None and not finished) or (finished and rc != 0):
-            tail = (logs / f"workers{workers}-{i}.log").read_text(errors="replace")[-3000:]
+            tail = _worker_log(logs, workers, i).read_text(errors="replace")[-3000:]
             raise SystemExit(f"error: worker {i} of the {workers}-worker run exited {rc}:\n{tail}")
 
 
@@ -285,57 +327,90 @@ def render(res: dict) -> str:
     ])
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse(argv)
+def budget(args: argparse.Namespace) -> dict:
+    """The quick or full budget, `--trials` overriding its trial count."""
     b = dict(BUDGETS["quick" if args.quick else "full"])
     if args.trials:
         b["trials"] = args.trials
-    counts = [int(w) for w in args.workers.split(",") if w.strip()]
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    return b
+
+
+def quiet() -> None:
+    """Silence MLflow's progress bars, warnings and library logging for the whole run (a benchmark
+    script: its output is the result, not the libraries' chatter); before those libraries load."""
+    import logging
     import warnings
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     warnings.filterwarnings("ignore")
-    import logging
-
     for name in ("mlflow", "alembic", "optuna"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
-    import psycopg2
-    from mlflow import MlflowClient
 
+def prepare(tmp: Path, b: dict, seed: int):
+    """Ingest the synthetic series into a home under `tmp`; the training job and the fixed trial
+    configuration every run tunes."""
     from forecasting import pipeline
     from forecasting.pipeline import TrainJob
     from forecasting.tuning import TuneConfig
 
+    home = tmp / "home"
+    pipeline.ingest(sine_csv(tmp / "series.csv", b["n_series"], b["length"], seed), DATASET, home)
+    tune = TuneConfig(n_trials=b["trials"], max_epochs=b["max_epochs"], pruner="none", seed=seed)
+    job = TrainJob(DATASET, HORIZON, (FAMILY,), tune, device="cpu", seed=seed, calendar=False,
+                   max_train_windows=b["max_train_windows"], max_lookback=b["lookback"])
+    return home, job, fixed_params(home, job, b)
+
+
+def measure(db: Databases, counts: list[int], b: dict, args: argparse.Namespace) -> tuple[dict, list[dict]]:
+    """One run per worker count, all in one scratch home and one MLflow store; the fixed trial
+    configuration and the runs' records."""
+    from mlflow import MlflowClient
+
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="scaleout-") as tmp:
+        tmp = Path(tmp)
+        logs = tmp / "logs"
+        logs.mkdir()
+        home, job, params = prepare(tmp, b, args.seed)
+        tracking_uri = db.create("fc_bench_mlflow")
+        client = MlflowClient(tracking_uri=tracking_uri)  # creates MLflow's tables before the clock
+        exp = client.create_experiment(f"{DATASET}-h{HORIZON}", artifact_location=(tmp / "artifacts").as_uri())
+        for w in counts:
+            print(f"{w} worker(s): {b['trials']} trials ...", file=sys.stderr, flush=True)
+            r = run(w, home, job, params, db, tracking_uri, exp, logs, args.timeout)
+            print(f"    {r['seconds']:.1f} s, {r['trials_per_hour']:.0f} trials/hour, trials per worker "
+                  f"{r['trials_per_worker']}", file=sys.stderr, flush=True)
+            runs.append(r)
+    return params, runs
+
+
+def ratios(runs: list[dict]) -> tuple[float | None, float | None]:
+    """Trials per hour of the last run over the first: by the clock, and by Optuna's trial span."""
+    base, last = runs[0], runs[-1]
+    if len(runs) < 2:
+        return None, None
+    ratio = round(last["trials_per_hour"] / base["trials_per_hour"], 3)
+    ratio_span = (round(last["trials_per_hour_span"] / base["trials_per_hour_span"], 3)
+                  if base["trials_per_hour_span"] and last["trials_per_hour_span"] else None)
+    return ratio, ratio_span
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse(argv)
+    b = budget(args)
+    counts = [int(w) for w in args.workers.split(",") if w.strip()]
+    quiet()
+    import psycopg2
+
     db = Databases(args.postgres)  # exits with a clear message when PostgreSQL is not there
     meta = C.Run(NAME, args, b, extra_versions=("optuna", "mlflow", "sqlalchemy", "psycopg2-binary"))
     meta.meta["versions"]["psycopg2"] = psycopg2.__version__.split()[0]
-    runs = []
     try:
-        with tempfile.TemporaryDirectory(prefix="scaleout-") as tmp:
-            tmp = Path(tmp)
-            home, logs = tmp / "home", tmp / "logs"
-            logs.mkdir()
-            pipeline.ingest(sine_csv(tmp / "series.csv", b["n_series"], b["length"], args.seed), DATASET, home)
-            tune = TuneConfig(n_trials=b["trials"], max_epochs=b["max_epochs"], pruner="none", seed=args.seed)
-            job = TrainJob(DATASET, HORIZON, (FAMILY,), tune, device="cpu", seed=args.seed, calendar=False,
-                           max_train_windows=b["max_train_windows"], max_lookback=b["lookback"])
-            params = fixed_params(home, job, b)
-            tracking_uri = db.create("fc_bench_mlflow")
-            client = MlflowClient(tracking_uri=tracking_uri)  # creates MLflow's tables before the clock
-            exp = client.create_experiment(f"{DATASET}-h{HORIZON}", artifact_location=(tmp / "artifacts").as_uri())
-            for w in counts:
-                print(f"{w} worker(s): {b['trials']} trials ...", file=sys.stderr, flush=True)
-                r = run(w, home, job, params, db, tracking_uri, exp, logs, args.timeout)
-                print(f"    {r['seconds']:.1f} s, {r['trials_per_hour']:.0f} trials/hour, trials per worker "
-                      f"{r['trials_per_worker']}", file=sys.stderr, flush=True)
-                runs.append(r)
+        params, runs = measure(db, counts, b, args)
     finally:
         db.drop_all()
-    base = runs[0]
-    ratio = round(runs[-1]["trials_per_hour"] / base["trials_per_hour"], 3) if len(runs) > 1 else None
-    ratio_span = (round(runs[-1]["trials_per_hour_span"] / base["trials_per_hour_span"], 3)
-                  if len(runs) > 1 and base["trials_per_hour_span"] and runs[-1]["trials_per_hour_span"] else None)
+    ratio, ratio_span = ratios(runs)
     res = meta.finish({"postgres": db.version, "params": params, "runs": runs,
                        "ratio": ratio, "ratio_span": ratio_span, "goal_ratio": GOAL_RATIO,
                        "goal_met": None if ratio is None else ratio >= GOAL_RATIO})

@@ -32,6 +32,8 @@ import tempfile
 import time
 import tracemalloc
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -166,7 +168,38 @@ def bare_epoch(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: 
         opt.step()
 
 
+def timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """Wall and CPU seconds of one call of `fn`."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w0, time.process_time() - c0
+
+
+def epoch_times(init: torch.nn.Module, train, x: torch.Tensor, y: torch.Tensor, tcfg: TrainConfig,
+                repeats: int) -> dict[str, list[float]]:
+    """Wall and CPU seconds of one epoch of `fit` and of the bare loop, each from a copy of the same
+    initial weights; after one warm-up of each (first calls initialise kernels and allocator pools),
+    `repeats` rounds interleaved, so both see the same background load."""
+
+    def run_fit() -> tuple[float, float]:
+        model = copy.deepcopy(init)
+        return timed(lambda: fit(model, train, None, tcfg))
+
+    def run_bare() -> tuple[float, float]:
+        model = copy.deepcopy(init)
+        return timed(lambda: bare_epoch(model, x, y, tcfg.batch_size, tcfg.lr, tcfg.clip, tcfg.seed))
+
+    run_fit(), run_bare()
+    out = {"fit_seconds": [], "bare_seconds": [], "fit_cpu_seconds": [], "bare_cpu_seconds": []}
+    for _ in range(repeats):
+        (fw, fc), (bw, bc) = run_fit(), run_bare()
+        for key, v in (("fit_seconds", fw), ("bare_seconds", bw), ("fit_cpu_seconds", fc), ("bare_cpu_seconds", bc)):
+            out[key].append(v)
+    return out
+
+
 def bench_training(data_dir: Path, quick: bool, seed: int) -> dict:
+    """(b) One epoch of `forecasting.training.fit` against the bare PyTorch loop (the floor)."""
     train = etth1_windows(data_dir, quick)
     xa, ya = train.arrays()
     x, y = torch.from_numpy(np.ascontiguousarray(xa)), torch.from_numpy(np.ascontiguousarray(ya))
@@ -175,33 +208,14 @@ def bench_training(data_dir: Path, quick: bool, seed: int) -> dict:
     torch.manual_seed(seed)
     init = RecurrentForecaster(mcfg)
     repeats = 1 if quick else 5
-
-    def timed(fn) -> tuple[float, float]:
-        w0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        return time.perf_counter() - w0, time.process_time() - c0
-
-    def run_fit() -> tuple[float, float]:
-        model = copy.deepcopy(init)
-        return timed(lambda: fit(model, train, None, tcfg))
-
-    def run_bare() -> tuple[float, float]:
-        model = copy.deepcopy(init)
-        return timed(lambda: bare_epoch(model, x, y, tcfg.batch_size, tcfg.lr, tcfg.clip, seed))
-
-    run_fit(), run_bare()  # warm-up: first calls initialise kernels and allocator pools
-    fit_t, bare_t, fit_c, bare_c = [], [], [], []
-    for _ in range(repeats):  # interleaved, so both see the same background load
-        (fw, fc), (bw, bc) = run_fit(), run_bare()
-        fit_t.append(fw), fit_c.append(fc), bare_t.append(bw), bare_c.append(bc)
+    t = epoch_times(init, train, x, y, tcfg, repeats)
+    fit_t, bare_t, fit_c, bare_c = t["fit_seconds"], t["bare_seconds"], t["fit_cpu_seconds"], t["bare_cpu_seconds"]
     paired = [f / b for f, b in zip(fit_t, bare_t, strict=True)]
     return {
         "data": "ETTh1-OT training windows (standardized with training statistics)",
         "model": {"cell": "gru", "lookback": 96, "horizon": 24, "hidden": 64, "layers": 2, "segment": 1,
                   "norm": "last"},
-        "batch_size": tcfg.batch_size, "n_windows": len(train), "repeats": repeats,
-        "fit_seconds": fit_t, "bare_seconds": bare_t,
-        "fit_cpu_seconds": fit_c, "bare_cpu_seconds": bare_c,
+        "batch_size": tcfg.batch_size, "n_windows": len(train), "repeats": repeats, **t,
         "fit_best": min(fit_t), "bare_best": min(bare_t),
         "ratio_best": min(fit_t) / min(bare_t), "ratio_median_paired": statistics.median(paired),
         "ratio_cpu_best": min(fit_c) / min(bare_c),
@@ -233,60 +247,95 @@ def synthetic_panel(n_series: int, length: int, seed: int) -> pd.DataFrame:
     })
 
 
-def bench_batch(quick: bool, seed: int) -> dict:
-    """Series per second through registered pyfunc models: the plain GRU (segment 1) and the
-    segmented one (segment 24), each logged, registered and loaded as `models:/<name>@champion`."""
+BATCH_SEGMENTS = (1, 24)  # the plain step-by-step GRU and the season-long segmented one
+
+
+@contextmanager
+def scratch_mlflow_home() -> Iterator[str]:
+    """A temporary folder for an MLflow store, with MLflow's logging and warnings quiet. A tracking
+    URI from the environment is set aside while inside (so the store really is the temporary one)
+    and put back afterwards."""
+    saved_uri = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    with tempfile.TemporaryDirectory() as home, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            yield home
+        finally:
+            if saved_uri is not None:
+                os.environ["MLFLOW_TRACKING_URI"] = saved_uri
+
+
+def batch_config(segment: int, lookback: int, horizon: int, seed: int) -> ForecasterConfig:
+    """The GRU the batch benchmark serves: hidden 64 x 2 with calendar features, one short epoch."""
+    return ForecasterConfig(
+        model=ModelConfig(cell="gru", lookback=lookback, horizon=horizon, hidden=64, layers=2, norm="last",
+                          segment=segment),
+        train=TrainConfig(max_epochs=1, max_train_windows=2048, batch_size=256, seed=seed, device="cpu"),
+        freq="h", calendar=True,
+    )
+
+
+def register_and_load(exp: str, df: pd.DataFrame, split, cfg: ForecasterConfig) -> tuple[object, dict]:
+    """Fit `cfg`, log and register the model, and load it back as `models:/<name>@champion`;
+    returns the loaded pyfunc model and its record (train and load seconds, empty predict lists)."""
     import mlflow
 
     from forecasting import tracking
+
+    segment = cfg.model.segment
+    f = Forecaster(cfg)
+    t0 = time.perf_counter()
+    f.fit(df, split)
+    fit_seconds = time.perf_counter() - t0
+    name = f"bench-speed-gru-seg{segment}"
+    run_id = tracking.start_run(exp, f"speed-batch-seg{segment}")
+    reg = tracking.register(tracking.log_model(run_id, f, tracking.input_example(df, cfg.model.lookback)), name,
+                            "mase", 1.0)
+    tracking.end_run(run_id)
+    t0 = time.perf_counter()
+    model = mlflow.pyfunc.load_model(f"models:/{name}@{reg['alias']}")
+    return model, {"model_uri": f"models:/{name}@{reg['alias']}", "train_seconds": fit_seconds,
+                   "load_seconds": time.perf_counter() - t0, "predict_seconds": [], "predict_cpu_seconds": []}
+
+
+def time_predictions(models: dict[int, object], out: dict[str, dict], df: pd.DataFrame, horizon: int,
+                     repeats: int) -> None:
+    """Append each model's wall and CPU seconds of forecasting every series in `df` to its record in
+    `out`; the repeats are interleaved (every model once per round), so load drift hits all alike."""
     from forecasting.batch import forecast_with
+
+    n_series = df["unique_id"].nunique()
+    for _ in range(repeats):
+        for segment, model in models.items():
+            gc.collect()
+            c0 = time.process_time()
+            result = forecast_with(model, df)
+            r = out[f"segment{segment}"]
+            r["predict_cpu_seconds"].append(time.process_time() - c0)
+            r["predict_seconds"].append(result.seconds)
+            assert result.n_forecast == n_series and not result.skipped, "batch forecast skipped series"
+            assert len(result.forecasts) == n_series * horizon
+
+
+def bench_batch(quick: bool, seed: int) -> dict:
+    """Series per second through registered pyfunc models: the plain GRU (segment 1) and the
+    segmented one (segment 24), each logged, registered and loaded as `models:/<name>@champion`."""
+    from forecasting import tracking
     from forecasting.data import split_fractions
 
     n_series, length, L, H = (200 if quick else 10_000), 240, 168, 24
     df = synthetic_panel(n_series, length, seed)
     split = split_fractions(df.groupby("unique_id", sort=False).size(), val=0.1, test=0.0)
-    saved_uri = os.environ.pop("MLFLOW_TRACKING_URI", None)
-    logging.getLogger("mlflow").setLevel(logging.ERROR)
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     models, out = {}, {}
-    with tempfile.TemporaryDirectory() as home, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            uri = tracking.configure(home)
-            exp = tracking.ensure_experiment("bench-speed", home)
-            for segment in (1, 24):
-                cfg = ForecasterConfig(
-                    model=ModelConfig(cell="gru", lookback=L, horizon=H, hidden=64, layers=2, norm="last",
-                                      segment=segment),
-                    train=TrainConfig(max_epochs=1, max_train_windows=2048, batch_size=256, seed=seed, device="cpu"),
-                    freq="h", calendar=True,
-                )
-                f = Forecaster(cfg)
-                t0 = time.perf_counter()
-                f.fit(df, split)
-                fit_seconds = time.perf_counter() - t0
-                name = f"bench-speed-gru-seg{segment}"
-                run_id = tracking.start_run(exp, f"speed-batch-seg{segment}")
-                reg = tracking.register(tracking.log_model(run_id, f, tracking.input_example(df, L)), name, "mase", 1.0)
-                tracking.end_run(run_id)
-                t0 = time.perf_counter()
-                models[segment] = mlflow.pyfunc.load_model(f"models:/{name}@{reg['alias']}")
-                out[f"segment{segment}"] = {"model_uri": f"models:/{name}@{reg['alias']}", "train_seconds": fit_seconds,
-                                            "load_seconds": time.perf_counter() - t0, "predict_seconds": [],
-                                            "predict_cpu_seconds": []}
-            for _ in range(2 if quick else 3):  # interleaved repeats
-                for segment, model in models.items():
-                    gc.collect()
-                    c0 = time.process_time()
-                    result = forecast_with(model, df)
-                    r = out[f"segment{segment}"]
-                    r["predict_cpu_seconds"].append(time.process_time() - c0)
-                    r["predict_seconds"].append(result.seconds)
-                    assert result.n_forecast == n_series and not result.skipped, "batch forecast skipped series"
-                    assert len(result.forecasts) == n_series * H
-        finally:
-            if saved_uri is not None:
-                os.environ["MLFLOW_TRACKING_URI"] = saved_uri
+    with scratch_mlflow_home() as home:
+        uri = tracking.configure(home)
+        exp = tracking.ensure_experiment("bench-speed", home)
+        for segment in BATCH_SEGMENTS:
+            models[segment], out[f"segment{segment}"] = register_and_load(exp, df, split,
+                                                                          batch_config(segment, L, H, seed))
+        time_predictions(models, out, df, H, 2 if quick else 3)
     for r in out.values():
         r["predict_best"] = min(r["predict_seconds"])
         r["predict_cpu_best"] = min(r["predict_cpu_seconds"])
@@ -296,7 +345,7 @@ def bench_batch(quick: bool, seed: int) -> dict:
                  "loaded as models:/<name>@champion",
         "tracking_uri_scheme": uri.split(":", 1)[0],
         "n_series": n_series, "history_rows_per_series": length, "lookback": L, "horizon": H,
-        "model": {"cell": "gru", "hidden": 64, "layers": 2, "calendar": True, "segments": [1, 24]},
+        "model": {"cell": "gru", "hidden": 64, "layers": 2, "calendar": True, "segments": list(BATCH_SEGMENTS)},
         "history_rows": len(df), "models": out,
         "includes": "pyfunc schema check, sorting and grouping the long history, per-series "
                     "standardization, calendar features, GRU forward, output frame",
@@ -479,18 +528,23 @@ def bench_same(args, borders, epochs: int, installs: dict) -> dict:
     return {"runs": runs, "comparisons": same_comparisons(runs)}
 
 
-def same_comparisons(runs: dict) -> list[dict]:
+def each_measured_peer(runs: dict, compare: Callable[[dict, str, dict], dict]) -> list[dict]:
+    """`compare(ours, name, peer)` for every peer in `runs` that was measured, in PEERS order."""
     ours = runs["ours"]
-    out = []
-    for name in PEERS:
-        peer = runs.get(name, {})
-        if peer.get("status") != "ok":
-            continue
-        ratio = ours["windows_per_second"] / peer["windows_per_second"]
-        mse_ok = ours["test_mse_std"] <= peer["test_mse_std"]
-        out.append({"peer": name, "ratio": ratio, "mse_ours": ours["test_mse_std"], "mse_peer": peer["test_mse_std"],
-                    "mse_equal_or_better": mse_ok, "goal_met": bool(ratio >= GOALS["peer_speedup"] and mse_ok)})
-    return out
+    return [compare(ours, name, runs[name]) for name in PEERS if runs.get(name, {}).get("status") == "ok"]
+
+
+def same_comparison(ours: dict, name: str, peer: dict) -> dict:
+    """Our windows/s over the peer's on the same GRU, and whether the 5x goal is met at equal or better MSE."""
+    ratio = ours["windows_per_second"] / peer["windows_per_second"]
+    mse_ok = ours["test_mse_std"] <= peer["test_mse_std"]
+    return {"peer": name, "ratio": ratio, "mse_ours": ours["test_mse_std"], "mse_peer": peer["test_mse_std"],
+            "mse_equal_or_better": mse_ok, "goal_met": bool(ratio >= GOALS["peer_speedup"] and mse_ok)}
+
+
+def same_comparisons(runs: dict) -> list[dict]:
+    """(d1) One `same_comparison` per measured peer."""
+    return each_measured_peer(runs, same_comparison)
 
 
 def bench_defaults(args, borders, installs: dict) -> dict:
@@ -503,21 +557,19 @@ def bench_defaults(args, borders, installs: dict) -> dict:
     return {"runs": runs, "comparisons": default_comparisons(runs)}
 
 
+def default_comparison(ours: dict, name: str, peer: dict) -> dict:
+    """The peer's accuracy and time, ours, and when (if ever) ours first matched the peer's test MSE."""
+    hit = next((p for p in ours["curve"] if p["test_mse_std"] <= peer["test_mse_std"]), None)
+    return {"peer": name, "mse_peer": peer["test_mse_std"], "peer_train_seconds": peer["train_seconds"],
+            "peer_fit_seconds_total": peer["fit_seconds_total"], "mse_ours": ours["test_mse_std"],
+            "ours_fit_seconds_total": ours["fit_seconds_total"],
+            "ours_seconds_to_peer_mse": hit["seconds"] if hit else None,
+            "ours_epoch_to_peer_mse": hit["epoch"] if hit else None}
+
+
 def default_comparisons(runs: dict) -> list[dict]:
-    """Per peer: its accuracy and time, ours, and when (if ever) ours first matched the peer's test MSE."""
-    ours = runs["ours"]
-    out = []
-    for name in PEERS:
-        peer = runs.get(name, {})
-        if peer.get("status") != "ok":
-            continue
-        hit = next((p for p in ours["curve"] if p["test_mse_std"] <= peer["test_mse_std"]), None)
-        out.append({"peer": name, "mse_peer": peer["test_mse_std"], "peer_train_seconds": peer["train_seconds"],
-                    "peer_fit_seconds_total": peer["fit_seconds_total"], "mse_ours": ours["test_mse_std"],
-                    "ours_fit_seconds_total": ours["fit_seconds_total"],
-                    "ours_seconds_to_peer_mse": hit["seconds"] if hit else None,
-                    "ours_epoch_to_peer_mse": hit["epoch"] if hit else None})
-    return out
+    """(d2) One `default_comparison` per measured peer."""
+    return each_measured_peer(runs, default_comparison)
 
 
 def bench_peers(args, borders, mode: str) -> dict:
