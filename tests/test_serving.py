@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pandas as pd
 import pytest
 from flows_fixtures import FORECASTING_EXE, subprocess_env
 
+from flows.server import _free_port
 from forecasting import tracking
 from forecasting.data import split_fractions
 from forecasting.forecaster import Forecaster, ForecasterConfig
@@ -95,12 +95,6 @@ def test_the_model_loads_and_predicts_where_the_project_is_not_installed(served)
     assert len(got) == 3 * H and len(short) == 3 * 3
     np.testing.assert_allclose(got["y_hat"], want["y_hat"], rtol=1e-5)
     assert (got["ds"] == want["ds"]).all() and (got["unique_id"] == want["unique_id"]).all()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
