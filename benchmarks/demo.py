@@ -16,8 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 import _seeds as S  # noqa: E402
 
+from forecasting.models import FAMILIES  # noqa: E402  (the one registry of model families)
+
 NAME = "demo"
-FAMILIES = ("gru", "lstm")
 TARGET_MARGIN = -0.10  # at least 10% under the best baseline's MASE
 BUDGET = {"horizon": 24, "trials": 10, "max_epochs": 10, "max_train_windows": 16384, "max_val_windows": 4096}
 QUICK = {"horizon": 24, "trials": 2, "max_epochs": 1, "max_train_windows": 256, "max_val_windows": 256}
@@ -27,8 +28,10 @@ def run_seed(seed: int, budget: dict, quick: bool) -> dict:
     """Ingest the bundled file into a fresh home and run the train flow as the demo does."""
     from flows.server import prefect_api
     from flows.train import train_flow
-    from forecasting import pipeline
+    from forecasting import datasets
     from forecasting.data import IngestConfig
+    from forecasting.jobs import TrainJob
+    from forecasting.options import from_flags
 
     with tempfile.TemporaryDirectory() as home, prefect_api():
         src = C.REPO / "data" / "ETTh1.csv"
@@ -37,8 +40,9 @@ def run_seed(seed: int, budget: dict, quick: bool) -> dict:
 
             src = Path(home) / "etth1.csv"
             pd.read_csv(C.REPO / "data" / "ETTh1.csv", nrows=2400).to_csv(src, index=False)
-        pipeline.ingest(src, "etth1", home, IngestConfig(format="wide"))
-        r = train_flow("etth1", home=home, models=FAMILIES, seed=seed, device="cpu", **budget)
+        datasets.ingest(src, "etth1", home, IngestConfig(format="wide"))
+        job = from_flags(TrainJob, dataset="etth1", models=FAMILIES, seed=seed, device="cpu", **budget)
+        r = train_flow(job, home)
     table = r["table"]
     rows = table[["model", "mase", "val_backtest_mase"]].to_dict("records")
     return {"rows": rows, "best_baseline": r["summary"]["best_baseline"],

@@ -32,7 +32,8 @@ from forecasting.tuning import SearchSpace, apply_params  # noqa: E402
 
 NAME = "etth1"
 HORIZONS = (24, 48, 96, 168, 336, 720)
-FAMILIES = ("gru", "lstm")
+from forecasting.models import FAMILIES  # noqa: E402  (the one registry of model families)
+
 SEASONS = (24, 168)  # hourly: the daily and the weekly cycle
 PUBLISHED = ("Informer", "LSTMa", "DeepAR", "ARIMA", "Prophet", "DLinear", "NLinear")
 LSTM_TYPE = ("LSTMa", "DeepAR")

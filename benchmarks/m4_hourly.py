@@ -52,7 +52,8 @@ NAME = "m4_hourly"
 H, M = 48, 24
 SEASONS = (24, 168)
 NAIVE2_SMAPE, NAIVE2_MASE = 18.383, 2.395
-FAMILIES = ("gru", "lstm")
+from forecasting.models import FAMILIES  # noqa: E402  (the one registry of model families)
+
 ENSEMBLE = 3
 LEVELS = (80, 95)
 MSIS_TARGET, COVERAGE_TOL = 7.9, 0.02  # issue 12: MSIS <= 7.9 and 95 % coverage within 2 points
@@ -290,9 +291,9 @@ def linear_forecasts(df, split_val, ids, seed: int, lookbacks) -> tuple[np.ndarr
                                     seasons=SEASONS))
     f.fit_scaler(df, split_val)
     predictors, rec = f.baselines(df, split_val, tuple(lookbacks))
-    x, got, _, mean, std, _ = f._inputs(df)
-    assert list(got) == ids
-    return predictors[-1].fn(x) * std[:, None] + mean[:, None], {k: v for k, v in rec.items() if k != "tried"}
+    inp = f.inputs(df)
+    assert list(inp.ids) == ids
+    return predictors[-1].fn(inp.x) * inp.std[:, None] + inp.mean[:, None], {k: v for k, v in rec.items() if k != "tried"}
 
 
 # --------------------------------------------------------------------------- intervals

@@ -4,8 +4,8 @@ Each run tunes a fresh study in a fresh PostgreSQL database (created and dropped
 same fixed budget: the study is pre-filled with `trials` copies of one fixed configuration
 (pruner none, `max_epochs` below the early-stopping patience), so every trial does the same work
 whichever worker runs it and whatever the sampler would have drawn. Workers are the real
-`python -m forecasting.worker` processes (`forecasting.worker.worker_command`), each with
-`forecasting.worker.threads_per_worker(workers)` torch threads: the 1-worker run uses every core,
+`python -m forecasting.worker` processes (`forecasting.search.worker_command`), each with
+`forecasting.search.threads_per_worker(workers)` torch threads: the 1-worker run uses every core,
 the 2-worker run half of them each. Trials are logged to MLflow (a PostgreSQL database used as
 the tracking store, also created and dropped here) as they are in `forecasting train`.
 
@@ -136,9 +136,9 @@ def sine_csv(path: Path, n_series: int, length: int, seed: int) -> Path:
 
 def fixed_params(home: Path, job, b: dict) -> dict:
     """The budget's configuration, checked against (and clipped into) the job's search space."""
-    from forecasting import pipeline
+    from forecasting import datasets, pipeline
 
-    df, freq = pipeline.load_processed(home, job.dataset)
+    df, freq = datasets.load_processed(home, job.dataset)
     split = pipeline.make_split(df, job)
     space = pipeline.search_space(df, split, pipeline.base_config(df, freq, job, split), job)
     lookback = b["lookback"] if b["lookback"] in space.lookbacks else max(space.lookbacks)
@@ -263,7 +263,7 @@ def run(workers: int, home: Path, job, params: dict, db: Databases, tracking_uri
     """Tune `job.tune.n_trials` fixed trials with `workers` worker processes; return the timings."""
     from mlflow import MlflowClient
 
-    from forecasting.worker import threads_per_worker, worker_command
+    from forecasting.search import threads_per_worker, worker_command
 
     job, name = prefilled_study(job, params, workers, db)
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -350,12 +350,12 @@ def quiet() -> None:
 def prepare(tmp: Path, b: dict, seed: int):
     """Ingest the synthetic series into a home under `tmp`; the training job and the fixed trial
     configuration every run tunes."""
-    from forecasting import pipeline
-    from forecasting.pipeline import TrainJob
+    from forecasting import datasets
+    from forecasting.jobs import TrainJob
     from forecasting.tuning import TuneConfig
 
     home = tmp / "home"
-    pipeline.ingest(sine_csv(tmp / "series.csv", b["n_series"], b["length"], seed), DATASET, home)
+    datasets.ingest(sine_csv(tmp / "series.csv", b["n_series"], b["length"], seed), DATASET, home)
     tune = TuneConfig(n_trials=b["trials"], max_epochs=b["max_epochs"], pruner="none", seed=seed)
     job = TrainJob(DATASET, HORIZON, (FAMILY,), tune, device="cpu", seed=seed, calendar=False,
                    max_train_windows=b["max_train_windows"], max_lookback=b["lookback"])

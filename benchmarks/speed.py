@@ -46,8 +46,9 @@ import _common as C  # noqa: E402
 
 from forecasting.data import IngestConfig, to_long  # noqa: E402
 from forecasting.forecaster import Forecaster, ForecasterConfig  # noqa: E402
+from forecasting.jobs import TrainJob  # noqa: E402
 from forecasting.models import ModelConfig, RecurrentForecaster  # noqa: E402
-from forecasting.pipeline import TrainJob, base_config, search_space  # noqa: E402
+from forecasting.pipeline import base_config, search_space  # noqa: E402
 from forecasting.scaling import SeriesScaler  # noqa: E402
 from forecasting.training import TrainConfig, fit, predict  # noqa: E402
 from forecasting.tuning import TuneConfig, apply_params, starting_point  # noqa: E402
@@ -282,7 +283,7 @@ def register_and_load(exp: str, df: pd.DataFrame, split, cfg: ForecasterConfig) 
     returns the loaded pyfunc model and its record (train and load seconds, empty predict lists)."""
     import mlflow
 
-    from forecasting import tracking
+    from forecasting import registry, runs
 
     segment = cfg.model.segment
     f = Forecaster(cfg)
@@ -290,12 +291,13 @@ def register_and_load(exp: str, df: pd.DataFrame, split, cfg: ForecasterConfig) 
     f.fit(df, split)
     fit_seconds = time.perf_counter() - t0
     name = f"bench-speed-gru-seg{segment}"
-    run_id = tracking.start_run(exp, f"speed-batch-seg{segment}")
-    reg = tracking.register(tracking.log_model(run_id, f, tracking.input_example(df, cfg.model.lookback)), name,
+    run_id = runs.start_run(exp, f"speed-batch-seg{segment}")
+    reg = registry.register(registry.log_model(run_id, f, registry.input_example(df, cfg.model.lookback)), name,
                             "mase", 1.0)
-    tracking.end_run(run_id)
+    runs.end_run(run_id)
     t0 = time.perf_counter()
-    model = mlflow.pyfunc.load_model(f"models:/{name}@{reg['alias']}")
+    # What `forecasting forecast` runs: the forecaster inside the registered pyfunc model.
+    model = mlflow.pyfunc.load_model(f"models:/{name}@{reg['alias']}").unwrap_python_model().forecaster
     return model, {"model_uri": f"models:/{name}@{reg['alias']}", "train_seconds": fit_seconds,
                    "load_seconds": time.perf_counter() - t0, "predict_seconds": [], "predict_cpu_seconds": []}
 
@@ -322,7 +324,7 @@ def time_predictions(models: dict[int, object], out: dict[str, dict], df: pd.Dat
 def bench_batch(quick: bool, seed: int) -> dict:
     """Series per second through registered pyfunc models: the plain GRU (segment 1) and the
     segmented one (segment 24), each logged, registered and loaded as `models:/<name>@champion`."""
-    from forecasting import tracking
+    from forecasting import runs
     from forecasting.data import split_fractions
 
     n_series, length, L, H = (200 if quick else 10_000), 240, 168, 24
@@ -330,8 +332,8 @@ def bench_batch(quick: bool, seed: int) -> dict:
     split = split_fractions(df.groupby("unique_id", sort=False).size(), val=0.1, test=0.0)
     models, out = {}, {}
     with scratch_mlflow_home() as home:
-        uri = tracking.configure(home)
-        exp = tracking.ensure_experiment("bench-speed", home)
+        uri = runs.configure(home)
+        exp = runs.ensure_experiment("bench-speed", home)
         for segment in BATCH_SEGMENTS:
             models[segment], out[f"segment{segment}"] = register_and_load(exp, df, split,
                                                                           batch_config(segment, L, H, seed))
@@ -341,7 +343,7 @@ def bench_batch(quick: bool, seed: int) -> dict:
         r["predict_cpu_best"] = min(r["predict_cpu_seconds"])
         r["series_per_second"] = n_series / r["predict_best"]
     return {
-        "store": "temporary SQLite MLflow store; pyfunc logged with forecasting.tracking.log_model, registered, "
+        "store": "temporary SQLite MLflow store; pyfunc logged with forecasting.registry.log_model, registered, "
                  "loaded as models:/<name>@champion",
         "tracking_uri_scheme": uri.split(":", 1)[0],
         "n_series": n_series, "history_rows_per_series": length, "lookback": L, "horizon": H,

@@ -12,7 +12,16 @@ import logging
 import os
 import sys
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
+
+from forecasting.data import IngestConfig
+from forecasting.jobs import BacktestJob, TrainJob
+from forecasting.models import FAMILIES
+from forecasting.options import add_options, from_flags, from_options
 
 EXIT_ERROR = 2
 EXIT_NOTHING = 3  # a forecast in which every series was skipped: nothing written
@@ -34,7 +43,8 @@ def _check_names(args: argparse.Namespace) -> None:
 
 
 def _quiet(debug: bool) -> None:
-    """Keep library chatter off the terminal unless debugging (set before prefect is imported)."""
+    """Keep library chatter off the terminal unless debugging: process-wide logging settings, made
+    here at the command's entry only (and before prefect and mlflow are imported)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if not debug:
@@ -46,143 +56,94 @@ def _quiet(debug: bool) -> None:
         # Prefect's logging setup applies PREFECT_LOGGING_LEVEL when it is imported; when it is already
         # imported (a second `main` in one process), ERROR would let "Task run failed" tracebacks through.
         logging.getLogger("prefect").setLevel(logging.CRITICAL)
-        import warnings
-
-        warnings.filterwarnings("ignore")
 
 
-def _ingest_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", choices=["auto", "long", "wide"], default="auto")
-    p.add_argument("--id-col", default="unique_id")
-    p.add_argument("--time-col", default="ds")
-    p.add_argument("--target-col", default="y")
+@contextmanager
+def _warnings_shown(debug: bool) -> Iterator[None]:
+    """Library warnings (pandas, MLflow, Prefect deprecations) are noise to a user running a command:
+    hidden for the command's duration unless debugging, and the filters restored after it."""
+    with warnings.catch_warnings():
+        if not debug:
+            warnings.simplefilter("ignore")
+        yield
+
+
+def _common_options() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """`--home` and `--debug`, before the subcommand and after it. After it they default to SUPPRESS:
+    a subparser's own defaults would otherwise overwrite values given before the subcommand."""
+    common, sub_common = (argparse.ArgumentParser(add_help=False) for _ in range(2))
+    home_help = "state directory (default: $FORECASTING_HOME or the current directory)"
+    common.add_argument("--home", help=home_help)
+    common.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
+    sub_common.add_argument("--home", default=argparse.SUPPRESS, help=home_help)
+    sub_common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                            help="show tracebacks and library logs")
+    return common, sub_common
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--home", help="state directory (default: $FORECASTING_HOME or the current directory)")
-    common.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
-    # The same options after the subcommand. SUPPRESS: a subparser's own defaults would otherwise
-    # overwrite values given before the subcommand (`forecasting --debug --home H ingest ...`).
-    sub_common = argparse.ArgumentParser(add_help=False)
-    sub_common.add_argument("--home", default=argparse.SUPPRESS,
-                            help="state directory (default: $FORECASTING_HOME or the current directory)")
-    sub_common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                            help="show tracebacks and library logs")
-
+    """The command line: every option of a job comes from its config dataclass (declared once)."""
+    common, sub_common = _common_options()
     parser = argparse.ArgumentParser(prog="forecasting", parents=[common],
                                      description="GRU/LSTM forecasting with Optuna, MLflow and Prefect.")
     sub = parser.add_subparsers(dest="command", required=True)
+    for name, (add, help_) in SUBCOMMANDS.items():
+        add(sub.add_parser(name, parents=[sub_common], help=help_))
+    return parser
 
-    p = sub.add_parser("ingest", parents=[sub_common], help="validate a CSV/Parquet file into data/processed/")
+
+def _ingest_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("source")
     p.add_argument("--name", required=True)
-    _ingest_options(p)
-    p.add_argument("--freq", help="pandas frequency (inferred if omitted)")
-    p.add_argument("--fill", default="interpolate", choices=["interpolate", "ffill", "zero", "error"])
-    p.add_argument("--min-length", type=int, default=0, help="series shorter than this are dropped or refused")
-    p.add_argument("--short", default="drop", choices=["drop", "error"])
+    add_options(p, IngestConfig)
 
-    p = sub.add_parser("train", parents=[sub_common], help="tune, compare and register GRU/LSTM models")
-    p.add_argument("name")
-    p.add_argument("--horizon", type=int, required=True)
-    p.add_argument("--models", default="gru,lstm")
-    p.add_argument("--trials", type=int, default=10)
-    p.add_argument("--max-epochs", type=int, default=20)
-    p.add_argument("--timeout", type=float, help="seconds per family search")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--storage", help="Optuna storage URL (default: sqlite under <home>/mlruns/)")
-    p.add_argument("--max-train-windows", type=int, help="windows sampled per training epoch (all if omitted)")
-    p.add_argument("--max-val-windows", type=int, help="evenly spaced validation windows scored per epoch")
-    p.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"])
-    p.add_argument("--workers", type=int, default=1, help="tuning processes sharing each study")
-    p.add_argument("--threads", type=int,
-                   help="torch threads in this process (small models on a busy CPU run fastest on 1)")
-    p.add_argument("--ensemble", type=int, default=1,
-                   help="refit the K best trials of each family and register their average as one model")
-    _season_options(p)
 
-    p = sub.add_parser("tune-worker", parents=[sub_common],
-                       help="join a study from this machine (shared --storage and MLflow store)")
+def _train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("name")
-    p.add_argument("--horizon", type=int, required=True)
-    p.add_argument("--family", default="gru", choices=["gru", "lstm"])
-    p.add_argument("--storage", required=True, help="the study's Optuna storage URL (e.g. postgresql://...)")
-    p.add_argument("--trials", type=int, default=10, help="finished trials the study should reach")
-    p.add_argument("--max-epochs", type=int, default=20)
-    p.add_argument("--timeout", type=float)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-train-windows", type=int)
-    p.add_argument("--max-val-windows", type=int)
-    p.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"])
+    add_options(p, TrainJob)
+    p.add_argument("--threads", type=int, help="torch threads in this process (small models on a busy CPU "
+                   "run fastest on 1)")
+
+
+def _worker_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name")
+    add_options(p, TrainJob, skip=("families", "workers", "ensemble"))
+    p.add_argument("--family", default=FAMILIES[0], choices=FAMILIES)
     p.add_argument("--index", type=int, default=1, help="worker number: sampler seed offset")
     p.add_argument("--parent-run-id", help="MLflow run to nest the trials under (default: a run of its own)")
     p.add_argument("--threads", type=int, help="torch threads for this worker")
-    _season_options(p)
 
-    p = sub.add_parser("backtest", parents=[sub_common],
-                       help="rolling-origin backtest of a registered model or a family over the end of a dataset")
+
+def _backtest_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="processed dataset")
-    who = p.add_mutually_exclusive_group(required=True)
-    who.add_argument("--model", help="registered model as NAME@ALIAS (e.g. etth1-gru@champion)")
-    who.add_argument("--family", choices=["gru", "lstm"],
-                     help="fit this family (its study's best configuration, else the default) before the first cutoff")
-    p.add_argument("--windows", type=int, default=5, help="number of cutoffs K")
-    p.add_argument("--step", type=int, help="rows between cutoffs (default: the horizon)")
-    p.add_argument("--horizon", type=int, help="horizon for --family (a registered model has its own)")
-    p.add_argument("--output", help="forecasts file (CSV or Parquet): unique_id, ds, cutoff, y, y_hat, baselines")
-    p.add_argument("--max-epochs", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
+    add_options(p, BacktestJob)
 
-    p = sub.add_parser("forecast", parents=[sub_common], help="batch forecast with a registered model")
+
+def _forecast_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_name")
     p.add_argument("--alias", default="champion")
     p.add_argument("--input", required=True)
     p.add_argument("--output", required=True)
-    _ingest_options(p)
+    add_options(p, IngestConfig, skip=("freq", "fill", "min_length", "short"))
 
-    p = sub.add_parser("serve", parents=[sub_common], help="serve the flows on cron schedules (needs a Prefect server)")
-    p.add_argument("--source", default=None, help="file ingested by the daily ingest (default: bundled ETTh1)")
-    p.add_argument("--dataset", default="etth1")
-    p.add_argument("--horizon", type=int, default=24)
-    p.add_argument("--format", default="auto", choices=["auto", "long", "wide"])
-    p.add_argument("--trials", type=int, default=20)
-    p.add_argument("--cron-ingest", default="0 1 * * *")
-    p.add_argument("--cron-train", default="0 2 * * 0")
-    p.add_argument("--cron-forecast", default="0 3 * * *")
 
-    p = sub.add_parser("ui", parents=[sub_common], help="MLflow UI on the local store (127.0.0.1)")
+def _serve_parser(p: argparse.ArgumentParser) -> None:
+    from flows.deployments import Schedules, ServeConfig
+
+    add_options(p, ServeConfig)
+    add_options(p, Schedules)
+
+
+def _ui_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=5000)
 
-    p = sub.add_parser("demo", parents=[sub_common], help="the main job on the bundled ETTh1 data")
+
+def _demo_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=int, default=10)
     p.add_argument("--max-epochs", type=int, default=10)
     p.add_argument("--horizon", type=int, default=24)
     p.add_argument("--max-train-windows", type=int, default=16384)
     p.add_argument("--max-val-windows", type=int, default=4096)
-    return parser
-
-
-def _season_options(p: argparse.ArgumentParser) -> None:
-    """Seasonality and validation-backtest options shared by `train` and `tune-worker`."""
-    p.add_argument("--seasons", type=_int_list, default=(),
-                   help="seasonal periods in steps, e.g. 48,336 (default: every period the frequency implies "
-                        "that the training history covers twice)")
-    p.add_argument("--backtest-windows", type=int, default=0,
-                   help="cutoffs K of the validation backtest (default: as many as fit, one horizon apart)")
-    p.add_argument("--backtest-step", type=int, help="rows between backtest cutoffs (default: the horizon)")
-    p.add_argument("--objective", default="val", choices=["val", "backtest"],
-                   help="Optuna objective: every validation window, or the mean over the K backtest cutoffs "
-                        "(the validation part is then sized to hold exactly those)")
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
 
 
 def bundled_data() -> Path:
@@ -202,9 +163,7 @@ def bundled_data() -> Path:
 def cmd_ingest(args, home: Path) -> None:
     from flows.ingest import ingest_flow
 
-    r = ingest_flow(args.source, args.name, str(home), format=args.format, id_col=args.id_col,
-                    time_col=args.time_col, target_col=args.target_col, freq=args.freq, fill=args.fill,
-                    min_length=args.min_length, short=args.short)
+    r = ingest_flow(args.source, args.name, str(home), from_options(IngestConfig, args))
     print(f"ingested {r['n_series']} series, {r['n_rows']} rows, freq {r['freq']}, "
           f"{r['n_filled']} gap point(s) filled{'' if r['was_sorted'] else ', rows sorted'} -> {r['path']}")
     for uid, reason in r["dropped"]:
@@ -212,31 +171,18 @@ def cmd_ingest(args, home: Path) -> None:
 
 
 def cmd_train(args, home: Path) -> dict:
+    return run_train(from_options(TrainJob, args, dataset=args.name), home, getattr(args, "threads", None))
+
+
+def run_train(job: TrainJob, home: Path, threads: int | None = None) -> dict:
+    """Run the train flow and print the comparison, the best baseline and the registrations."""
     from flows.train import train_flow
-    from forecasting.tracking import to_markdown
-    from forecasting.training import resolve_device
+    from forecasting.tables import to_markdown
+    from forecasting.training import resolve_device, torch_threads
 
-    resolve_device(args.device)  # refuse --device cuda on a machine without CUDA before any work
-    if getattr(args, "threads", None):
-        import torch
-
-        torch.set_num_threads(args.threads)
-    if args.ensemble < 1:
-        from forecasting.errors import ForecastingError
-
-        raise ForecastingError(f"--ensemble must be at least 1, got {args.ensemble}")
-    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
-    bad = [m for m in models if m not in ("gru", "lstm")]
-    if bad:
-        from forecasting.errors import ForecastingError
-
-        raise ForecastingError(f"--models: unknown model family {bad}; use gru and/or lstm")
-    r = train_flow(args.name, args.horizon, str(home), models=models, trials=args.trials,
-                   max_epochs=args.max_epochs, timeout=args.timeout, device=args.device, seed=args.seed,
-                   storage=args.storage, max_train_windows=args.max_train_windows, pruner=args.pruner,
-                   workers=args.workers, max_val_windows=args.max_val_windows, seasons=args.seasons,
-                   backtest_windows=args.backtest_windows, backtest_step=args.backtest_step,
-                   objective=args.objective, ensemble=args.ensemble)
+    resolve_device(job.device)  # refuse --device cuda on a machine without CUDA before any work
+    with torch_threads(threads):
+        r = train_flow(job, str(home))
     print("\nComparison on the test part (original scale; mse_std/mae_std on the standardized scale; "
           "val_backtest_* over the validation cutoffs, which decide the champion):\n")
     print(to_markdown(r["table"]))
@@ -259,18 +205,13 @@ def summary_line(summary: dict) -> str:
 
 
 def cmd_tune_worker(args, home: Path) -> None:
-    from forecasting.backtest import BacktestConfig
-    from forecasting.pipeline import TrainJob
-    from forecasting.tuning import TuneConfig
-    from forecasting.worker import run_worker
+    from forecasting.errors import ForecastingError
+    from forecasting.search import join_study
 
-    tune = TuneConfig(n_trials=args.trials, timeout=args.timeout, max_epochs=args.max_epochs,
-                      storage=args.storage, pruner=args.pruner, seed=args.seed)
-    job = TrainJob(args.name, args.horizon, (args.family,), tune, device=args.device, seed=args.seed,
-                   max_train_windows=args.max_train_windows, max_val_windows=args.max_val_windows,
-                   seasons=args.seasons, backtest=BacktestConfig(args.backtest_windows, args.backtest_step),
-                   objective=args.objective)
-    r = run_worker(home, job, args.family, args.parent_run_id, args.index, args.threads)
+    job = from_options(TrainJob, args, dataset=args.name, families=(args.family,))
+    if not job.tune.storage:
+        raise ForecastingError("tune-worker needs --storage: the study's Optuna storage URL (e.g. postgresql://...)")
+    r = join_study(home, job, args.family, args.parent_run_id, args.index, args.threads)
     print(f"study {r.study.study_name}: best val_loss {r.study.best_value:.5f} with {r.best_params}")
 
 
@@ -278,7 +219,7 @@ def cmd_forecast(args, home: Path) -> dict:
     from flows.forecast import forecast_flow
 
     r = forecast_flow(args.model_name, args.input, args.output, alias=args.alias, home=str(home),
-                      format=args.format, id_col=args.id_col, time_col=args.time_col, target_col=args.target_col)
+                      cfg=from_options(IngestConfig, args))
     print(f"forecast {r['n_forecast']} series with {args.model_name} v{r['version']} (@{args.alias}) "
           f"in {r['seconds']:.2f}s -> {r['output']}")
     for uid, reason in r["skipped"][:20]:
@@ -290,15 +231,9 @@ def cmd_forecast(args, home: Path) -> dict:
 
 def cmd_backtest(args, home: Path) -> dict:
     from flows.backtest import backtest_flow
-    from forecasting.tracking import to_markdown
+    from forecasting.tables import to_markdown
 
-    if args.windows < 1:
-        from forecasting.errors import ForecastingError
-
-        raise ForecastingError(f"--windows must be at least 1, got {args.windows}")
-    r = backtest_flow(args.name, str(home), model=args.model, family=args.family, windows=args.windows,
-                      step=args.step, horizon=args.horizon, output=args.output, max_epochs=args.max_epochs,
-                      seed=args.seed)
+    r = backtest_flow(from_options(BacktestJob, args, dataset=args.name), str(home))
     print(f"backtest of {r['what']} at {r['cutoffs']} cutoff(s) over the end of {args.name}:\n")
     print(to_markdown(r["metrics"]))
     if r["output"]:
@@ -317,19 +252,19 @@ def cmd_serve(args, home: Path) -> None:
                                    "PREFECT_API_URL=http://127.0.0.1:4200/api")
     from flows.deployments import Schedules, ServeConfig, serve_all
 
-    cfg = ServeConfig(source=args.source or str(bundled_data()), dataset=args.dataset, horizon=args.horizon,
-                      home=str(home), format=args.format, trials=args.trials)
-    serve_all(cfg, Schedules(args.cron_ingest, args.cron_train, args.cron_forecast))
+    cfg = from_options(ServeConfig, args, home=str(home))
+    serve_all(replace(cfg, source=cfg.source or str(bundled_data())), from_options(Schedules, args))
 
 
 def cmd_ui(args, home: Path) -> None:
-    from forecasting.tracking import tracking_uri
+    from forecasting.runs import tracking_uri
 
     uri = tracking_uri(home)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
            "--port", str(args.port)]
     print(f"MLflow UI on http://127.0.0.1:{args.port} (store {uri}); Ctrl-C stops it", flush=True)
-    # The server's own Starlette/FastAPI deprecation warnings are noise a user cannot act on.
+    # The server's own Starlette/FastAPI deprecation warnings are noise a user cannot act on (this
+    # process is replaced by the server: the setting is the server's alone).
     os.environ["PYTHONWARNINGS"] = "ignore::DeprecationWarning,ignore:starlette.middleware.wsgi is deprecated"
     os.execv(sys.executable, cmd)
 
@@ -341,21 +276,22 @@ def cmd_demo(args, home: Path) -> None:
     t0 = time.perf_counter()
     source = bundled_data()
     print(f"1/4 ingest {source.name} (wide -> long)", flush=True)
-    r = ingest_flow(str(source), "etth1", str(home), format="wide")
+    r = ingest_flow(str(source), "etth1", str(home), IngestConfig(format="wide"))
     print(f"    {r['n_series']} series x {r['n_rows'] // r['n_series']} hourly points -> {r['path']}")
     print(f"2/4 tune GRU and LSTM ({args.trials} trials each, <= {args.max_epochs} epochs), "
           "refit, compare, register", flush=True)
-    train_args = argparse.Namespace(name="etth1", horizon=args.horizon, models="gru,lstm", trials=args.trials,
-                                    max_epochs=args.max_epochs, timeout=None, device="auto", seed=0,
-                                    storage=None, max_train_windows=args.max_train_windows, pruner="median",
-                                    workers=1, max_val_windows=args.max_val_windows, seasons=(),
-                                    backtest_windows=0, backtest_step=None, objective="val", ensemble=1)
-    cmd_train(train_args, home)
+    run_train(from_flags(TrainJob, dataset="etth1", horizon=args.horizon, trials=args.trials,
+                         max_epochs=args.max_epochs, max_train_windows=args.max_train_windows,
+                         max_val_windows=args.max_val_windows), home)
     print("3/4 batch forecast with models:/etth1-gru@champion", flush=True)
     out = home / "data" / "forecasts" / "etth1-gru.csv"
     f = forecast_flow("etth1-gru", r["path"], str(out), home=str(home))
     print(f"    {f['n_forecast']} series x {args.horizon} steps -> {f['output']}")
     print(f"4/4 done in {time.perf_counter() - t0:.0f}s\n")
+    _print_next_steps(home, r["path"])
+
+
+def _print_next_steps(home: Path, processed: str) -> None:
     uri = f"sqlite:///{home / 'mlruns' / 'mlflow.db'}"
     print("Open the MLflow UI (runs, trials, plots, comparison table, registered models):")
     print(f"    forecasting ui --home {home}        # or: mlflow ui --backend-store-uri {uri}")
@@ -363,26 +299,28 @@ def cmd_demo(args, home: Path) -> None:
     print("Load the champion in Python:")
     print(f"    import mlflow, pandas as pd; mlflow.set_tracking_uri('{uri}')")
     print("    model = mlflow.pyfunc.load_model('models:/etth1-gru@champion')")
-    print(f"    model.predict(pd.read_parquet('{r['path']}'))")
+    print(f"    model.predict(pd.read_parquet('{processed}'))")
 
 
 COMMANDS = {"ingest": cmd_ingest, "train": cmd_train, "tune-worker": cmd_tune_worker, "forecast": cmd_forecast,
-            "backtest": cmd_backtest,
-            "serve": cmd_serve,
-            "ui": cmd_ui, "demo": cmd_demo}
-
-
+            "backtest": cmd_backtest, "serve": cmd_serve, "ui": cmd_ui, "demo": cmd_demo}
+SUBCOMMANDS = {
+    "ingest": (_ingest_parser, "validate a CSV/Parquet file into data/processed/"),
+    "train": (_train_parser, "tune, compare and register GRU/LSTM models"),
+    "tune-worker": (_worker_parser, "join a study from this machine (shared --storage and MLflow store)"),
+    "backtest": (_backtest_parser, "rolling-origin backtest of a registered model or a family over the end of a dataset"),
+    "forecast": (_forecast_parser, "batch forecast with a registered model"),
+    "serve": (_serve_parser, "serve the flows on cron schedules (needs a Prefect server)"),
+    "ui": (_ui_parser, "MLflow UI on the local store (127.0.0.1)"),
+    "demo": (_demo_parser, "the main job on the bundled ETTh1 data"),
+}
 FLOW_COMMANDS = ("ingest", "train", "forecast", "backtest", "demo")  # they run flows: they need a Prefect API
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    _quiet(args.debug)
-    from forecasting.errors import ForecastingError, NothingToForecastError
-
-    try:
-        _check_names(args)
-        home = _home(args)
+def _run(args: argparse.Namespace) -> None:
+    _check_names(args)
+    home = _home(args)
+    with _warnings_shown(args.debug):
         if args.command in FLOW_COMMANDS:
             from flows.server import prefect_api
 
@@ -390,6 +328,16 @@ def main(argv: list[str] | None = None) -> int:
                 COMMANDS[args.command](args, home)
         else:
             COMMANDS[args.command](args, home)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The `forecasting` command: one `error:` line and a non-zero exit for anything refused."""
+    args = build_parser().parse_args(argv)
+    _quiet(args.debug)
+    from forecasting.errors import ForecastingError, NothingToForecastError
+
+    try:
+        _run(args)
     except NothingToForecastError as exc:
         if args.debug:
             raise

@@ -14,29 +14,33 @@ from prefect import serve
 from flows.forecast import forecast_flow
 from flows.ingest import ingest_flow
 from flows.train import train_flow
+from forecasting.data import FORMATS
+from forecasting.jobs import TrainJob, name_list
+from forecasting.options import from_flags, option, to_dict
 
 
 @dataclass(frozen=True)
 class Schedules:
     """Cron expressions (server time zone UTC unless the server says otherwise)."""
 
-    ingest: str = "0 1 * * *"  # daily 01:00
-    train: str = "0 2 * * 0"  # weekly, Sunday 02:00
-    forecast: str = "0 3 * * *"  # daily 03:00
+    ingest: str = option("0 1 * * *", "when the ingest runs (daily 01:00)", flag="--cron-ingest")
+    train: str = option("0 2 * * 0", "when the train runs (weekly, Sunday 02:00)", flag="--cron-train")
+    forecast: str = option("0 3 * * *", "when the forecast runs (daily 03:00)", flag="--cron-forecast")
 
 
 @dataclass(frozen=True)
 class ServeConfig:
     """What the scheduled runs do: which file to ingest as which dataset, and what to forecast."""
 
-    source: str
-    dataset: str
-    horizon: int
+    source: str | None = option(None, "file ingested by the daily ingest (default: bundled ETTh1)")
+    dataset: str = option("etth1", "dataset name the flows use")
+    horizon: int = option(24, "steps ahead")
     home: str = "."
-    format: str = "auto"
-    trials: int = 20
-    max_epochs: int = 20
-    forecast_models: tuple[str, ...] = ("gru",)
+    format: str = option("auto", "layout of the source file", choices=FORMATS)
+    trials: int = option(20, "Optuna trials per family in the weekly train")
+    max_epochs: int = option(20, "epochs per trial")
+    forecast_models: tuple[str, ...] = option(("gru",), "families whose champion forecasts daily",
+                                              parse=name_list)
 
 
 def build_deployments(cfg: ServeConfig, schedules: Schedules = Schedules()) -> list:
@@ -47,11 +51,12 @@ def build_deployments(cfg: ServeConfig, schedules: Schedules = Schedules()) -> l
         ingest_flow.to_deployment(
             name=f"{cfg.dataset}-ingest", cron=schedules.ingest,
             parameters={"source": str(Path(cfg.source).resolve()), "name": cfg.dataset, "home": home,
-                        "format": cfg.format}),
+                        "cfg": {"format": cfg.format}}),
         train_flow.to_deployment(
             name=f"{cfg.dataset}-train", cron=schedules.train,
-            parameters={"name": cfg.dataset, "horizon": cfg.horizon, "home": home, "trials": cfg.trials,
-                        "max_epochs": cfg.max_epochs}),
+            parameters={"job": to_dict(from_flags(TrainJob, dataset=cfg.dataset, horizon=cfg.horizon,
+                                                  trials=cfg.trials, max_epochs=cfg.max_epochs)),
+                        "home": home}),
     ]
     for family in cfg.forecast_models:
         out.append(forecast_flow.to_deployment(

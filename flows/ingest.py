@@ -7,21 +7,20 @@ from dataclasses import asdict
 from prefect import flow, task
 
 from flows.common import IO
-from forecasting import pipeline
+from forecasting import datasets
 from forecasting.data import IngestConfig
+from forecasting.options import from_dict
 
 
 @task(**IO)
 def ingest_file(source: str, name: str, home: str, cfg: IngestConfig) -> dict:
-    path, report = pipeline.ingest(source, name, home, cfg)
+    path, report = datasets.ingest(source, name, home, cfg)
     return {"path": str(path), **asdict(report)}
 
 
-@flow(name="ingest")
-def ingest_flow(source: str, name: str, home: str = ".", format: str = "auto", id_col: str = "unique_id",
-                time_col: str = "ds", target_col: str = "y", freq: str | None = None,
-                fill: str = "interpolate", min_length: int = 0, short: str = "drop") -> dict:
+# Deployments pass the options as a JSON object: rebuilt by the one deserializer, not by Prefect.
+@flow(name="ingest", validate_parameters=False)
+def ingest_flow(source: str, name: str, home: str = ".", cfg: IngestConfig | dict | None = None) -> dict:
     """Validate `source` and write it as the processed dataset `name`."""
-    cfg = IngestConfig(format=format, id_col=id_col, time_col=time_col, target_col=target_col,
-                       freq=freq, fill=fill, min_length=min_length, short=short)
+    cfg = cfg if isinstance(cfg, IngestConfig) else from_dict(IngestConfig, cfg or {})
     return ingest_file(source, name, home, cfg)

@@ -30,7 +30,7 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -47,7 +47,7 @@ def configured_api() -> str | None:
 
 def start_server(debug: bool = False, timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
     """Start the server on a free local port and wait until it answers; returns it and its API URL."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
            "PREFECT__SERVER_FINAL": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     out = None if debug else subprocess.DEVNULL

@@ -6,35 +6,33 @@ import pandas as pd
 from prefect import flow, task
 
 from flows.common import COMPUTE, IO, step
-from forecasting import pipeline, tracking, worker
-from forecasting.backtest import BacktestConfig
+from forecasting import datasets, pipeline, runs, search
 from forecasting.data import Split
 from forecasting.forecaster import Forecaster, ForecasterConfig
-from forecasting.pipeline import TrainJob
-from forecasting.tuning import TuneConfig
+from forecasting.jobs import TrainJob
+from forecasting.options import from_dict
+from forecasting.pipeline import RunContext
 
 
 @task(**IO)
 def load_dataset(home: str, name: str) -> tuple[pd.DataFrame, str]:
-    return pipeline.load_processed(home, name)
+    return datasets.load_processed(home, name)
 
 
 @task(**COMPUTE)
-def start(home: str, job: TrainJob, df: pd.DataFrame) -> tuple[str, str]:
-    return pipeline.start_pipeline(home, job, df)
+def start(home: str, job: TrainJob, df: pd.DataFrame, freq: str) -> RunContext:
+    return pipeline.start_pipeline(home, job, df, freq)
 
 
 @task(**COMPUTE)
-def tune_family(df, split: Split, job: TrainJob, family: str, home: str, exp: str, parent: str
-                ) -> list[ForecasterConfig]:
-    result = worker.tune_parallel(df, split, job, family, home, exp, parent, job.workers)
-    return pipeline.top_configs(result, family, job.ensemble)
+def tune_family(ctx: RunContext, job: TrainJob, df, split: Split, family: str) -> list[ForecasterConfig]:
+    return search.top_configs(search.tune_parallel(ctx, job, df, split, family), family, job.ensemble)
 
 
 @task(**COMPUTE)
-def final_model(df, split: Split, cfgs: list[ForecasterConfig], job: TrainJob, family: str, home: str,
-                exp: str, parent: str) -> tuple[dict, Forecaster]:
-    return pipeline.final_model(df, split, cfgs, job, family, home, exp, parent)
+def final_model(ctx: RunContext, job: TrainJob, df, split: Split, cfgs: list[ForecasterConfig], family: str
+                ) -> tuple[dict, Forecaster]:
+    return pipeline.final_model(ctx, job, df, split, cfgs, family)
 
 
 @task(**COMPUTE)
@@ -43,56 +41,53 @@ def backtest(forecaster: Forecaster, row: dict, df, split: Split, job: TrainJob)
 
 
 @task(**COMPUTE)
-def baselines(df, split: Split, job: TrainJob, home: str, exp: str, parent: str) -> list[dict]:
-    return pipeline.baseline_rows(df, split, job, home, exp, parent)
+def baselines(ctx: RunContext, job: TrainJob, df, split: Split) -> list[dict]:
+    return pipeline.baseline_rows(ctx, job, df, split)
 
 
 @task(**COMPUTE)
-def compare(rows: list[dict], job: TrainJob, parent: str) -> tuple[pd.DataFrame, dict]:
-    return pipeline.comparison(rows, job, parent)
+def compare(rows: list[dict], job: TrainJob, ctx: RunContext) -> tuple[pd.DataFrame, dict]:
+    return pipeline.comparison(rows, job, ctx.parent_run_id)
 
 
 @task(**COMPUTE)
-def register(row: dict, job: TrainJob, df: pd.DataFrame, split: Split, freq: str) -> dict:
-    return pipeline.register_family(row, job, df, split, freq)
+def register(ctx: RunContext, job: TrainJob, row: dict, df: pd.DataFrame, split: Split) -> dict:
+    return pipeline.register_family(ctx, job, row, df, split)
 
 
-@flow(name="train")
-def train_flow(name: str, horizon: int, home: str = ".", models: tuple[str, ...] = ("gru", "lstm"),
-               trials: int = 10, max_epochs: int = 20, timeout: float | None = None, device: str = "auto",
-               seed: int = 0, storage: str | None = None, max_train_windows: int | None = None,
-               pruner: str = "median", workers: int = 1, max_val_windows: int | None = None,
-               seasons: tuple[int, ...] = (), backtest_windows: int = 0, backtest_step: int | None = None,
-               objective: str = "val", ensemble: int = 1) -> dict:
-    """Tune and register every family in `models` on dataset `name`; returns table and registrations."""
-    job = TrainJob(name, horizon, tuple(models), TuneConfig(n_trials=trials, timeout=timeout, max_epochs=max_epochs,
-                                                          storage=storage, pruner=pruner, seed=seed),
-                   device=device, seed=seed, max_train_windows=max_train_windows, workers=workers,
-                   max_val_windows=max_val_windows, seasons=tuple(seasons),
-                   backtest=BacktestConfig(backtest_windows, backtest_step), objective=objective,
-                   ensemble=ensemble)
-    df, freq = load_dataset(home, name)
+def _families(ctx: RunContext, job: TrainJob, df, split: Split) -> list[dict]:
+    """Tune, refit and backtest every family: one comparison row each."""
+    rows = []
+    for family in job.families:
+        cfgs = tune_family(ctx, job, df, split, family)
+        members = f" ({len(cfgs)} members)" if len(cfgs) > 1 else ""
+        with step(f"{job.dataset}: refit {family}{members}, score the test part once, log the model"):
+            row, forecaster = final_model(ctx, job, df, split, cfgs, family)
+        with step(f"{job.dataset}: backtest {family} over the validation part"):
+            rows.append(backtest(forecaster, row, df, split, job))
+    return rows
+
+
+# Deployments pass the job as a JSON object: it is rebuilt by the one deserializer, not by Prefect.
+@flow(name="train", validate_parameters=False)
+def train_flow(job: TrainJob | dict, home: str = ".") -> dict:
+    """Tune and register every family of `job`; returns the comparison table and the registrations."""
+    job = job if isinstance(job, TrainJob) else from_dict(TrainJob, job)
+    df, freq = load_dataset(home, job.dataset)
     split = pipeline.make_split(df, job)
     pipeline.check_job(df, freq, job, split)  # seasons, lookbacks, backtest cutoffs: refused before any run
-    exp, parent = start(home, job, df)
+    ctx = start(home, job, df, freq)
     try:
-        rows = []
-        for family in job.families:
-            cfgs = tune_family(df, split, job, family, home, exp, parent)
-            with step(f"{name}: refit {family}" + (f" ({len(cfgs)} members)" if len(cfgs) > 1 else "")
-                      + ", score the test part once, log the model"):
-                row, forecaster = final_model(df, split, cfgs, job, family, home, exp, parent)
-            with step(f"{name}: backtest {family} over the validation part"):
-                rows.append(backtest(forecaster, row, df, split, job))
-        with step(f"{name}: baselines (naive, seasonal naive, ridge) on the same windows"):
-            rows += baselines(df, split, job, home, exp, parent)
-        table, summary = compare(rows, job, parent)
+        rows = _families(ctx, job, df, split)
+        with step(f"{job.dataset}: baselines (naive, seasonal naive, ridge) on the same windows"):
+            rows += baselines(ctx, job, df, split)
+        table, summary = compare(rows, job, ctx)
         pipeline.check_comparison(rows, job)
-        with step(f"{name}: register and gate the champion on the validation backtest"):
-            registrations = [register(r, job, df, split, freq) for r in rows if r["model"] in job.families]
+        with step(f"{job.dataset}: register and gate the champion on the validation backtest"):
+            registrations = [register(ctx, job, r, df, split) for r in rows if r["model"] in job.families]
     except BaseException:
-        tracking.end_run(parent, "FAILED")
+        runs.end_run(ctx.parent_run_id, "FAILED")
         raise
-    pipeline.finish(parent, registrations)
-    return {"table": table, "summary": summary, "registrations": registrations, "parent_run_id": parent,
-            "experiment_id": exp}
+    pipeline.finish(ctx, registrations)
+    return {"table": table, "summary": summary, "registrations": registrations,
+            "parent_run_id": ctx.parent_run_id, "experiment_id": ctx.experiment_id}

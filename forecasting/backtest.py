@@ -17,6 +17,7 @@ import pandas as pd
 from forecasting.data import ID, TIME
 from forecasting.evaluation import Evaluation, Predictor, point_metrics, score
 from forecasting.metrics import mse
+from forecasting.options import option
 from forecasting.windows import Panel, Windows
 
 METRICS = ("mase", "smape", "mae", "mse", "mse_std")
@@ -27,8 +28,9 @@ class BacktestConfig:
     """K cutoffs `step` rows apart (default: the horizon, so forecasts do not overlap);
     `n_windows` 0 takes as many as fit between the lower bound and `end`."""
 
-    n_windows: int = 0
-    step: int | None = None
+    n_windows: int = option(0, "cutoffs K of the validation backtest (default: as many as fit, one horizon "
+                               "apart)", flag="--backtest-windows")
+    step: int | None = option(None, "rows between backtest cutoffs (default: the horizon)", flag="--backtest-step")
 
 
 @dataclass

@@ -8,7 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from sklearn.linear_model import Ridge
+
+from forecasting.scaling import window_norm
+from forecasting.windows import Windows
+
+LINEAR_ALPHAS = (0.1, 1.0, 10.0, 100.0)  # ridge penalties tried, chosen on validation
+MAX_LINEAR_WINDOWS = 50_000  # windows sampled to fit a ridge map (the fit is O(N L^2))
 
 
 def naive(history: np.ndarray, horizon: int) -> np.ndarray:
@@ -52,12 +59,41 @@ class LinearBaseline:
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> LinearBaseline:
         """Fit on inputs x [N, L] and targets y [N, H]."""
-        last = x[:, -1:]  # [N, 1]
-        self.model_ = Ridge(alpha=self.alpha).fit(x - last, y - last)
+        self.model_ = Ridge(alpha=self.alpha).fit(*self.normalized(x, y))
         return self
+
+    @staticmethod
+    def normalized(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs [N, L] and targets [N, H] minus each window's last input value."""
+        last = x[:, -1:]  # [N, 1]
+        return x - last, y - last
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Forecasts [N, H] for inputs x [N, L] (only the last `lookback` steps are used)."""
         x = np.asarray(x, dtype=np.float64)[:, -self.lookback:]
         last = x[:, -1:]
         return self.model_.predict(x - last).reshape(len(x), self.horizon) + last
+
+
+def best_ridge(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray,
+               alphas: tuple[float, ...] = LINEAR_ALPHAS) -> tuple[Ridge, list[float]]:
+    """Ridge maps x [N, L] -> y [N, H], one per penalty; the one with the lowest validation MSE
+    on (xv, yv), and every penalty's validation MSE. The penalty is never chosen on test."""
+    fits = [Ridge(alpha=a).fit(x, y) for a in alphas]
+    errs = [float(np.mean((r.predict(xv) - yv) ** 2)) for r in fits]
+    return fits[int(np.argmin(errs))], errs
+
+
+def linear_start(train: Windows, val: Windows, norm: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ridge map [H, L] and bias [H] from the window-normalized lookback to the normalized horizon,
+    fitted on training windows with the penalty that scores best on validation windows: the
+    highway's starting point for `init="linear"` (the model then starts as the linear baseline)."""
+    def normalized(w: Windows) -> tuple[np.ndarray, np.ndarray]:
+        x, y = w.arrays(np.linspace(0, len(w) - 1, min(len(w), MAX_LINEAR_WINDOWS)).astype(np.int64))
+        xn, loc, scale = window_norm(torch.from_numpy(np.ascontiguousarray(x[..., :1])), norm)
+        return xn[..., 0].double().numpy(), ((torch.from_numpy(y) - loc) / scale).double().numpy()
+
+    x, y = normalized(train)
+    xv, yv = normalized(val) if len(val) else (x, y)
+    best, _ = best_ridge(x, y, xv, yv)
+    return torch.as_tensor(best.coef_, dtype=torch.float32), torch.as_tensor(best.intercept_, dtype=torch.float32)

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from forecasting.errors import DataError
+from forecasting.options import option
 
 ID, TIME, TARGET = "unique_id", "ds", "y"
 # Dataset names become file names, MLflow experiment and registered-model names and Optuna study
@@ -36,15 +37,18 @@ class IngestConfig:
     columns by default).
     """
 
-    format: str = "auto"
-    id_col: str = ID
-    time_col: str = TIME
-    target_col: str = TARGET
-    series_cols: tuple[str, ...] | None = None
-    freq: str | None = None
-    fill: str = "interpolate"
-    min_length: int = 0
-    short: str = "drop"
+    format: str = option("auto", "long (one row per series and time) or wide (one column per series); "
+                         "auto: long when the id column exists", choices=FORMATS)
+    id_col: str = option(ID, "series id column of a long file")
+    time_col: str = option(TIME, "timestamp column")
+    target_col: str = option(TARGET, "target column of a long file")
+    series_cols: tuple[str, ...] | None = option(None, "series columns of a wide file, comma-separated "
+                                                 "(default: every column but the time column)",
+                                                 parse=lambda t: tuple(v.strip() for v in t.split(",") if v.strip()))
+    freq: str | None = option(None, "pandas frequency (inferred if omitted)")
+    fill: str = option("interpolate", "how gaps in the grid are filled", choices=FILL_POLICIES)
+    min_length: int = option(0, "series shorter than this are dropped or refused")
+    short: str = option("drop", "what happens to a series shorter than --min-length", choices=SHORT_POLICIES)
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -146,6 +150,27 @@ def to_long(df: pd.DataFrame, cfg: IngestConfig = IngestConfig()) -> pd.DataFram
 def _file_rows(df: pd.DataFrame, mask: np.ndarray) -> np.ndarray:
     rows = df["_row"].to_numpy() if "_row" in df.columns else df.index.to_numpy() + 2
     return rows[mask]
+
+
+def parse_long(df: pd.DataFrame, source: str = "", numeric: list[str] | None = None) -> pd.DataFrame:
+    """The long contract's types, for every reader (ingest, batch forecasting, the model's
+    `predict`): ids as strings, `ds` as naive timestamps, every other column float64.
+
+    One `DataError` names the column, the file row (and series) of the first missing id,
+    unparseable timestamp, non-numeric or infinite value (prefixed by `source`, e.g. the file).
+    Missing values pass: ingest fills them by its policy, forecasting skips such series.
+    `numeric` names the value columns (default: every column but id, time and `_row`).
+    """
+    try:
+        if df[ID].isna().any():
+            bad = df[ID].isna().to_numpy()
+            raise DataError(f"column {ID!r}: missing series id at row {_file_rows(df, bad)[0]}")
+        df = _parse_times(df.assign(**{ID: df[ID].astype(str)}))
+        for col in numeric if numeric is not None else [c for c in df.columns if c not in (ID, TIME, "_row")]:
+            df = _parse_numeric(df, col)
+    except DataError as exc:
+        raise DataError(f"{source}: {exc}" if source else str(exc)) from None
+    return df
 
 
 def _parse_times(df: pd.DataFrame) -> pd.DataFrame:
@@ -255,13 +280,7 @@ def validate(df: pd.DataFrame, cfg: IngestConfig = IngestConfig()) -> tuple[pd.D
         raise DataError("no rows to validate")
     if "_row" not in df.columns:  # long input: keep file row numbers for messages after sorting
         df = df.assign(_row=_file_rows(df, np.ones(len(df), dtype=bool)))
-    if df[ID].isna().any():
-        bad = df[ID].isna().to_numpy()
-        raise DataError(f"column {ID!r}: missing series id at row {_file_rows(df, bad)[0]}")
-    df = df.assign(**{ID: df[ID].astype(str)})
-    df = _parse_times(df)
-    for col in [c for c in df.columns if c not in (ID, TIME, "_row")]:
-        df = _parse_numeric(df, col)
+    df = parse_long(df)
     _check_duplicates(df)
     order = np.lexsort((df[TIME].to_numpy(), df[ID].to_numpy()))
     was_sorted = bool((order == np.arange(len(df))).all())
@@ -301,19 +320,6 @@ def load(path: str | Path, cfg: IngestConfig = IngestConfig()) -> tuple[pd.DataF
     return validate(to_long(read_table(path), cfg), cfg)
 
 
-def write_parquet_atomic(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write a frame to Parquet via a temporary file and rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        df.to_parquet(tmp, index=False)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 # --------------------------------------------------------------------------- splits
 
 
@@ -339,30 +345,3 @@ def split_fractions(
     n_test = np.round(n * test).astype(np.int64)
     n_val = np.round(n * val).astype(np.int64)
     return Split(tuple(map(str, lengths.index)), n, n - n_test - n_val, n - n_test)
-
-
-def split_cutoffs(df: pd.DataFrame, val_start: str | pd.Timestamp, test_start: str | pd.Timestamp) -> Split:
-    """Split every series at timestamps: train before `val_start`, test from `test_start`."""
-    val_start, test_start = pd.Timestamp(val_start), pd.Timestamp(test_start)
-    if test_start < val_start:
-        raise DataError(f"test_start {test_start} is before val_start {val_start}")
-    g = df.groupby(ID, sort=False)[TIME]
-    lengths = g.size()
-    train_end = g.apply(lambda s: int((s < val_start).sum()))
-    val_end = g.apply(lambda s: int((s < test_start).sum()))
-    return Split(
-        tuple(map(str, lengths.index)), lengths.to_numpy(), train_end.to_numpy(), val_end.to_numpy()
-    )
-
-
-def split_frames(df: pd.DataFrame, split: Split, lookback: int) -> dict[str, pd.DataFrame]:
-    """The train/val/test parts as frames; val and test start `lookback` rows early."""
-    parts: dict[str, list[pd.DataFrame]] = {"train": [], "val": [], "test": []}
-    groups = dict(tuple(df.groupby(ID, sort=False)))
-    for i, uid in enumerate(split.ids):
-        g = groups[uid]
-        te, ve = int(split.train_end[i]), int(split.val_end[i])
-        parts["train"].append(g.iloc[:te])
-        parts["val"].append(g.iloc[max(te - lookback, 0):ve])
-        parts["test"].append(g.iloc[max(ve - lookback, 0):])
-    return {k: pd.concat(v, ignore_index=True) for k, v in parts.items()}

@@ -12,13 +12,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from forecasting.baselines import LinearBaseline, naive, seasonal_naive
+from forecasting.baselines import (
+    LINEAR_ALPHAS,
+    MAX_LINEAR_WINDOWS,
+    LinearBaseline,
+    best_ridge,
+    naive,
+    seasonal_naive,
+)
 from forecasting.data import Split
 from forecasting.metrics import mae, mase, mse, rmse, smape
-from forecasting.windows import Panel, Windows, make_windows
-
-LINEAR_ALPHAS = (0.1, 1.0, 10.0, 100.0)
-MAX_LINEAR_WINDOWS = 50_000  # training windows sampled to fit the ridge baseline
+from forecasting.windows import Panel, make_windows
 
 
 @dataclass(frozen=True)
@@ -68,8 +72,8 @@ def _sample(n: int, k: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, k, replace=False)) if n > k else np.arange(n)
 
 
-def fit_linear(panel: Panel, split: Split, horizon: int, lookbacks: tuple[int, ...], seed: int = 0,
-               alphas: tuple[float, ...] = LINEAR_ALPHAS) -> tuple[Predictor, dict]:
+def fit_linear(panel: Panel, split: Split, horizon: int, lookbacks: tuple[int, ...], seed: int = 0
+               ) -> tuple[Predictor, dict]:
     """The ridge baseline, its lookback and penalty chosen on validation MSE (never on test).
 
     Returns the predictor and the selection record (lookback, alpha, validation MSE per candidate).
@@ -80,27 +84,19 @@ def fit_linear(panel: Panel, split: Split, horizon: int, lookbacks: tuple[int, .
         va = make_windows(panel, L, horizon, split, "val")
         if len(tr) == 0 or len(va) == 0:
             continue
-        x, y = tr.arrays(_sample(len(tr), MAX_LINEAR_WINDOWS, seed))
+        x, y = tr.arrays(_sample(len(tr), MAX_LINEAR_WINDOWS, seed))  # [N, L, F], [N, H]
         xv, yv = va.arrays(_sample(len(va), MAX_LINEAR_WINDOWS, seed))
-        for a in alphas:
-            lin = LinearBaseline(L, horizon, a).fit(x[..., 0].astype(np.float64), y.astype(np.float64))
-            err = mse(yv, lin.predict(xv[..., 0]))
-            tried.append({"lookback": L, "alpha": a, "val_mse_std": err})
-            if best is None or err < best[1]:
-                best = (lin, err)
+        ridge, errs = best_ridge(*LinearBaseline.normalized(x[..., 0].astype(np.float64), y.astype(np.float64)),
+                                 *LinearBaseline.normalized(xv[..., 0].astype(np.float64), yv.astype(np.float64)))
+        tried += [{"lookback": L, "alpha": ridge_alpha, "val_mse_std": e}
+                  for ridge_alpha, e in zip(LINEAR_ALPHAS, errs, strict=True)]
+        if best is None or min(errs) < best[1]:
+            best = (LinearBaseline(L, horizon, ridge.alpha, ridge), min(errs))
     if best is None:
         raise ValueError("no lookback leaves training and validation windows for the linear baseline")
     lin = best[0]
     record = {"lookback": lin.lookback, "alpha": lin.alpha, "val_mse_std": best[1], "tried": tried}
     return Predictor("linear", lin.lookback, lambda x: lin.predict(x[..., 0])), record
-
-
-def evaluate_windows(pred: Predictor, windows: Windows, mean: np.ndarray, std: np.ndarray,
-                     mase_scale: np.ndarray) -> Evaluation:
-    """Score `pred` on `windows` (built with `pred.lookback` or longer: only the last steps are read)."""
-    x, y = windows.arrays()
-    return score(y, pred.fn(x[:, windows.lookback - pred.lookback:]), windows.series_index, mean, std,
-                 mase_scale)
 
 
 def best_baseline(rows: list[dict], metric: str, models: tuple[str, ...]) -> tuple[str, float] | None:

@@ -13,27 +13,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.linear_model import Ridge
 
 from forecasting import __version__
 from forecasting.backtest import BacktestConfig, cutoff_windows
-from forecasting.baselines import season_length, seasonal_naive
-from forecasting.data import ID, TARGET, TIME, Split
-from forecasting.errors import DataError
-from forecasting.evaluation import (
-    LINEAR_ALPHAS,
-    MAX_LINEAR_WINDOWS,
-    Evaluation,
-    Predictor,
-    fit_linear,
-    point_metrics,
-    score,
-    simple_predictors,
-)
+from forecasting.baselines import linear_start, season_length, seasonal_naive
+from forecasting.data import ID, TIME, Split
+from forecasting.evaluation import Evaluation, Predictor, fit_linear, point_metrics, score, simple_predictors
 from forecasting.features import calendar_features, n_calendar_features
+from forecasting.inputs import Inputs, future_times, model_inputs
 from forecasting.metrics import mse, seasonal_scale
 from forecasting.models import ModelConfig, RecurrentForecaster, count_parameters
-from forecasting.scaling import SeriesScaler, window_norm
+from forecasting.scaling import SeriesScaler
 from forecasting.training import FitResult, TrainConfig, fit, predict, set_seed
 from forecasting.windows import Panel, Windows, make_windows, panel_from_long
 
@@ -87,22 +77,6 @@ def build_panel(df: pd.DataFrame, cfg: ForecasterConfig) -> Panel:
     return replace(panel, values=values, columns=panel.columns + names)
 
 
-def linear_start(train: Windows, val: Windows, norm: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ridge map [H, L] and bias [H] from the window-normalized lookback to the normalized horizon,
-    fitted on training windows with the penalty that scores best on validation windows: the
-    highway's starting point for `init="linear"` (the model then starts as the linear baseline)."""
-    def normalized(w: Windows, n: int) -> tuple[np.ndarray, np.ndarray]:
-        x, y = w.arrays(np.linspace(0, len(w) - 1, min(len(w), n)).astype(np.int64))
-        xn, loc, scale = window_norm(torch.from_numpy(np.ascontiguousarray(x[..., :1])), norm)
-        return xn[..., 0].double().numpy(), ((torch.from_numpy(y) - loc) / scale).double().numpy()
-
-    x, y = normalized(train, MAX_LINEAR_WINDOWS)
-    xv, yv = normalized(val, MAX_LINEAR_WINDOWS) if len(val) else (x, y)
-    fits = [Ridge(alpha=a).fit(x, y) for a in LINEAR_ALPHAS]
-    best = min(fits, key=lambda r: float(np.mean((r.predict(xv) - yv) ** 2)))
-    return torch.as_tensor(best.coef_, dtype=torch.float32), torch.as_tensor(best.intercept_, dtype=torch.float32)
-
-
 class Forecaster:
     """One global recurrent model across all series of a dataset."""
 
@@ -128,7 +102,7 @@ class Forecaster:
         set_seed(self.cfg.train.seed)  # the initial weights too, not only the fit loop
         self.model_ = RecurrentForecaster(self.cfg.model)
         if m.highway and m.init == "linear":
-            self.model_.start_as_linear(*linear_start(train, val, m.norm, self.cfg.train.seed))
+            self.model_.start_as_linear(*linear_start(train, val, m.norm))
         self.fit_result_ = fit(self.model_, train, val, self.cfg.train, callback, start_competes=m.highway)
         self.model_.cpu()
         return self.fit_result_
@@ -173,10 +147,13 @@ class Forecaster:
         return count_parameters(self.model_) if self.model_ is not None else 0
 
     # ------------------------------------------------------------------ evaluation
+    def panel(self, df: pd.DataFrame) -> Panel:
+        """The standardized panel of `df` (series statistics of the fitted scaler)."""
+        return self.scaler_.transform(build_panel(df, self.cfg))
+
     def windows(self, df: pd.DataFrame, split: Split, part: str, lookback: int | None = None) -> Windows:
         """Scaled windows of a split part (stride 1)."""
-        panel = self.scaler_.transform(build_panel(df, self.cfg))
-        return make_windows(panel, lookback or self.cfg.model.lookback, self.cfg.model.horizon, split, part)
+        return make_windows(self.panel(df), lookback or self.cfg.model.lookback, self.cfg.model.horizon, split, part)
 
     def predictor(self, device: str = "cpu") -> Predictor:
         """The fitted model as a predictor on standardized windows (column `y_hat` in backtests)."""
@@ -187,9 +164,8 @@ class Forecaster:
         """Naive, seasonal naive at every kept period and the ridge baseline (lookback among
         `lookbacks`, default the model's, and penalty chosen on validation); needs `fit_scaler`.
         Returns the predictors and the ridge baseline's selection record."""
-        panel = self.scaler_.transform(build_panel(df, self.cfg))
         H = self.cfg.model.horizon
-        linear, record = fit_linear(panel, split, H, tuple(lookbacks) or (self.cfg.model.lookback,),
+        linear, record = fit_linear(self.panel(df), split, H, tuple(lookbacks) or (self.cfg.model.lookback,),
                                     self.cfg.train.seed)
         return [*simple_predictors(H, self.cfg.seasons or (self.cfg.period,)), linear], record
 
@@ -202,16 +178,16 @@ class Forecaster:
         x, y = w.arrays()
         return self._evaluation(w, y, pred.fn(x))
 
-    def evaluate_seasonal_naive(self, df: pd.DataFrame, split: Split, part: str = "test") -> Evaluation:
-        """Seasonal naive at the MASE period on the same targets."""
-        (pred,) = simple_predictors(self.cfg.model.horizon, (self.cfg.period,))[1:]
-        return self.evaluate(df, split, part, predictor=pred)
-
     def _evaluation(self, w: Windows, y_std: np.ndarray, y_hat_std: np.ndarray) -> Evaluation:
         return score(y_std, y_hat_std, w.series_index, self.scaler_.mean[:, 0], self.scaler_.std[:, 0],
                      self.mase_scale_)
 
     # ------------------------------------------------------------------ forecasting
+    def inputs(self, history: pd.DataFrame) -> Inputs:
+        """Standardized model inputs [S, L, F] at the end of every usable series of `history`."""
+        cfg = self.cfg
+        return model_inputs(history, self.scaler_, cfg.model.lookback, cfg.freq, cfg.covariates, cfg.calendar)
+
     def predict(self, history: pd.DataFrame, device: str = "cpu") -> tuple[pd.DataFrame, list[tuple[str, str]]]:
         """Next H steps after the end of every series in a long history frame.
 
@@ -219,82 +195,15 @@ class Forecaster:
         each with its reason (too short, gaps or missing values in the lookback).
         Series unseen in training are standardized with their own history.
         """
-        x, ids, last, mean, std, skipped = self._inputs(history)
-        if not ids:
-            return pd.DataFrame({c: [] for c in FORECAST_COLUMNS}), skipped
-        y_std = predict(self.model_, x, device)  # [S, H]
-        y_hat = y_std * std[:, None] + mean[:, None]
-        H = self.cfg.model.horizon
-        step = pd.tseries.frequencies.to_offset(self.cfg.freq)
-        ds = (pd.DatetimeIndex(np.repeat(last, H)) + np.tile(np.arange(1, H + 1), len(ids)) * pd.Timedelta(step)
-              if _fixed(step) else pd.DatetimeIndex(
-                  np.concatenate([pd.date_range(t, periods=H + 1, freq=step)[1:] for t in last])))
-        out = pd.DataFrame({ID: np.repeat(np.array(ids, dtype=object), H), TIME: ds,
+        cfg, H = self.cfg, self.cfg.model.horizon
+        inp = self.inputs(history)
+        if not inp.ids:
+            return pd.DataFrame({c: [] for c in FORECAST_COLUMNS}), inp.skipped
+        y_hat = predict(self.model_, inp.x, device) * inp.std[:, None] + inp.mean[:, None]  # [S, H]
+        out = pd.DataFrame({ID: np.repeat(np.array(inp.ids, dtype=object), H),
+                            TIME: future_times(inp.last, H, cfg.freq),
                             "y_hat": y_hat.reshape(-1).astype(np.float64)})
-        return out, skipped
-
-    def _inputs(self, history: pd.DataFrame):
-        """Model inputs [S, L, F] from the last L rows of each usable series, plus the series
-        ids, last timestamps, target mean/std [S] and the skipped series.
-
-        Vectorized over series (one factorize and one sort, no per-series Python loop): a batch
-        forecast of 10,000 series spends its time in the model, not here.
-        """
-        cfg, L = self.cfg, self.cfg.model.lookback
-        need = [ID, TIME, TARGET, *cfg.covariates]
-        missing = [c for c in need if c not in history.columns]
-        if missing:
-            raise DataError(f"history is missing column(s) {missing}; columns present: {list(history.columns)}")
-        codes, uniques = pd.factorize(history[ID].astype(str))
-        ds = pd.to_datetime(history[TIME], errors="coerce").to_numpy()
-        if np.isnat(ds).any():
-            raise DataError(f"column {TIME!r}: unparseable timestamp at row {int(np.flatnonzero(np.isnat(ds))[0]) + 2}")
-        vals = np.column_stack([pd.to_numeric(history[c], errors="coerce").to_numpy(np.float64) for c in need[2:]])
-        order = np.lexsort((ds, codes))  # group rows by series, in time order
-        counts = np.bincount(codes, minlength=len(uniques))  # [G]
-        ends = np.cumsum(counts)  # end of each series' rows in `order`
-        ok = counts >= L
-        skipped = [(str(u), f"{n} points, needs lookback {L}") for u, n in zip(uniques[~ok], counts[~ok], strict=True)]
-        rows = order[(ends[ok] - L)[:, None] + np.arange(L)]  # [S, L] row numbers of the last L points
-        ids_all, x, times = np.asarray(uniques[ok], dtype=object), vals[rows], ds[rows]  # [S], [S, L, 1+C], [S, L]
-        bad = ~np.isfinite(x).all(axis=(1, 2))
-        step = pd.tseries.frequencies.to_offset(cfg.freq)
-        if _fixed(step) and L > 1:
-            bad |= (np.diff(times, axis=1) != np.timedelta64(pd.Timedelta(step))).any(axis=1)
-        skipped += [(str(u), f"gaps, missing or non-finite values in the last {L} points") for u in ids_all[bad]]
-        ids, x, times = list(ids_all[~bad]), x[~bad], times[~bad]
-        mean, std = self._stats(ids, codes, vals, np.flatnonzero(ok)[~bad])
-        x = (x - mean[:, None, :]) / std[:, None, :]  # [S, L, 1+C]
-        if cfg.calendar:
-            # Series share timestamps: compute the features once per distinct timestamp.
-            uniq, inv = np.unique(times.reshape(-1), return_inverse=True)
-            cal = calendar_features(pd.DatetimeIndex(uniq), cfg.freq)[inv]  # [S*L, C]
-            x = np.concatenate([x, cal.reshape(len(ids), L, cal.shape[1])], axis=2)
-        last = times[:, -1] if len(ids) else times
-        return x.astype(np.float32), ids, last, mean[:, 0], std[:, 0], skipped
-
-    def _stats(self, ids: list[str], codes: np.ndarray, vals: np.ndarray, groups: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """Per-series mean and std [S, 1+C]: training statistics for known series, the series'
-        own history (rows with `codes` == group) for new ones."""
-        nvar = vals.shape[1]
-        mean, std = np.zeros((len(ids), nvar)), np.ones((len(ids), nvar))
-        pos = {u: i for i, u in enumerate(self.scaler_.ids)}
-        known = np.array([u in pos for u in ids], dtype=bool)
-        if known.any():
-            idx = np.array([pos[u] for u in np.array(ids, dtype=object)[known]])
-            mean[known], std[known] = self.scaler_.mean[idx, :nvar], self.scaler_.std[idx, :nvar]
-        if (~known).any():
-            finite = np.isfinite(vals)
-            v = np.where(finite, vals, 0.0)
-            n = np.stack([np.bincount(codes, finite[:, j], minlength=codes.max() + 1) for j in range(nvar)], 1)
-            s1 = np.stack([np.bincount(codes, v[:, j], minlength=codes.max() + 1) for j in range(nvar)], 1)
-            s2 = np.stack([np.bincount(codes, v[:, j] ** 2, minlength=codes.max() + 1) for j in range(nvar)], 1)
-            g = groups[~known]
-            m = s1[g] / np.maximum(n[g], 1)
-            sd = np.sqrt(np.maximum(s2[g] / np.maximum(n[g], 1) - m**2, 0.0))
-            mean[~known], std[~known] = m, np.where(sd > 1e-8, sd, 1.0)
-        return mean, std
+        return out, inp.skipped
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
@@ -321,11 +230,3 @@ class Forecaster:
         self.scaler_ = SeriesScaler.from_dict(json.loads((path / "scaler.json").read_text()))
         self.mase_scale_ = np.array(meta["mase_scale"])
         return self
-
-
-def _fixed(step) -> bool:
-    try:
-        pd.Timedelta(step)
-        return True
-    except ValueError:
-        return False

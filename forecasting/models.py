@@ -23,6 +23,7 @@ from torch import nn
 from forecasting.scaling import WINDOW_NORMS, window_norm
 
 CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
+FAMILIES = tuple(CELLS)  # the model families a job can tune: one per recurrent cell
 HIGHWAY_INITS = ("default", "seasonal", "linear")
 
 

@@ -21,17 +21,14 @@ class SeriesScaler:
     std: np.ndarray  # [S, F]
 
     @classmethod
-    def fit(cls, panel: Panel, train_end: np.ndarray | None = None, eps: float = 1e-8) -> SeriesScaler:
+    def fit(cls, panel: Panel, train_end: np.ndarray | None = None) -> SeriesScaler:
         """Fit on rows [0, train_end) of each series (the whole series if None)."""
-        ends = panel.lengths if train_end is None else np.asarray(train_end)
-        means, stds = [], []
-        for i in range(len(panel.ids)):
-            part = panel.series(i)[: max(int(ends[i]), 1)].astype(np.float64)  # [n, F]
-            means.append(part.mean(axis=0))
-            sd = part.std(axis=0)
-            # A constant series would divide by zero; keep its scale at 1.
-            stds.append(np.where(sd > eps, sd, 1.0))
-        return cls(panel.ids, np.array(means), np.array(stds))
+        ends = np.maximum(panel.lengths if train_end is None else np.asarray(train_end), 1)
+        local = np.arange(len(panel.values)) - np.repeat(panel.offsets[:-1], panel.lengths)
+        codes = np.repeat(np.arange(len(panel.ids)), panel.lengths)  # [T] series of each row
+        rows = local < ends[codes]
+        mean, std = series_stats(panel.values[rows], codes[rows], len(panel.ids))
+        return cls(panel.ids, mean, std)
 
     def _rows(self, panel: Panel) -> tuple[np.ndarray, np.ndarray]:
         idx = self.index(panel.ids)
@@ -52,16 +49,31 @@ class SeriesScaler:
         values = ((panel.values - mean) / std).astype(np.float32)
         return replace(panel, values=np.ascontiguousarray(values))
 
-    def inverse_target(self, y: np.ndarray, series: np.ndarray) -> np.ndarray:
-        """Undo scaling of target values y [N, H] belonging to series positions [N]."""
-        return y * self.std[series, :1] + self.mean[series, :1]
-
     def to_dict(self) -> dict:
         return {"ids": list(self.ids), "mean": self.mean.tolist(), "std": self.std.tolist()}
 
     @classmethod
     def from_dict(cls, d: dict) -> SeriesScaler:
         return cls(tuple(d["ids"]), np.array(d["mean"], dtype=np.float64), np.array(d["std"], dtype=np.float64))
+
+
+def series_stats(values: np.ndarray, codes: np.ndarray, n_series: int, eps: float = 1e-8
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-series mean and population std [S, F] of rows `values` [N, F] belonging to series
+    `codes` [N], ignoring non-finite values. The one place per-series statistics are computed:
+    at fit time over training rows, at predict time over the history of an unseen series.
+    A constant (or empty) series would divide by zero: its scale stays 1."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    v = np.where(finite, values, 0.0)
+    cols = range(values.shape[1])
+    n = np.stack([np.bincount(codes, finite[:, j], minlength=n_series) for j in cols], 1)  # [S, F]
+    s1 = np.stack([np.bincount(codes, v[:, j], minlength=n_series) for j in cols], 1)
+    mean = s1 / np.maximum(n, 1)
+    dev = np.where(finite, v - mean[codes], 0.0)  # two passes: exact for large levels, small spreads
+    s2 = np.stack([np.bincount(codes, dev[:, j] ** 2, minlength=n_series) for j in cols], 1)
+    std = np.sqrt(s2 / np.maximum(n, 1))
+    return mean, np.where(std > eps, std, 1.0)
 
 
 def window_norm(x: torch.Tensor, mode: str, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -19,13 +19,13 @@ from forecasting.data import ID, TIME
 
 
 class ForecastModel(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper: long history -> next H steps; `skipped` lists the series left out, with why."""
+    """pyfunc wrapper: long history -> next H steps. The series left out (too short, gaps) are in
+    the output's `attrs["skipped"]` as (series, reason) pairs; `forecasting forecast` reports them."""
 
     def load_context(self, context) -> None:
         from forecasting.ensemble import load_forecaster
 
         self.forecaster = load_forecaster(context.artifacts["forecaster"])
-        self.skipped: list[tuple[str, str]] = []
 
     # The DataFrame hint only keeps MLflow from warning that `predict` has no type hints.
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
@@ -33,8 +33,10 @@ class ForecastModel(mlflow.pyfunc.PythonModel):
         horizon = int((params or {}).get("horizon") or H)
         if not 1 <= horizon <= H:
             raise ValueError(f"param horizon must be between 1 and the trained horizon {H}, got {horizon}")
-        out, self.skipped = self.forecaster.predict(pd.DataFrame(model_input))
-        return out[out.groupby(ID, sort=False).cumcount() < horizon].reset_index(drop=True)
+        out, skipped = self.forecaster.predict(pd.DataFrame(model_input))
+        out = out[out.groupby(ID, sort=False).cumcount() < horizon].reset_index(drop=True)
+        out.attrs["skipped"] = skipped
+        return out
 
 
 def signature(horizon: int) -> ModelSignature:

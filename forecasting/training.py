@@ -12,7 +12,8 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from forecasting.errors import DivergedError, ForecastingError
-from forecasting.windows import Windows
+from forecasting.windows import Windows, inputs_targets
 
 EpochCallback = Callable[[int, float, float], None]
 # Elementwise errors; the mean of one over a batch is the loss.
@@ -80,6 +81,19 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ForecastingError("--device cuda: CUDA is not available on this machine (use auto or cpu)")
     return torch.device(name)
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with `n` torch threads (unchanged if None), restoring the setting after it:
+    a process-wide setting, so scoped to the work that needs it."""
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def set_seed(seed: int) -> None:
@@ -151,15 +165,11 @@ class PeakMemory:
 
 
 def _device_windows(windows: Windows, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The panel on the device as an unfold view [T-W+1, F, W] and the window starts [N]."""
+    """The panel on the device as a view of every window [T-W+1, W, F] (as `Windows.view`, no copy)
+    and the window starts [N]: a batch is `inputs_targets(view[starts], L)`, gathered on the device."""
     values = torch.from_numpy(windows.panel.values).to(device)  # [T, F]
-    view = values.unfold(0, windows.lookback + windows.horizon, 1)  # [T-W+1, F, W], no copy
+    view = values.unfold(0, windows.lookback + windows.horizon, 1).transpose(1, 2)  # [T-W+1, W, F]
     return view, torch.from_numpy(windows.starts).to(device)
-
-
-def _gather(view: torch.Tensor, starts: torch.Tensor, lookback: int) -> tuple[torch.Tensor, torch.Tensor]:
-    w = view[starts].transpose(1, 2)  # [B, W, F]
-    return w[:, :lookback], w[:, lookback:, 0]  # [B, L, F], [B, H]
 
 
 def _autocast(device: torch.device):
@@ -174,7 +184,7 @@ def _loss(model: nn.Module, view: torch.Tensor, starts: torch.Tensor, lookback: 
     model.eval()
     total, n = 0.0, 0
     for i in range(0, len(starts), batch):
-        x, y = _gather(view, starts[i:i + batch], lookback)
+        x, y = inputs_targets(view[starts[i:i + batch]], lookback)  # [B, L, F], [B, H]
         with _autocast(view.device):
             pred = model(x)
         total += torch.sum(LOSSES[metric](pred.float() - y)).item()
@@ -182,15 +192,43 @@ def _loss(model: nn.Module, view: torch.Tensor, starts: torch.Tensor, lookback: 
     return total / max(n, 1)
 
 
-def fit(
-    model: nn.Module,
-    train: Windows,
-    val: Windows | None,
-    cfg: TrainConfig = TrainConfig(),
-    callback: EpochCallback | None = None,
-    start_competes: bool = False,
-) -> FitResult:
-    """Train `model` in place with Adam on MSE; keep the weights of the best validation epoch.
+def _val_windows(val: Windows | None, cfg: TrainConfig, device: torch.device) -> tuple | None:
+    """Validation view and starts on the device, thinned to `max_val_windows` evenly spaced ones."""
+    if val is None or len(val) == 0:
+        return None
+    view, starts = _device_windows(val, device)
+    if cfg.max_val_windows and len(starts) > cfg.max_val_windows:
+        starts = starts[torch.linspace(0, len(starts) - 1, cfg.max_val_windows, device=device).long()]
+    return view, starts, val.lookback
+
+
+def _train_epoch(model: nn.Module, opt: torch.optim.Optimizer, view: torch.Tensor, starts: torch.Tensor,
+                 order: torch.Tensor, lookback: int, cfg: TrainConfig) -> float:
+    """One pass over the windows `order` (indices into `starts`) in minibatches; the mean loss."""
+    model.train()
+    total, count = torch.zeros((), device=view.device), 0
+    for i in range(0, len(order), cfg.batch_size):
+        x, y = inputs_targets(view[starts[order[i:i + cfg.batch_size]]], lookback)  # [B, L, F], [B, H]
+        with _autocast(view.device):
+            pred = model(x)  # [B, H]
+        loss = torch.mean(LOSSES[cfg.loss](pred.float() - y))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.clip:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        opt.step()
+        total += loss.detach() * len(y)
+        count += len(y)
+    return (total / count).item()  # one device sync per epoch
+
+
+def _snapshot(model: nn.Module) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def fit(model: nn.Module, train: Windows, val: Windows | None, cfg: TrainConfig = TrainConfig(),
+        callback: EpochCallback | None = None, start_competes: bool = False) -> FitResult:
+    """Train `model` in place with AdamW on `cfg.loss`; keep the weights of the best validation epoch.
 
     `callback(epoch, train_loss, val_loss)` runs after each epoch and may raise to
     stop (Optuna pruning). A non-finite training loss raises `DivergedError`. With
@@ -201,52 +239,25 @@ def fit(
     device = resolve_device(cfg.device)
     set_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(model.to(device).parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     t_view, t_starts = _device_windows(train, device)
-    has_val = val is not None and len(val) > 0
-    if has_val:
-        v_view, v_starts = _device_windows(val, device)
-        if cfg.max_val_windows and len(v_starts) > cfg.max_val_windows:
-            v_starts = v_starts[torch.linspace(0, len(v_starts) - 1, cfg.max_val_windows, device=device).long()]
-    result = FitResult(device=str(device))
-    best_state, stale, t0 = None, 0, time.perf_counter()
-    if has_val and start_competes:
+    v = _val_windows(val, cfg, device)
+    result, best_state, stale, t0 = FitResult(device=str(device)), None, 0, time.perf_counter()
+    if v and start_competes:
         # The starting point competes too (best_epoch -1): a model initialized as a baseline (the
         # highway's seasonal-naive or linear start) never ends worse than it on validation.
-        result.best_val_loss = _loss(model, v_view, v_starts, val.lookback, cfg.eval_batch_size, cfg.val_metric)
-        result.start_val_loss = result.best_val_loss
-        best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        result.best_val_loss = result.start_val_loss = _loss(model, *v, cfg.eval_batch_size, cfg.val_metric)
+        best_state = _snapshot(model)
     with PeakMemory(device) as mem:
         for epoch in range(cfg.max_epochs):
-            model.train()
-            order = torch.randperm(len(t_starts), generator=gen)
-            if cfg.max_train_windows:
-                order = order[: cfg.max_train_windows]
-            order = order.to(device)
-            total, count = torch.zeros((), device=device), 0
-            for i in range(0, len(order), cfg.batch_size):
-                x, y = _gather(t_view, t_starts[order[i:i + cfg.batch_size]], train.lookback)
-                with _autocast(device):
-                    pred = model(x)
-                loss = torch.mean(LOSSES[cfg.loss](pred.float() - y))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.clip:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-                opt.step()
-                total += loss.detach() * len(y)
-                count += len(y)
-            train_loss = (total / count).item()  # one device sync per epoch
+            order = torch.randperm(len(t_starts), generator=gen)[: cfg.max_train_windows or None].to(device)
+            train_loss = _train_epoch(model, opt, t_view, t_starts, order, train.lookback, cfg)
             if not math.isfinite(train_loss):
                 raise DivergedError(f"epoch {epoch}: training loss is {train_loss}")
-            val_loss = (
-                _loss(model, v_view, v_starts, val.lookback, cfg.eval_batch_size, cfg.val_metric) if has_val else train_loss
-            )
+            val_loss = _loss(model, *v, cfg.eval_batch_size, cfg.val_metric) if v else train_loss
             result.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
             if val_loss < result.best_val_loss:
-                result.best_val_loss, result.best_epoch, stale = val_loss, epoch, 0
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                result.best_val_loss, result.best_epoch, stale, best_state = val_loss, epoch, 0, _snapshot(model)
             else:
                 stale += 1
             if callback is not None:
@@ -255,8 +266,7 @@ def fit(
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
-    result.seconds = time.perf_counter() - t0
-    result.peak_memory_mb = mem.peak_mb
+    result.seconds, result.peak_memory_mb = time.perf_counter() - t0, mem.peak_mb
     return result
 
 

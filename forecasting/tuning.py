@@ -15,8 +15,8 @@ import socket
 import sys
 import time
 import warnings
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -28,10 +28,11 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
-from forecasting.batch import pid_alive
 from forecasting.data import Split
 from forecasting.errors import DivergedError, ForecastingError, SurplusTrialError
+from forecasting.files import pid_alive
 from forecasting.forecaster import Forecaster, ForecasterConfig
+from forecasting.jobs import TuneConfig
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 EpochLogger = Callable[[int, float, float], None]
@@ -102,31 +103,13 @@ def starting_point(space: SearchSpace) -> dict:
     }}
 
 
-@dataclass(frozen=True)
-class TuneConfig:
-    """Budget and storage of a search. `storage` is any SQLAlchemy URL."""
-
-    n_trials: int = 20
-    timeout: float | None = None
-    max_epochs: int = 20
-    storage: str | None = None
-    pruner: str = "median"
-    seed: int = 0
-    heartbeat_interval: int = 5
-    grace_period: int = 20
-    max_retry: int = 2
-    max_failures: int = 10
-
-
 def study_name(dataset: str, horizon: int, family: str) -> str:
     return f"{dataset}-h{horizon}-{family}"
 
 
 def default_storage(home: str | Path) -> str:
-    """SQLite file beside the MLflow store: `<home>/mlruns/optuna.db`."""
-    path = Path(home).resolve() / "mlruns"
-    path.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path / 'optuna.db'}"
+    """SQLite file beside the MLflow store: `<home>/mlruns/optuna.db` (created by `open_study`)."""
+    return f"sqlite:///{Path(home).resolve() / 'mlruns' / 'optuna.db'}"
 
 
 class _RetryAndReport(RetryHeartbeatStaleTrialCallback):
@@ -142,15 +125,22 @@ class _RetryAndReport(RetryHeartbeatStaleTrialCallback):
             self.on_stale(study, trial)
 
 
+def _retry(max_retry: int, on_stale: StaleHook | None) -> _RetryAndReport:
+    with warnings.catch_warnings():  # the heartbeat callback is "experimental" in Optuna: used knowingly
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _RetryAndReport(max_retry, on_stale)
+
+
 def make_storage(url: str, cfg: TuneConfig, on_stale: StaleHook | None = None) -> RDBStorage:
     """An RDB storage with heartbeats; stale trials are failed and retried with their parameters."""
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    return RDBStorage(
-        url, engine_kwargs=engine_kwargs,
-        heartbeat_interval=cfg.heartbeat_interval, grace_period=cfg.grace_period,
-        heartbeat_stale_trial_callback=_RetryAndReport(cfg.max_retry, on_stale),
-    )
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna: used knowingly
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RDBStorage(
+            url, engine_kwargs=engine_kwargs,
+            heartbeat_interval=cfg.heartbeat_interval, grace_period=cfg.grace_period,
+            heartbeat_stale_trial_callback=_retry(cfg.max_retry, on_stale),
+        )
 
 
 def _pruner(name: str) -> optuna.pruners.BasePruner:
@@ -173,6 +163,8 @@ def open_study(name: str, cfg: TuneConfig, on_stale: StaleHook | None = None) ->
     An unreadable storage raises one `ForecastingError` naming it and what to do; an empty SQLite
     file is said aloud (a new store is created in it: any earlier history is gone)."""
     path = _sqlite_file(cfg.storage) if cfg.storage else None
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     if path is not None and path.is_file() and path.stat().st_size == 0:
         print(f"note: Optuna storage {path} is an empty file; a new study store is created in it "
               "(no earlier trials to resume)", file=sys.stderr)
@@ -235,7 +227,7 @@ def fail_dead_local_trials(study: optuna.Study, on_stale: StaleHook | None, max_
     rerun within the heartbeat grace period), re-queue their parameters and tell `on_stale`.
     Returns their numbers."""
     host, failed = socket.gethostname(), []
-    retry = _RetryAndReport(max_retry, on_stale)
+    retry = _retry(max_retry, on_stale)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker_host, _, pid = str(t.user_attrs.get("worker", "")).rpartition("-")
         if worker_host == host and pid.isdigit() and not pid_alive(int(pid)):
@@ -291,26 +283,22 @@ class TuneResult:
     resumed: int = 0  # finished trials the study already held when this search started
 
 
-def tune(
-    df: pd.DataFrame,
-    split: Split,
-    base: ForecasterConfig,
-    family: str,
-    name: str,
-    cfg: TuneConfig = TuneConfig(),
-    space: SearchSpace | None = None,
-    trial_hook: TrialHook | None = None,
-    progress: bool = True,
-    on_stale: StaleHook | None = None,
-) -> TuneResult:
-    """Search until the study holds `cfg.n_trials` finished trials (or `cfg.timeout` passes).
+@contextmanager
+def _optuna_quiet() -> Iterator[None]:
+    """Optuna's per-trial INFO lines off (`Progress` prints ours) and its "experimental" warnings
+    for the heartbeat API we use knowingly hidden, for the search only: both restored after it."""
+    old = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(old)
 
-    Validation loss is reported each epoch and the pruner may stop a trial; a
-    trial whose loss is NaN or infinite fails alone and the search goes on.
-    """
-    space = space or default_space(base.seasons or (base.period,), 2 * max(base.seasons or (base.period,)),
-                                   base.model.horizon)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # `Progress` prints our own lines
+
+def _prepared_study(name: str, cfg: TuneConfig, space: SearchSpace, on_stale: StaleHook | None) -> optuna.Study:
+    """The study, its dead workers' trials failed and re-queued, the starting point enqueued when new."""
     study = open_study(name, cfg, on_stale)
     if cfg.storage:
         # Optuna looks for trials of dead workers only when it starts a trial: do it now as well,
@@ -319,56 +307,93 @@ def tune(
         fail_dead_local_trials(study, on_stale, cfg.max_retry)
     if not study.get_trials(deepcopy=False):
         study.enqueue_trial(starting_point(space), skip_if_exists=True)
-    done = finished_trials(study)
-    bar = Progress(name, cfg.n_trials, done) if progress else None
-    if bar and done:  # a reused study: say so, or a search that runs nothing looks like a bug
-        print(f"[{name}] the study already holds {done} finished trial(s) of {cfg.n_trials}: "
-              + (f"running {cfg.n_trials - done} more" if done < cfg.n_trials else "no new trial needed")
-              + f" (delete it from {(cfg.storage or 'memory').rsplit('@', 1)[-1]} to search afresh)",
-              file=bar.stream, flush=True)
+    return study
 
-    def objective(trial: optuna.Trial) -> float:
+
+def _say_reused(bar: Progress, name: str, cfg: TuneConfig, done: int) -> None:
+    """A reused study is said aloud, or a search that runs nothing looks like a bug."""
+    print(f"[{name}] the study already holds {done} finished trial(s) of {cfg.n_trials}: "
+          + (f"running {cfg.n_trials - done} more" if done < cfg.n_trials else "no new trial needed")
+          + f" (delete it from {(cfg.storage or 'memory').rsplit('@', 1)[-1]} to search afresh)",
+          file=bar.stream, flush=True)
+
+
+@dataclass
+class _Objective:
+    """One trial: draw a configuration, fit it with early stopping on validation, report each epoch."""
+
+    study: optuna.Study
+    df: pd.DataFrame
+    split: Split
+    base: ForecasterConfig
+    family: str
+    cfg: TuneConfig
+    space: SearchSpace
+    hook: TrialHook | None
+    bar: Progress | None
+
+    def __call__(self, trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", f"{socket.gethostname()}-{os.getpid()}")  # many workers share a study
-        if is_surplus(study, trial.number, cfg.n_trials):
-            trial.set_user_attr("surplus", True)  # no MLflow run: it never trained
-            study.stop()
-            raise SurplusTrialError(f"trial {trial.number}: the study already has {cfg.n_trials} trials "
-                                    "finished or under way; this worker stops")
-        params = suggest(trial, space)
-        fcfg = apply_params(base, params, family)
-        fcfg = replace(fcfg, train=replace(fcfg.train, max_epochs=cfg.max_epochs))
+        self._refuse_surplus(trial)
+        params = suggest(trial, self.space)
+        fcfg = apply_params(self.base, params, self.family)
+        fcfg = replace(fcfg, train=replace(fcfg.train, max_epochs=self.cfg.max_epochs))
         trial.set_user_attr("config", fcfg.to_dict())
-        hook = trial_hook(trial, params) if trial_hook else nullcontext(lambda *a: None)
-        with hook as log_epoch:
-            def on_epoch(epoch: int, train_loss: float, val_loss: float) -> None:
-                if not math.isfinite(val_loss):
-                    raise DivergedError(f"trial {trial.number} epoch {epoch}: validation loss is {val_loss}")
-                log_epoch(epoch, train_loss, val_loss)
-                if bar:
-                    bar.epoch(trial.number, finished_trials(study), epoch, val_loss)
-                trial.report(val_loss, epoch)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned at epoch {epoch}")
-
-            result = Forecaster(fcfg).fit(df, split, callback=on_epoch)
+        with self.hook(trial, params) if self.hook else nullcontext(lambda *a: None) as log_epoch:
+            result = Forecaster(fcfg).fit(self.df, self.split, callback=self._on_epoch(trial, log_epoch))
         trial.set_user_attr("train_seconds", result.seconds)
         # A highway that starts as a baseline competes before epoch 0: the value may be that score.
         trial.set_user_attr("start_val_loss", result.start_val_loss)
         return result.best_val_loss
 
-    def report(study_: optuna.Study, t: FrozenTrial) -> None:
-        if bar:
-            bar.trial(t, finished_trials(study_))
+    def _refuse_surplus(self, trial: optuna.Trial) -> None:
+        if is_surplus(self.study, trial.number, self.cfg.n_trials):
+            trial.set_user_attr("surplus", True)  # no MLflow run: it never trained
+            self.study.stop()
+            raise SurplusTrialError(f"trial {trial.number}: the study already has {self.cfg.n_trials} trials "
+                                    "finished or under way; this worker stops")
 
-    remaining = cfg.n_trials - done
-    if remaining > 0:
-        # MaxTrialsCallback stops every worker once the study holds enough finished trials;
-        # the cap bounds a search whose trials keep failing.
-        study.optimize(
-            objective, n_trials=remaining + cfg.max_failures, timeout=cfg.timeout,
-            catch=(DivergedError, SurplusTrialError), gc_after_trial=False,
-            callbacks=[MaxTrialsCallback(cfg.n_trials, states=FINISHED), report],
-        )
+    def _on_epoch(self, trial: optuna.Trial, log_epoch: Callable) -> Callable[[int, float, float], None]:
+        def on_epoch(epoch: int, train_loss: float, val_loss: float) -> None:
+            if not math.isfinite(val_loss):
+                raise DivergedError(f"trial {trial.number} epoch {epoch}: validation loss is {val_loss}")
+            log_epoch(epoch, train_loss, val_loss)
+            if self.bar:
+                self.bar.epoch(trial.number, finished_trials(self.study), epoch, val_loss)
+            trial.report(val_loss, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+        return on_epoch
+
+    def report(self, study: optuna.Study, t: FrozenTrial) -> None:
+        if self.bar:
+            self.bar.trial(t, finished_trials(study))
+
+
+def tune(df: pd.DataFrame, split: Split, base: ForecasterConfig, family: str, name: str,
+         cfg: TuneConfig = TuneConfig(), space: SearchSpace | None = None, trial_hook: TrialHook | None = None,
+         progress: bool = True, on_stale: StaleHook | None = None) -> TuneResult:
+    """Search until the study holds `cfg.n_trials` finished trials (or `cfg.timeout` passes).
+
+    Validation loss is reported each epoch and the pruner may stop a trial; a
+    trial whose loss is NaN or infinite fails alone and the search goes on.
+    """
+    periods = base.seasons or (base.period,)
+    space = space or default_space(periods, 2 * max(periods), base.model.horizon)
+    with _optuna_quiet():
+        study = _prepared_study(name, cfg, space, on_stale)
+        done = finished_trials(study)
+        bar = Progress(name, cfg.n_trials, done) if progress else None
+        if bar and done:
+            _say_reused(bar, name, cfg, done)
+        objective = _Objective(study, df, split, base, family, cfg, space, trial_hook, bar)
+        if cfg.n_trials > done:
+            # MaxTrialsCallback stops every worker once the study holds enough finished trials;
+            # the cap bounds a search whose trials keep failing.
+            study.optimize(objective, n_trials=cfg.n_trials - done + cfg.max_failures, timeout=cfg.timeout,
+                           catch=(DivergedError, SurplusTrialError), gc_after_trial=False,
+                           callbacks=[MaxTrialsCallback(cfg.n_trials, states=FINISHED), objective.report])
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         raise ForecastingError(f"study {name!r}: no trial completed (all failed or were pruned)")
     best = study.best_trial

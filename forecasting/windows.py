@@ -96,6 +96,12 @@ def sliding_view(values: np.ndarray, width: int) -> np.ndarray:
     return sliding_window_view(values, width, axis=0).transpose(0, 2, 1)
 
 
+def inputs_targets(w, lookback: int):
+    """Inputs [B, L, F] and targets [B, H] (the target column) of gathered windows w [B, W, F]: the one
+    place the window layout is read, for NumPy arrays and torch tensors (on any device) alike."""
+    return w[:, :lookback], w[:, lookback:, 0]
+
+
 @dataclass(frozen=True)
 class Windows:
     """A set of windows of one panel: global starts plus the series each belongs to."""
@@ -119,8 +125,7 @@ class Windows:
 
     def arrays(self, idx: np.ndarray | slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
         """Gather inputs x [B, L, F] and targets y [B, H] (target column) for windows `idx`."""
-        w = self.view()[self.starts[idx]]  # [B, W, F]
-        return w[:, : self.lookback], w[:, self.lookback:, 0]
+        return inputs_targets(self.view()[self.starts[idx]], self.lookback)
 
 
 def make_windows(

@@ -17,7 +17,6 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import socket
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -26,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
+from flows.server import free_port  # noqa: F401  (re-exported for the tests)
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -46,6 +47,15 @@ N_SERIES = 3
 LENGTH = 500
 TRAIN_KWARGS = dict(horizon=HORIZON, models=("gru", "lstm"), trials=2, max_epochs=2, max_train_windows=128,
                     device="cpu", seed=0)
+
+
+def train_job(**overrides):
+    """The `TrainJob` of `forecasting train syn --horizon 12 --models gru,lstm --trials 2 ...` (the tiny
+    budget above), with `overrides` given as command-line option names."""
+    from forecasting.jobs import TrainJob
+    from forecasting.options import from_flags
+
+    return from_flags(TrainJob, dataset=DATASET, **{**TRAIN_KWARGS, **overrides})
 
 
 # --------------------------------------------------------------------------- data
@@ -69,12 +79,6 @@ def write_csv(path: Path, df: pd.DataFrame) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(path, index=False)
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
@@ -140,5 +144,5 @@ def trained_home(prefect_api_url, tmp_path_factory) -> TrainedHome:
     home = root / "home"
     csv = write_csv(root / "raw" / "syn.csv", synthetic_frame())
     ingest = ingest_flow(str(csv), DATASET, str(home))
-    train = train_flow(DATASET, home=str(home), **TRAIN_KWARGS)
+    train = train_flow(train_job(), str(home))
     return TrainedHome(home, csv, Path(ingest["path"]), ingest, train)

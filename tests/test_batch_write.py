@@ -1,4 +1,4 @@
-"""An interrupted forecast leaves no partial output: `forecasting.batch.write_table_atomic` writes to a
+"""An interrupted forecast leaves no partial output: `forecasting.files.write_table` writes to a
 temporary file in the output folder and renames it, so the output path holds either nothing or a
 complete file (the older one when there was one)."""
 
@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 from flows_fixtures import DATASET, REPO, subprocess_env
 
-from forecasting.batch import write_table_atomic
 from forecasting.errors import DataError
+from forecasting.files import write_table
 
 pytest_plugins = ["flows_fixtures"]
 
@@ -50,7 +50,7 @@ class InterruptedFrame(pd.DataFrame):
 def test_interrupted_write_leaves_no_output(tmp_path, ext):
     out = tmp_path / f"forecast.{ext}"
     with pytest.raises(KeyboardInterrupt):
-        write_table_atomic(InterruptedFrame(forecasts()), out)
+        write_table(InterruptedFrame(forecasts()), out)
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []  # no temporary file left behind either
 
@@ -59,10 +59,10 @@ def test_interrupted_write_leaves_no_output(tmp_path, ext):
 def test_interrupted_write_keeps_the_older_output(tmp_path, ext):
     out = tmp_path / f"forecast.{ext}"
     old = forecasts(5)
-    write_table_atomic(old, out)
+    write_table(old, out)
     before = out.read_bytes()
     with pytest.raises(KeyboardInterrupt):
-        write_table_atomic(InterruptedFrame(forecasts()), out)
+        write_table(InterruptedFrame(forecasts()), out)
     assert out.read_bytes() == before
     assert list(tmp_path.iterdir()) == [out]
 
@@ -78,23 +78,23 @@ def test_failed_write_keeps_the_older_output(tmp_path, monkeypatch, error):
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", fail)
     with pytest.raises(type(error)):
-        write_table_atomic(forecasts(), out)
+        write_table(forecasts(), out)
     assert out.read_text() == OLD
     assert list(tmp_path.iterdir()) == [out]
 
 
 def test_complete_write_replaces_the_older_output(tmp_path):
     out = tmp_path / "sub" / "forecast.parquet"
-    write_table_atomic(forecasts(5), out)
+    write_table(forecasts(5), out)
     new = forecasts(50)
-    assert write_table_atomic(new, out) == out
+    assert write_table(new, out) == out
     pd.testing.assert_frame_equal(pd.read_parquet(out), new, check_dtype=False)
     assert list(out.parent.iterdir()) == [out]
 
 
 def test_unsupported_extension_writes_nothing(tmp_path):
     with pytest.raises(DataError, match="unsupported extension '.json'"):
-        write_table_atomic(forecasts(), tmp_path / "forecast.json")
+        write_table(forecasts(), tmp_path / "forecast.json")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -123,12 +123,12 @@ def test_ctrl_c_during_the_forecast_command_keeps_the_older_output(trained_home,
 KILLED_WRITER = textwrap.dedent("""
     import sys
     import numpy as np, pandas as pd
-    from forecasting.batch import write_table_atomic
+    from forecasting.files import write_table
     n = 3_000_000
     df = pd.DataFrame({"unique_id": np.repeat(np.array([f"series-{i}" for i in range(1000)]), n // 1000),
                        "ds": pd.date_range("2020-01-01", periods=n, freq="min"), "y_hat": np.random.rand(n)})
     print("writing", flush=True)
-    write_table_atomic(df, sys.argv[1])
+    write_table(df, sys.argv[1])
     print("done", flush=True)
 """)
 
@@ -171,11 +171,11 @@ def test_sigkill_while_writing_leaves_no_file_or_the_old_one(tmp_path, old):
 def test_written_files_follow_the_umask(tmp_path, umask):
     import stat
 
-    from forecasting.batch import write_table_atomic
+    from forecasting.files import write_table
 
     old = os.umask(umask)
     try:
-        path = write_table_atomic(pd.DataFrame({"a": [1]}), tmp_path / "f.csv")
+        path = write_table(pd.DataFrame({"a": [1]}), tmp_path / "f.csv")
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

@@ -12,6 +12,7 @@ import pytest
 
 from forecasting import data as D
 from forecasting.errors import DataError
+from forecasting.files import write_table
 
 ETTH1 = Path(__file__).resolve().parents[1] / "data" / "ETTh1.csv"
 HEADER = "unique_id,ds,y\n"
@@ -376,7 +377,7 @@ def test_csv_and_parquet_load_the_same(tmp_path, make_sine_frame):
     ref = make_sine_frame(n_series=3, length=[30, 40, 25], freq="D")
     ref["temp"] = np.arange(len(ref), dtype=np.float64)
     ref.to_csv(tmp_path / "x.csv", index=False)
-    D.write_parquet_atomic(ref, tmp_path / "x.parquet")
+    write_table(ref, tmp_path / "x.parquet")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.csv", "x.parquet"]  # no temp file left
     a, rep_a = D.load(tmp_path / "x.csv")
     b, rep_b = D.load(tmp_path / "x.parquet")
@@ -402,43 +403,6 @@ def test_split_fractions():
 def test_split_fractions_rejects_bad_fractions(val, test):
     with pytest.raises(DataError, match="fractions"):
         D.split_fractions({"a": 10}, val=val, test=test)
-
-
-def two_series() -> pd.DataFrame:
-    return pd.DataFrame({
-        "unique_id": ["a"] * 10 + ["b"] * 10,
-        "ds": list(pd.date_range("2020-01-01 00:00", periods=10, freq="h"))
-        + list(pd.date_range("2020-01-01 03:00", periods=10, freq="h")),
-        "y": np.arange(20.0),
-    })
-
-
-def test_split_cutoffs():
-    sp = D.split_cutoffs(two_series(), "2020-01-01 05:00", "2020-01-01 08:00")
-    assert sp.ids == ("a", "b")
-    np.testing.assert_array_equal(sp.lengths, [10, 10])
-    np.testing.assert_array_equal(sp.train_end, [5, 2])
-    np.testing.assert_array_equal(sp.val_end, [8, 5])
-    with pytest.raises(DataError, match="before val_start"):
-        D.split_cutoffs(two_series(), "2020-01-01 08:00", "2020-01-01 05:00")
-
-
-def test_split_frames_lookback_overlap():
-    df = two_series()
-    sp = D.split_cutoffs(df, "2020-01-01 05:00", "2020-01-01 08:00")
-    parts = D.split_frames(df, sp, lookback=3)
-    # a: rows 0..9 (y 0..9), train [0,5), val [5,8) from 5-3=2, test [8,10) from 8-3=5.
-    # b: rows 0..9 (y 10..19), train [0,2), val [2,5) from max(2-3,0)=0, test [5,10) from 2.
-    assert parts["train"]["y"].tolist() == [0, 1, 2, 3, 4, 10, 11]
-    assert parts["val"]["y"].tolist() == [2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 14]
-    assert parts["test"]["y"].tolist() == [5, 6, 7, 8, 9, 12, 13, 14, 15, 16, 17, 18, 19]
-    val_a = parts["val"][parts["val"]["unique_id"] == "a"]
-    assert val_a["ds"].iloc[0] == pd.Timestamp("2020-01-01 02:00")
-    # Without lookback the parts partition the rows exactly.
-    exact = D.split_frames(df, sp, lookback=0)
-    assert sum(len(p) for p in exact.values()) == len(df)
-    assert exact["test"]["ds"].min() == pd.Timestamp("2020-01-01 08:00")
-    assert exact["val"]["ds"].max() < pd.Timestamp("2020-01-01 08:00")
 
 
 def test_error_messages_name_the_problem_not_a_traceback(write_text):

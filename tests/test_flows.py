@@ -11,7 +11,7 @@ import math
 import flows_fixtures  # noqa: F401  (first: sets PREFECT_HOME before prefect is imported)
 import pandas as pd
 import pytest
-from flows_fixtures import DATASET, HORIZON, N_SERIES, TRAIN_KWARGS
+from flows_fixtures import DATASET, HORIZON, N_SERIES, train_job
 
 pytest_plugins = ["flows_fixtures"]
 
@@ -23,9 +23,9 @@ FAMILIES = ("gru", "lstm")
 def client_for(home):
     from mlflow import MlflowClient
 
-    from forecasting import tracking
+    from forecasting import runs
 
-    tracking.configure(home)
+    runs.configure(home)
     return MlflowClient()
 
 
@@ -44,7 +44,7 @@ def test_ingest_writes_the_processed_dataset(trained_home):
 
 
 def test_store_is_under_home_when_no_tracking_uri_is_set(trained_home):
-    from forecasting.tracking import tracking_uri
+    from forecasting.runs import tracking_uri
 
     assert tracking_uri(trained_home.home) == f"sqlite:///{trained_home.home / 'mlruns' / 'mlflow.db'}"
     assert (trained_home.home / "mlruns" / "mlflow.db").exists()
@@ -151,7 +151,7 @@ def test_forecast_with_every_series_skipped_exits_3_and_writes_nothing(trained_h
 
 def test_register_promotes_only_a_better_model(trained_home):
     """`register`: champion only when the metric beats the champion's recorded one, else challenger."""
-    from forecasting import tracking
+    from forecasting import registry
 
     client = client_for(trained_home.home)
     model_uri = client.get_model_version(f"{DATASET}-gru", "1").source  # the logged model, models:/m-...
@@ -159,11 +159,11 @@ def test_register_promotes_only_a_better_model(trained_home):
     steps = [(1.0, "champion", "1", None), (2.0, "challenger", "1", 1.0), (0.5, "champion", "3", 1.0),
              (0.5, "challenger", "3", 0.5)]  # a tie does not promote
     for i, (value, alias, champion_version, previous) in enumerate(steps, start=1):
-        r = tracking.register(model_uri, name, "mase", value)
+        r = registry.register(model_uri, name, "mase", value)
         assert (r["version"], r["alias"], r["previous_champion"]) == (i, alias, previous)
         assert str(champion(client, name).version) == champion_version
         assert str(client.get_model_version_by_alias(name, alias).version) == str(i)
-    assert tracking.champion_value(name, "mase") == 0.5
+    assert registry.champion_value(name, "mase") == 0.5
 
 
 def test_second_train_moves_the_alias_only_if_better(trained_home):
@@ -171,7 +171,7 @@ def test_second_train_moves_the_alias_only_if_better(trained_home):
 
     first = {r["name"]: r for r in trained_home.train["registrations"]}
     # Another seed: the refit (and so the test metric) differs from the first run's.
-    second = train_flow(DATASET, home=str(trained_home.home), **{**TRAIN_KWARGS, "seed": 1})
+    second = train_flow(train_job(seed=1), str(trained_home.home))
     client = client_for(trained_home.home)
     assert list(second["table"]["model"]) == ["gru", "lstm", *BASELINES]
     for r in second["registrations"]:
@@ -219,8 +219,10 @@ def test_backtest_of_the_registered_champion(trained_home, tmp_path, capsys):
 
 def test_backtest_of_a_family_fitted_before_the_first_cutoff(trained_home, capsys):
     from flows.backtest import backtest_flow
+    from forecasting.jobs import BacktestJob
 
-    r = backtest_flow(DATASET, str(trained_home.home), family="lstm", windows=2, horizon=HORIZON, max_epochs=1)
+    r = backtest_flow(BacktestJob(DATASET, family="lstm", windows=2, horizon=HORIZON, max_epochs=1),
+                      str(trained_home.home))
     assert r["cutoffs"] == 2 and not r["in_sample"]
     assert set(r["metrics"]["predictor"]) >= {"y_hat", "naive", "seasonal_naive_24", "linear"}
     assert r["metrics"]["mase"].map(math.isfinite).all()

@@ -14,7 +14,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 CORE = ("data", "windows", "scaling", "models", "baselines", "training", "metrics", "features", "forecaster", "errors",
-        "seasons", "evaluation", "backtest", "backtest_run", "ensemble", "batch")
+        "seasons", "evaluation", "backtest", "backtest_run", "ensemble", "batch", "files", "inputs", "datasets", "jobs",
+        "options", "tables", "provenance")
 HEAVY = ("mlflow", "optuna", "prefect", "matplotlib")
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecasting import batch, pipeline
+from forecasting import datasets, files, pipeline
 from forecasting.data import check_name
 from forecasting.errors import DataError, ForecastingError
 from forecasting.tuning import TuneConfig, open_study
@@ -22,7 +22,7 @@ def test_bad_names_are_refused_everywhere(name, tmp_path):
     with pytest.raises(DataError, match="letters, digits"):
         check_name(name)
     with pytest.raises(DataError):
-        pipeline.processed_path(tmp_path, name)
+        datasets.processed_path(tmp_path, name)
     with pytest.raises(DataError):
         pipeline.TrainJob(name, 24)
 
@@ -54,7 +54,7 @@ def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):
     other = tmp_path / ".g.csv.1.x.tmp"
     for p in (stale, live, other):
         p.write_bytes(b"")
-    batch.write_table_atomic(pd.DataFrame({"a": [1]}), out)
+    files.write_table(pd.DataFrame({"a": [1]}), out)
     assert not stale.exists() and live.exists() and other.exists()
     assert pd.read_csv(out)["a"].tolist() == [1]
 

@@ -30,7 +30,8 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from forecasting import pipeline, worker
+from flows.server import free_port
+from forecasting import datasets, pipeline, search
 from forecasting.pipeline import TrainJob
 from forecasting.tuning import FINISHED, TuneConfig, study_name
 
@@ -120,12 +121,6 @@ def assert_study_complete(trials: list[optuna.trial.FrozenTrial], n_trials: int)
 # --------------------------------------------------------------------------- processes
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _spawn(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
     """Start a process in a session of its own (its children can be stopped with it), output to `log`."""
     with open(log, "wb") as out:
@@ -203,7 +198,7 @@ def servers(tmp_path_factory):
     db_name, db_url = _create_database("fc_test_mlflow")
     tmp = tmp_path_factory.mktemp("servers")
     env = _base_env(tmp)
-    mlflow_port, prefect_port = _free_port(), _free_port()
+    mlflow_port, prefect_port = free_port(), free_port()
     mlflow_log, prefect_log = tmp / "mlflow-server.log", tmp / "prefect-server.log"
     procs = []
     try:
@@ -240,7 +235,7 @@ def dataset(tmp_path, make_sine_frame) -> tuple[Path, str]:
     src = tmp_path / "sine.csv"
     make_sine_frame(n_series=3, length=500, noise=0.2, seed=0).to_csv(src, index=False)
     home, name = tmp_path / "home", f"sine{uuid.uuid4().hex[:6]}"
-    pipeline.ingest(src, name, home)
+    datasets.ingest(src, name, home)
     return home, name
 
 
@@ -300,7 +295,7 @@ def test_two_workers_share_one_study(dataset, pg_url, servers, tmp_path):
             cur.execute("LOCK TABLE version_info, studies IN ACCESS EXCLUSIVE MODE")
             # one worker as `forecasting train --workers N` starts them, one as `forecasting tune-worker`
             logs += [tmp_path / "worker-module.log", tmp_path / "worker-cli.log"]
-            procs.append(_spawn(worker.worker_command(home, job, "gru", parent, 0, 1), env, logs[0]))
+            procs.append(_spawn(search.worker_command(home, job, "gru", parent, 0, 1), env, logs[0]))
             procs.append(_spawn(tune_worker_command(home, ds, pg_url, n, parent, 1), env, logs[1]))
             deadline = time.monotonic() + PROC_TIMEOUT
             while True:
@@ -347,7 +342,7 @@ def test_two_workers_share_one_study(dataset, pg_url, servers, tmp_path):
 def _slow_params(home: Path, job: TrainJob) -> dict:
     """The slowest configuration of the job's search space (largest model, smallest batches and
     learning rate, so early stopping comes late): easy to catch mid-trial."""
-    df, freq = pipeline.load_processed(home, job.dataset)
+    df, freq = datasets.load_processed(home, job.dataset)
     split = pipeline.make_split(df, job)
     space = pipeline.search_space(df, split, pipeline.base_config(df, freq, job, split), job)
     return {"lookback": max(space.lookbacks), "hidden": space.hidden[1], "layers": space.layers[1],
@@ -371,7 +366,7 @@ def test_killed_worker_trial_is_failed_retried_and_closed(dataset, pg_url, serve
     job_a = replace(job_a, tune=replace(job_a.tune, max_epochs=200))
     _create_study(pg_url, name, enqueue=_slow_params(home, job_a))
     log_a = tmp_path / "worker-a.log"
-    a = _spawn(worker.worker_command(home, job_a, "gru", parent, 0, 1), env, log_a)
+    a = _spawn(search.worker_command(home, job_a, "gru", parent, 0, 1), env, log_a)
     try:
         storage = optuna.storages.RDBStorage(pg_url)
         deadline = time.monotonic() + PROC_TIMEOUT
@@ -399,7 +394,7 @@ def test_killed_worker_trial_is_failed_retried_and_closed(dataset, pg_url, serve
     time.sleep(beat["grace_period"] + 1.5)  # its heartbeat is stale now
     n = finished_before + 2  # worker B has the retry and one more trial to run
     log_b = tmp_path / "worker-b.log"
-    b = _spawn(worker.worker_command(home, tiny_job(ds, pg_url, n, **beat), "gru", parent, 1, 1), env, log_b)
+    b = _spawn(search.worker_command(home, tiny_job(ds, pg_url, n, **beat), "gru", parent, 1, 1), env, log_b)
     try:
         _wait(b, log_b)
     finally:

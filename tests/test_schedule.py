@@ -36,8 +36,12 @@ def test_build_deployments_gives_ingest_train_forecast_on_their_crons(tmp_path):
         ("etth1-ingest", "ingest"), ("etth1-train", "train"), ("etth1-gru-forecast", "forecast")]
     assert [cron_of(d) for d in deps] == [["0 1 * * *"], ["0 2 * * 0"], ["0 3 * * *"]]  # daily, weekly, daily
     ingest, train, forecast = (d.parameters for d in deps)
-    assert ingest == {"source": str(tmp_path / "etth1.csv"), "name": "etth1", "home": str(home), "format": "wide"}
-    assert train == {"name": "etth1", "horizon": 24, "home": str(home), "trials": 3, "max_epochs": 20}
+    assert ingest == {"source": str(tmp_path / "etth1.csv"), "name": "etth1", "home": str(home),
+                      "cfg": {"format": "wide"}}
+    assert set(train) == {"job", "home"} and train["home"] == str(home)
+    job = train["job"]  # the whole TrainJob as JSON, rebuilt by the flow
+    assert (job["dataset"], job["horizon"], job["tune"]["n_trials"], job["tune"]["max_epochs"]) == ("etth1", 24, 3, 20)
+    json.dumps(job)  # a deployment parameter must be JSON
     assert forecast == {"model_name": "etth1-gru", "home": str(home),
                         "input": str(home / "data" / "processed" / "etth1.parquet"),
                         "output": str(home / "data" / "forecasts" / "etth1-gru.parquet")}

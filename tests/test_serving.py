@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 from flows_fixtures import FORECASTING_EXE, subprocess_env
 
-from flows.server import _free_port
-from forecasting import tracking
+from flows.server import free_port
+from forecasting import registry, runs
 from forecasting.data import split_fractions
 from forecasting.forecaster import Forecaster, ForecasterConfig
 from forecasting.models import ModelConfig
@@ -42,12 +42,12 @@ def served(tmp_path_factory):
     f.fit(df, split)
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        uri = tracking.configure(home)
-        exp = tracking.ensure_experiment("srv-h12", home)
-        run = tracking.start_run(exp, "model")
-        model_uri = tracking.log_model(run, f, tracking.input_example(df, 24))
-        tracking.end_run(run)
-        tracking.register(model_uri, NAME, "mase", 1.0)
+        uri = runs.configure(home)
+        exp = runs.ensure_experiment("srv-h12", home)
+        run = runs.start_run(exp, "model")
+        model_uri = registry.log_model(run, f, registry.input_example(df, 24))
+        runs.end_run(run)
+        registry.register(model_uri, NAME, "mase", 1.0)
     csv = root / "history.csv"
     df.to_csv(csv, index=False)
     venv = root / "venv"
@@ -99,7 +99,7 @@ def test_the_model_loads_and_predicts_where_the_project_is_not_installed(served)
 
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_json_and_csv_requests(served):
-    port = _free_port()
+    port = free_port()
     log = served["root"] / "serve.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([str(served["py"]), "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}@champion",
@@ -144,7 +144,7 @@ def test_mlflow_models_serve_answers_json_and_csv_requests(served):
 @pytest.mark.slow
 def test_mlflow_ui_starts_without_noise(served):
     """`forecasting ui`: the UI answers on 127.0.0.1 and prints no deprecation warnings or telemetry errors."""
-    port = _free_port()
+    port = free_port()
     env = subprocess_env()
     proc = subprocess.Popen([str(FORECASTING_EXE), "ui", "--home", str(served["home"]), "--port", str(port)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

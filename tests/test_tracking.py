@@ -23,7 +23,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from forecasting import pipeline, tracking
+from forecasting import pipeline, registry, runs, search, search_log
 from forecasting.data import split_fractions
 from forecasting.errors import ModelNotFoundError
 from forecasting.forecaster import Forecaster, ForecasterConfig
@@ -49,7 +49,7 @@ def _reset_mlflow_uris() -> None:
 
 @pytest.fixture(autouse=True)
 def no_tracking_env(monkeypatch):
-    """No inherited store: each test points MLflow at a temporary one (`tracking.configure`)."""
+    """No inherited store: each test points MLflow at a temporary one (`runs.configure`)."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     yield
@@ -77,7 +77,7 @@ def home(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
-        tracking.configure(home)
+        runs.configure(home)
         MlflowClient().search_experiments()  # creates the database
         _reset_mlflow_uris()
     return home
@@ -90,15 +90,15 @@ def store(home):
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
-        uri = tracking.configure(home)
-        exp = tracking.ensure_experiment(tracking.experiment_name("models", H), home)
+        uri = runs.configure(home)
+        exp = runs.ensure_experiment(runs.experiment_name("models", H), home)
         forecasters, uris = [], []
         for seed in range(3):
             f = Forecaster(small_config(seed))
             f.fit(df, split)
-            run_id = tracking.start_run(exp, f"model-{seed}")
-            uris.append(tracking.log_model(run_id, f, tracking.input_example(df, f.cfg.model.lookback)))
-            tracking.end_run(run_id)
+            run_id = runs.start_run(exp, f"model-{seed}")
+            uris.append(registry.log_model(run_id, f, registry.input_example(df, f.cfg.model.lookback)))
+            runs.end_run(run_id)
             forecasters.append(f)
         _reset_mlflow_uris()
     return SimpleNamespace(home=home, uri=uri, df=df, split=split, forecasters=forecasters, uris=uris)
@@ -109,18 +109,19 @@ def store(home):
 
 def test_tracking_uri_env_wins_else_sqlite_under_home(monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere/mlflow.db")
-    assert tracking.tracking_uri(tmp_path) == "sqlite:////elsewhere/mlflow.db"
+    assert runs.tracking_uri(tmp_path) == "sqlite:////elsewhere/mlflow.db"
     assert not (tmp_path / "mlruns").exists()
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     expected = f"sqlite:///{tmp_path.resolve()}/mlruns/mlflow.db"
-    assert tracking.tracking_uri(tmp_path) == expected
-    assert (tmp_path / "mlruns").is_dir()
+    assert runs.tracking_uri(tmp_path) == expected
+    assert not (tmp_path / "mlruns").exists()  # a getter: nothing is created until `configure`
     monkeypatch.chdir(tmp_path)
-    assert tracking.tracking_uri() == expected  # absolute, whatever the working directory
+    assert runs.tracking_uri() == expected  # absolute, whatever the working directory
     assert expected.startswith("sqlite:////")
 
-    assert tracking.configure(tmp_path) == expected
+    assert runs.configure(tmp_path) == expected
+    assert (tmp_path / "mlruns").is_dir()
     assert mlflow.get_tracking_uri() == expected and mlflow.get_registry_uri() == expected
 
 
@@ -128,17 +129,17 @@ def test_ensure_experiment_puts_artifacts_under_home(monkeypatch, tmp_path, home
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    assert tracking.configure(home) == f"sqlite:///{home.resolve()}/mlruns/mlflow.db"
-    assert tracking.experiment_name("toy", H) == "toy-h12"
-    name = tracking.experiment_name("exp", H)
-    exp_id = tracking.ensure_experiment(name, home)
-    assert tracking.ensure_experiment(name, home) == exp_id  # found, not created twice
+    assert runs.configure(home) == f"sqlite:///{home.resolve()}/mlruns/mlflow.db"
+    assert runs.experiment_name("toy", H) == "toy-h12"
+    name = runs.experiment_name("exp", H)
+    exp_id = runs.ensure_experiment(name, home)
+    assert runs.ensure_experiment(name, home) == exp_id  # found, not created twice
     location = (home.resolve() / "mlruns" / "artifacts" / name).as_uri()
     assert MlflowClient().get_experiment(exp_id).artifact_location == location
 
-    run_id = tracking.start_run(exp_id, "r", tags={"kind": "test"})
-    tracking.log_table(run_id, pd.DataFrame({"model": ["gru"], "mase": [0.5]}), "table")
-    tracking.end_run(run_id)
+    run_id = runs.start_run(exp_id, "r", tags={"kind": "test"})
+    runs.log_table(run_id, pd.DataFrame({"model": ["gru"], "mase": [0.5]}), "table")
+    runs.end_run(run_id)
     stored = home / "mlruns" / "artifacts" / name / run_id / "artifacts"
     assert sorted(p.name for p in stored.iterdir()) == ["table.csv", "table.md"]
     assert (stored / "table.md").read_text().splitlines()[:2] == ["| model | mase |", "|---|---|"]
@@ -153,11 +154,12 @@ def test_trial_logger_one_nested_run_per_trial(tmp_path, home):
     """Each trial is a nested run (parent tag, params, per-epoch val_loss history, state tag):
     complete, pruned (state=pruned) and diverged (FAILED with the error) trials alike."""
     df, split = frame()
-    tracking.configure(home)
-    exp = tracking.ensure_experiment(tracking.experiment_name("trials", H), home)
-    parent = tracking.start_run(exp, "pipeline")
+    runs.configure(home)
+    exp = runs.ensure_experiment(runs.experiment_name("trials", H), home)
+    parent = runs.start_run(exp, "pipeline")
     name = study_name("trials", H, "gru")
     cfg = TuneConfig(n_trials=4, max_epochs=3, storage=default_storage(tmp_path), pruner="median")
+    (tmp_path / "mlruns").mkdir()  # `default_storage` only names the file; `open_study` would create it
     space = SearchSpace(lookbacks=(24,), hidden=(4, 16), layers=(1, 1), dropout=(0.0, 0.1), lr=(1e-6, 1e-1),
                         batch_sizes=(64,), weight_decay=(1e-7, 1e-3), norms=("standard",), segments=(1,))
     good = {"lookback": 24, "hidden": 8, "layers": 1, "dropout": 0.0, "lr": 1e-2, "batch_size": 64,
@@ -169,16 +171,16 @@ def test_trial_logger_one_nested_run_per_trial(tmp_path, home):
     base = ForecasterConfig(model=ModelConfig(horizon=H), calendar=False,
                             train=TrainConfig(device="cpu", clip=0.0))
 
-    result = tune(df, split, base, "gru", name, cfg, space, tracking.TrialLogger(exp, parent, "gru"), progress=False)
-    tracking.end_run(parent)
+    result = tune(df, split, base, "gru", name, cfg, space, search_log.TrialLogger(exp, parent, "gru"), progress=False)
+    runs.end_run(parent)
 
     trials = result.study.get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE,
                                         TrialState.COMPLETE, TrialState.PRUNED]
     client = MlflowClient()
-    runs = client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
-    assert len(runs) == len(trials)
-    by_trial = {int(r.data.tags["optuna.trial"]): r for r in runs}
+    children = client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    assert len(children) == len(trials)
+    by_trial = {int(r.data.tags["optuna.trial"]): r for r in children}
     expected = {TrialState.COMPLETE: ("complete", "FINISHED"), TrialState.PRUNED: ("pruned", "FINISHED"),
                 TrialState.FAIL: ("failed", "FAILED")}
     for t in trials:
@@ -204,28 +206,28 @@ def test_trial_logger_one_nested_run_per_trial(tmp_path, home):
 
 @pytest.mark.slow
 def test_register_champion_moves_only_for_a_better_model(store):
-    tracking.configure(store.home)
+    runs.configure(store.home)
     client = MlflowClient()
     name = "reg-gru"
     tags = {"dataset_fingerprint": "abc123", "horizon": H, "frequency": "h", "code_version": "deadbeef"}
     a, b, c = store.uris
 
-    first = tracking.register(a, name, "mase", 1.0, tags)
+    first = registry.register(a, name, "mase", 1.0, tags)
     assert (first["version"], first["alias"], first["previous_champion"]) == (1, "champion", None)
 
-    worse = tracking.register(b, name, "mase", 1.5, tags)
+    worse = registry.register(b, name, "mase", 1.5, tags)
     assert (worse["version"], worse["alias"], worse["previous_champion"]) == (2, "challenger", 1.0)
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
     assert str(client.get_model_version_by_alias(name, "challenger").version) == "2"
 
-    better = tracking.register(c, name, "mase", 0.5, tags)
+    better = registry.register(c, name, "mase", 0.5, tags)
     assert (better["version"], better["alias"], better["previous_champion"]) == (3, "champion", 1.0)
     assert str(client.get_model_version_by_alias(name, "champion").version) == "3"
 
-    tie = tracking.register(a, name, "mase", 0.5, tags)  # equal is not better
+    tie = registry.register(a, name, "mase", 0.5, tags)  # equal is not better
     assert tie["alias"] == "challenger"
     assert str(client.get_model_version_by_alias(name, "champion").version) == "3"
-    assert tracking.champion_value(name, "mase") == 0.5
+    assert registry.champion_value(name, "mase") == 0.5
 
     for version, value in ((1, 1.0), (2, 1.5), (3, 0.5)):
         mv = client.get_model_version(name, str(version))
@@ -237,9 +239,9 @@ def test_register_champion_moves_only_for_a_better_model(store):
 
 REGISTER_SCRIPT = textwrap.dedent('''
     import json, sys
-    from forecasting import tracking
-    tracking.configure(sys.argv[1])
-    print(json.dumps(tracking.register(sys.argv[2], "race-gru", "mase", 0.5)))
+    from forecasting import registry, runs
+    runs.configure(sys.argv[1])
+    print(json.dumps(registry.register(sys.argv[2], "race-gru", "mase", 0.5)))
 ''')
 
 
@@ -252,12 +254,12 @@ def test_two_processes_registering_at_once_cannot_both_win(store, tmp_path):
     import json
     import time
 
-    tracking.configure(store.home)
+    runs.configure(store.home)
     script = tmp_path / "register.py"
     script.write_text(REGISTER_SCRIPT)
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
-    with open(tracking.lock_path("race-gru"), "a") as held:
+    with open(registry.lock_path("race-gru"), "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         procs = [subprocess.Popen([sys.executable, str(script), str(store.home), uri], env=env, text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE) for uri in store.uris[:2]]
@@ -288,14 +290,14 @@ def test_two_processes_registering_at_once_cannot_both_win(store, tmp_path):
 
 @pytest.mark.slow
 def test_champion_value_and_load_model_unknown(store):
-    tracking.configure(store.home)
-    assert tracking.champion_value("no-such-model", "mase") is None
+    runs.configure(store.home)
+    assert registry.champion_value("no-such-model", "mase") is None
     with pytest.raises(ModelNotFoundError, match="no registered model named 'no-such-model'"):
-        tracking.load_model("no-such-model")
-    tracking.register(store.uris[0], "alias-gru", "mase", 1.0)
+        registry.load_model("no-such-model")
+    registry.register(store.uris[0], "alias-gru", "mase", 1.0)
     with pytest.raises(ModelNotFoundError, match="has no alias 'staging'"):
-        tracking.load_model("alias-gru", "staging")
-    model, version = tracking.load_model("alias-gru")
+        registry.load_model("alias-gru", "staging")
+    model, version = registry.load_model("alias-gru")
     assert version == "1" and isinstance(model, mlflow.pyfunc.PyFuncModel)
 
 
@@ -317,8 +319,8 @@ FRESH_SCRIPT = textwrap.dedent('''
 def test_champion_predicts_the_same_in_a_fresh_process(store, tmp_path):
     """models:/<dataset>-gru@champion, loaded by a new interpreter that knows only
     MLFLOW_TRACKING_URI (and sees no GPU), forecasts what the in-process forecaster does."""
-    tracking.configure(store.home)
-    assert tracking.register(store.uris[0], "fresh-gru", "mase", 1.0)["alias"] == "champion"
+    runs.configure(store.home)
+    assert registry.register(store.uris[0], "fresh-gru", "mase", 1.0)["alias"] == "champion"
     forecaster = store.forecasters[0]
     rng = np.random.default_rng(5)
     unseen = pd.DataFrame({"unique_id": "new", "ds": pd.date_range("2021-03-01", periods=60, freq="h"),
@@ -349,7 +351,7 @@ def test_an_ensemble_is_one_registered_model_that_averages_its_members(store):
     loads back with every member and forecasts the same mean."""
     from forecasting.ensemble import Ensemble
 
-    tracking.configure(store.home)
+    runs.configure(store.home)
     ens = Ensemble(store.forecasters)
     got, skipped = ens.predict(store.df)
     each = [f.predict(store.df)[0]["y_hat"].to_numpy() for f in store.forecasters]
@@ -361,10 +363,10 @@ def test_an_ensemble_is_one_registered_model_that_averages_its_members(store):
     np.testing.assert_allclose(ev.y_hat, np.mean(members, axis=0), rtol=1e-5)
     assert ens.n_parameters == sum(f.n_parameters for f in store.forecasters)
 
-    exp = tracking.ensure_experiment(tracking.experiment_name("models", H), store.home)
-    run_id = tracking.start_run(exp, "ensemble")
-    uri = tracking.log_model(run_id, ens, tracking.input_example(store.df, ens.cfg.model.lookback))
-    tracking.end_run(run_id)
+    exp = runs.ensure_experiment(runs.experiment_name("models", H), store.home)
+    run_id = runs.start_run(exp, "ensemble")
+    uri = registry.log_model(run_id, ens, registry.input_example(store.df, ens.cfg.model.lookback))
+    runs.end_run(run_id)
     loaded = mlflow.pyfunc.load_model(uri)
     assert len(loaded.unwrap_python_model().forecaster.members) == 3
     np.testing.assert_allclose(loaded.predict(store.df)["y_hat"].to_numpy(), got["y_hat"].to_numpy(), rtol=1e-5)
@@ -395,13 +397,14 @@ def test_pipeline_end_to_end(tmp_path, home):
     for lr in (space.lr[1], space.lr[0]):
         study.enqueue_trial({**smallest, "lr": lr})
 
-    exp, parent = pipeline.start_pipeline(home, job, df)
-    result = pipeline.tune_family(df, split, job, "gru", home, exp, parent, progress=False)
+    ctx = pipeline.start_pipeline(home, job, df, "h")
+    exp, parent = ctx.experiment_id, ctx.parent_run_id
+    result = search.tune_family(ctx, job, df, split, "gru", progress=False)
     assert len(result.study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 2
-    row, model = pipeline.final_model(df, split, [result.config], job, "gru", home, exp, parent)
+    row, model = pipeline.final_model(ctx, job, df, split, [result.config], "gru")
     row = pipeline.backtest_step(model, row, df, split, job)
     assert row["backtest_cutoffs"] >= 1 and np.isfinite(row["val_backtest_mase"])
-    baselines = pipeline.baseline_rows(df, split, job, home, exp, parent)
+    baselines = pipeline.baseline_rows(ctx, job, df, split)
     assert [b["model"] for b in baselines] == ["naive", "seasonal_naive_24", "linear"]
     table, summary = pipeline.comparison([row, *baselines], job, parent)
     assert table["model"].tolist() == ["gru", "naive", "seasonal_naive_24", "linear"]
@@ -409,20 +412,20 @@ def test_pipeline_end_to_end(tmp_path, home):
     best = min(baselines, key=lambda b: b["mase"])
     assert summary["best_baseline"] == best["model"]
     assert summary["margins"]["gru"] == pytest.approx(row["mase"] / best["mase"] - 1)
-    reg = pipeline.register_family(row, job, df, split, "h")
+    reg = pipeline.register_family(ctx, job, row, df, split)
     assert (reg["name"], reg["version"], reg["alias"]) == ("toy-gru", 1, "champion")
     assert reg["metric"] == "val_backtest_mase"
     # The alias follows the validation backtest only: a far better *test* score does not move it ...
-    lucky = pipeline.register_family({**row, "mase": 0.0, "val_backtest_mase": row["val_backtest_mase"] * 1.01},
-                                     job, df, split, "h")
+    lucky = pipeline.register_family(ctx, job, {**row, "mase": 0.0, "val_backtest_mase": row["val_backtest_mase"] * 1.01},
+                                     df, split)
     assert lucky["alias"] == "challenger"
     # ... the champion was re-scored from its model on the same cutoffs, not read from a tag ...
     assert lucky["previous_champion"] == pytest.approx(row["val_backtest_mase"], rel=1e-6)
     # ... and a better backtest moves it whatever the test score says.
-    better = pipeline.register_family({**row, "mase": 99.0, "val_backtest_mase": row["val_backtest_mase"] * 0.99},
-                                      job, df, split, "h")
+    better = pipeline.register_family(ctx, job, {**row, "mase": 99.0, "val_backtest_mase": row["val_backtest_mase"] * 0.99},
+                                      df, split)
     assert better["alias"] == "champion"
-    pipeline.finish(parent, [reg])
+    pipeline.finish(ctx, [reg])
 
     client = MlflowClient()
     assert mlflow.get_tracking_uri() == f"sqlite:///{home.resolve()}/mlruns/mlflow.db"

@@ -74,7 +74,7 @@ import torch
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore")
 
-from forecasting import tracking
+from forecasting import runs, search_log
 from forecasting.data import split_fractions
 from forecasting.forecaster import ForecasterConfig
 from forecasting.models import ModelConfig
@@ -95,11 +95,11 @@ space = SearchSpace(lookbacks=(24,), hidden=(4, 16), layers=(1, 1), dropout=(0.0
                     batch_sizes=(64,), weight_decay=(1e-7, 1e-3), norms=("standard",), segments=(1, 4))
 cfg = TuneConfig(n_trials=n_trials, max_epochs=3, storage=storage, heartbeat_interval=1, grace_period=2)
 
-tracking.configure(home)
-exp = tracking.ensure_experiment("toy-h12", home)
-tracking.close_dead_runs(exp)  # what a killed earlier search of this host left RUNNING
-parent = tracking.start_run(exp, "search", tags={"kind": "pipeline", **tracking.owner_tags()})
-logger = tracking.TrialLogger(exp, parent, "gru")
+runs.configure(home)
+exp = runs.ensure_experiment("toy-h12", home)
+runs.close_dead_runs(exp)  # what a killed earlier search of this host left RUNNING
+parent = runs.start_run(exp, "search", tags={"kind": "pipeline", **runs.owner_tags()})
+logger = search_log.TrialLogger(exp, parent, "gru")
 
 
 @contextmanager
@@ -112,8 +112,8 @@ def slow_trial(trial, params):
 
 
 result = tune(df, split, base, "gru", study_name("toy", 12, "gru"), cfg, space, trial_hook=slow_trial,
-              on_stale=tracking.close_stale_trial_run)
-tracking.end_run(parent)
+              on_stale=search_log.close_stale_trial_run)
+runs.end_run(parent)
 print("best", result.study.best_value)
 '''
 

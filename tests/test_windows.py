@@ -162,12 +162,13 @@ def test_view_is_zero_copy(panel):
 def test_torch_unfold_view_is_zero_copy_on_cpu(panel):
     import torch
 
-    from forecasting.training import _device_windows, _gather
+    from forecasting.training import _device_windows
+    from forecasting.windows import inputs_targets
 
     w = make_windows(panel, 6, 3, stride=2)
     view, starts = _device_windows(w, torch.device("cpu"))
     assert view.data_ptr() == panel.values.ctypes.data  # the panel's own memory, no copy
-    x, y = _gather(view, starts, w.lookback)
+    x, y = inputs_targets(view[starts], w.lookback)  # the same gather as `Windows.arrays`, on the device
     xr, yr = w.arrays()
     np.testing.assert_array_equal(x.numpy(), xr)
     np.testing.assert_array_equal(y.numpy(), yr)

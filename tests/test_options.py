@@ -1,0 +1,96 @@
+"""Configuration declared once: the CLI options come from the config dataclasses, the parsed job is
+the dataclass, and the JSON round trip (worker processes, deployments) gives the same job back."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from flows.cli import build_parser
+from forecasting.backtest import BacktestConfig
+from forecasting.data import IngestConfig
+from forecasting.jobs import TrainJob, TuneConfig
+from forecasting.options import flag_name, from_dict, from_flags, from_options, option_fields, to_dict
+from forecasting.scaling import series_stats
+
+
+def parse(*argv: str):
+    return build_parser().parse_args(list(argv))
+
+
+def test_train_options_build_the_job_a_user_typed():
+    args = parse("train", "etth1", "--horizon", "48", "--models", "lstm", "--trials", "7", "--max-epochs", "3",
+                 "--seasons", "24,168", "--backtest-windows", "4", "--backtest-step", "12", "--objective", "backtest",
+                 "--no-calendar", "--val", "0.15", "--metric", "smape", "--ensemble", "2")
+    job = from_options(TrainJob, args, dataset=args.name)
+    assert job == TrainJob("etth1", 48, ("lstm",), TuneConfig(n_trials=7, max_epochs=3), val=0.15, calendar=False,
+                           metric="smape", ensemble=2, seasons=(24, 168), backtest=BacktestConfig(4, 12),
+                           objective="backtest")
+
+
+def test_defaults_of_the_cli_are_the_dataclass_defaults():
+    job = from_options(TrainJob, parse("train", "d", "--horizon", "5"), dataset="d")
+    assert job == TrainJob("d", 5)
+    assert job.tune.n_trials == 10 and job.families == ("gru", "lstm") and job.calendar
+
+
+def test_every_option_field_is_on_the_command_line_once():
+    """No option is spelled by hand: each field made with `option(...)` appears in `train --help`,
+    and `tune-worker` has the same ones but the three that only a pipeline run uses."""
+    sub = build_parser()._subparsers._group_actions[0].choices
+    train_flags = {f for a in sub["train"]._actions for f in a.option_strings}
+    worker_flags = {f for a in sub["tune-worker"]._actions for f in a.option_strings}
+    wanted = {"--" + flag_name(f).replace("_", "-") for _, f, _ in option_fields(TrainJob)}
+    assert wanted <= train_flags
+    assert wanted - {"--models", "--workers", "--ensemble"} <= worker_flags
+    assert not {"--models", "--workers", "--ensemble"} & worker_flags
+    ingest_flags = {f for a in sub["ingest"]._actions for f in a.option_strings}
+    assert {"--" + flag_name(f).replace("_", "-") for _, f, _ in option_fields(IngestConfig)} <= ingest_flags
+
+
+def test_json_round_trip_gives_the_same_job():
+    job = TrainJob("m4", 48, ("gru",), TuneConfig(n_trials=3, storage="postgresql://h/db", timeout=9.5),
+                   seasons=(24, 168), backtest=BacktestConfig(3, None), max_train_windows=100)
+    assert from_dict(TrainJob, to_dict(job)) == job
+    assert isinstance(from_dict(TrainJob, to_dict(job)).seasons, tuple)
+    with pytest.raises(ValueError, match="unknown field"):
+        from_dict(TrainJob, {**to_dict(job), "trails": 3})
+
+
+def test_from_flags_names_options_as_typed():
+    job = from_flags(TrainJob, dataset="x", horizon=6, trials=2, backtest_windows=3, models=("gru",))
+    assert (job.tune.n_trials, job.backtest.n_windows, job.families) == (2, 3, ("gru",))
+    with pytest.raises(TypeError, match="unknown option"):
+        from_flags(TrainJob, dataset="x", horizon=6, trails=2)
+
+
+def test_bad_job_values_are_refused_with_the_option_named():
+    with pytest.raises(ValueError, match="--models"):
+        TrainJob("x", 6, ("transformer",))
+    with pytest.raises(ValueError, match="--ensemble"):
+        TrainJob("x", 6, ensemble=0)
+    with pytest.raises(ValueError, match="--backtest-windows"):
+        TrainJob("x", 6, objective="backtest")
+
+
+def test_series_stats_match_numpy_per_series_and_ignore_missing_values():
+    rng = np.random.default_rng(0)
+    values = rng.normal(1e5, 3.0, size=(50, 2))  # a large level with a small spread: two passes stay exact
+    codes = rng.integers(0, 4, size=50)
+    values[3, 1] = np.nan
+    mean, std = series_stats(values, codes, 5)
+    for s in range(4):
+        rows = values[codes == s]
+        np.testing.assert_allclose(mean[s], np.nanmean(rows, axis=0), rtol=1e-12)
+        np.testing.assert_allclose(std[s], np.nanstd(rows, axis=0), rtol=1e-9)
+    assert (mean[4] == 0).all() and (std[4] == 1).all()  # a series without rows keeps scale 1
+
+
+def test_option_metadata_is_only_on_settings_a_user_can_change():
+    # Heartbeat timings are engineering constants, not options: no flag for them.
+    names = {f.name for _, f, _ in option_fields(TuneConfig)}
+    assert names == {"n_trials", "timeout", "max_epochs", "storage", "pruner"}
+    assert all(f.metadata.get("help") for _, f, _ in option_fields(TrainJob))
+    assert dataclasses.is_dataclass(TrainJob)
