@@ -24,16 +24,16 @@ def load_registered(home: str, ref: str):
 
 
 @task(**COMPUTE)
-def run_registered(df, loaded, cfg: BacktestConfig) -> backtest_run.BacktestResult:
+def run_registered(df, loaded, cfg: BacktestConfig, levels: tuple[int, ...]) -> backtest_run.BacktestResult:
     forecaster, what, trained_until = loaded
-    return backtest_run.backtest_registered(df, forecaster, cfg, what, trained_until)
+    return backtest_run.backtest_registered(df, forecaster, cfg, what, trained_until, levels)
 
 
 @task(**COMPUTE)
-def run_family(df, freq: str, home: str, name: str, family: str, horizon: int, cfg: BacktestConfig,
-               max_epochs: int, seed: int) -> backtest_run.BacktestResult:
-    fcfg = backtest_pipeline.family_config(df, freq, home, name, family, horizon, max_epochs, seed)
-    return backtest_run.backtest_family(df, fcfg, cfg)
+def run_family(df, freq: str, home: str, job: BacktestJob, cfg: BacktestConfig) -> backtest_run.BacktestResult:
+    fcfg = backtest_pipeline.family_config(df, freq, home, job.dataset, job.family, job.horizon, job.max_epochs,
+                                           job.seed)
+    return backtest_run.backtest_family(df, fcfg, cfg, job.levels)
 
 
 @task(**IO)
@@ -42,8 +42,8 @@ def write(result: backtest_run.BacktestResult, output: str) -> str:
 
 
 @task(**IO)
-def log(home: str, name: str, result: backtest_run.BacktestResult, cfg: BacktestConfig) -> str:
-    return backtest_pipeline.log_backtest_run(home, name, result, cfg)
+def log(home: str, name: str, result: backtest_run.BacktestResult, cfg: BacktestConfig, df, levels) -> str:
+    return backtest_pipeline.log_backtest_run(home, name, result, cfg, df, levels)
 
 
 # Deployments would pass the job as a JSON object: rebuilt by the one deserializer, not by Prefect.
@@ -56,11 +56,11 @@ def backtest_flow(job: BacktestJob | dict, home: str = ".") -> dict:
     cfg = BacktestConfig(job.windows, job.step)
     df, freq = load_dataset(home, job.dataset)
     if job.model:
-        result = run_registered(df, load_registered(home, job.model), cfg)
+        result = run_registered(df, load_registered(home, job.model), cfg, job.levels)
     else:
-        result = run_family(df, freq, home, job.dataset, job.family, job.horizon, cfg, job.max_epochs, job.seed)
+        result = run_family(df, freq, home, job, cfg)
     path = write(result, job.output) if job.output else None
-    run_id = log(home, job.dataset, result, cfg)
+    run_id = log(home, job.dataset, result, cfg, df, job.levels)
     return {"what": result.what, "cutoffs": result.n_cutoffs, "metrics": result.backtest.metrics,
             "by_cutoff": result.backtest.by_cutoff, "output": path, "run_id": run_id,
             "in_sample": result.in_sample, "forecasts": result.backtest.forecasts}

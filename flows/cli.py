@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from forecasting.data import IngestConfig
-from forecasting.jobs import BacktestJob, TrainJob
+from forecasting.jobs import BacktestJob, TrainJob, check_levels
 from forecasting.models import FAMILIES
 from forecasting.options import add_options, from_flags, from_options
 
@@ -125,6 +125,9 @@ def _forecast_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", required=True)
     p.add_argument("--output", required=True)
     add_options(p, IngestConfig, skip=("freq", "fill", "min_length", "short"))
+    p.add_argument("--level", type=int, nargs="*", default=[], metavar="LEVEL",
+                   help="prediction-interval levels in percent, e.g. --level 80 95 (the model's conformal calibration)")
+    p.add_argument("--plot", metavar="FILE.png", help="also write a fan chart: history, forecast and interval bands")
 
 
 def _serve_parser(p: argparse.ArgumentParser) -> None:
@@ -219,9 +222,10 @@ def cmd_forecast(args, home: Path) -> dict:
     from flows.forecast import forecast_flow
 
     r = forecast_flow(args.model_name, args.input, args.output, alias=args.alias, home=str(home),
-                      cfg=from_options(IngestConfig, args))
+                      cfg=from_options(IngestConfig, args), levels=tuple(check_levels(tuple(args.level))),
+                      plot_path=args.plot)
     print(f"forecast {r['n_forecast']} series with {args.model_name} v{r['version']} (@{args.alias}) "
-          f"in {r['seconds']:.2f}s -> {r['output']}")
+          f"in {r['seconds']:.2f}s -> {r['output']}" + (f"; fan chart -> {r['plot']}" if r["plot"] else ""))
     for uid, reason in r["skipped"][:20]:
         print(f"skipped series {uid!r}: {reason}")
     if len(r["skipped"]) > 20:
@@ -282,11 +286,12 @@ def cmd_demo(args, home: Path) -> None:
           "refit, compare, register", flush=True)
     run_train(from_flags(TrainJob, dataset="etth1", horizon=args.horizon, trials=args.trials,
                          max_epochs=args.max_epochs, max_train_windows=args.max_train_windows,
-                         max_val_windows=args.max_val_windows), home)
-    print("3/4 batch forecast with models:/etth1-gru@champion", flush=True)
+                         max_val_windows=args.max_val_windows, plot_series=("OT",)), home)
+    print("3/4 batch forecast with models:/etth1-gru@champion, 80% and 95% intervals", flush=True)
     out = home / "data" / "forecasts" / "etth1-gru.csv"
-    f = forecast_flow("etth1-gru", r["path"], str(out), home=str(home))
-    print(f"    {f['n_forecast']} series x {args.horizon} steps -> {f['output']}")
+    f = forecast_flow("etth1-gru", r["path"], str(out), home=str(home), levels=(80, 95),
+                      plot_path=str(out.with_suffix(".png")))
+    print(f"    {f['n_forecast']} series x {args.horizon} steps -> {f['output']} (fan chart {f['plot']})")
     print(f"4/4 done in {time.perf_counter() - t0:.0f}s\n")
     _print_next_steps(home, r["path"])
 

@@ -22,8 +22,13 @@ def read_history(path: str, cfg: IngestConfig):
 
 
 @task(**COMPUTE)
-def forecast(forecaster, history) -> batch.BatchResult:
-    return batch.forecast_with(forecaster, history)
+def forecast(forecaster, history, levels: tuple[int, ...]) -> batch.BatchResult:
+    return batch.forecast_with(forecaster, history, levels)
+
+
+@task(**IO)
+def plot(history, result: batch.BatchResult, levels: tuple[int, ...], path: str, title: str) -> str:
+    return str(batch.write_fan_chart(history, result, levels, path, title))
 
 
 @task(**IO)
@@ -41,14 +46,20 @@ def log_run(home: str, model_name: str, alias: str, version: str, result: batch.
 # deserializer, not by Prefect.
 @flow(name="forecast", validate_parameters=False)
 def forecast_flow(model_name: str, input: str, output: str, alias: str = "champion", home: str = ".",
-                  cfg: IngestConfig | dict | None = None) -> dict:
-    """Forecast the next H steps of every series in `input` with `models:/<model_name>@<alias>`."""
-    files.check_output(output)  # refuse a bad output path or model name before any work
+                  cfg: IngestConfig | dict | None = None, levels: tuple[int, ...] = (),
+                  plot_path: str | None = None) -> dict:
+    """Forecast the next H steps of every series in `input` with `models:/<model_name>@<alias>`, with
+    intervals at `levels`; `plot_path` also writes a fan chart (PNG)."""
+    files.check_output(output)  # refuse a bad output path, plot path or model name before any work
+    if plot_path:
+        batch.check_plot(plot_path)
     check_name(model_name, "model name")
     forecaster, version = load_model(home, model_name, alias)
     cfg = cfg if isinstance(cfg, IngestConfig) else from_dict(IngestConfig, cfg or {})
-    result = batch.require_forecasts(forecast(forecaster, read_history(input, cfg)))
+    history = read_history(input, cfg)
+    result = batch.require_forecasts(forecast(forecaster, history, tuple(levels)))
     path = write(result, output)
+    chart = plot(history, result, tuple(levels), plot_path, f"{model_name} v{version}") if plot_path else None
     run_id = log_run(home, model_name, alias, version, result, path)
-    return {"output": path, "version": version, "n_forecast": result.n_forecast,
+    return {"output": path, "version": version, "n_forecast": result.n_forecast, "plot": chart,
             "skipped": result.skipped, "seconds": result.seconds, "run_id": run_id}

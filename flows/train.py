@@ -41,6 +41,11 @@ def backtest(forecaster: Forecaster, row: dict, df, split: Split, job: TrainJob)
 
 
 @task(**COMPUTE)
+def intervals(ctx: RunContext, job: TrainJob, forecaster: Forecaster, row: dict, df, split: Split) -> dict:
+    return pipeline.intervals_step(ctx, job, forecaster, row, df, split)
+
+
+@task(**COMPUTE)
 def baselines(ctx: RunContext, job: TrainJob, df, split: Split) -> list[dict]:
     return pipeline.baseline_rows(ctx, job, df, split)
 
@@ -64,7 +69,11 @@ def _families(ctx: RunContext, job: TrainJob, df, split: Split) -> list[dict]:
         with step(f"{job.dataset}: refit {family}{members}, score the test part once, log the model"):
             row, forecaster = final_model(ctx, job, df, split, cfgs, family)
         with step(f"{job.dataset}: backtest {family} over the validation part"):
-            rows.append(backtest(forecaster, row, df, split, job))
+            row = backtest(forecaster, row, df, split, job)
+        levels = "/".join(map(str, job.levels))
+        with step(f"{job.dataset}: {family} {levels}% intervals: calibrate on validation, score on test; log the model"
+                  if job.levels else f"{job.dataset}: log the {family} model"):
+            rows.append(intervals(ctx, job, forecaster, row, df, split))
     return rows
 
 

@@ -39,8 +39,10 @@ def family_config(df: pd.DataFrame, freq: str, home: str | Path, dataset: str, f
     return apply_params(base, params, family)
 
 
-def log_backtest_run(home: str | Path, dataset: str, result, cfg: BacktestConfig) -> str:
-    """A run `backtest-<time>` in experiment `<dataset>-h<H>` holding the backtest's tables and plot."""
+def log_backtest_run(home: str | Path, dataset: str, result, cfg: BacktestConfig, df: pd.DataFrame | None = None,
+                     levels: tuple[int, ...] = ()) -> str:
+    """A run `backtest-<time>` in experiment `<dataset>-h<H>` holding the backtest's tables and plots
+    (with interval columns and a fan chart of the last cutoff when `levels` were asked for)."""
     runs.configure(home)
     horizon = int(result.backtest.forecasts.groupby(["unique_id", "cutoff"]).size().iloc[0])
     exp = runs.ensure_experiment(runs.experiment_name(dataset, horizon), home)
@@ -48,4 +50,8 @@ def log_backtest_run(home: str | Path, dataset: str, result, cfg: BacktestConfig
                   tags={"kind": "backtest", "what": result.what, "in_sample": result.in_sample}) as run_id:
         runs.log_values(run_id, params={"windows": cfg.n_windows, "step": cfg.step or horizon})
         runs.log_backtest(run_id, result.backtest, f"{dataset}: {result.what}")
+        if levels and df is not None:
+            frame = result.backtest.forecasts
+            last = frame[frame["cutoff"] == frame.groupby("unique_id")["cutoff"].transform("max")]
+            runs.log_fan_chart(run_id, df, last, levels, (), f"{dataset}: {result.what}, last cutoff", "backtest")
     return run_id

@@ -18,6 +18,7 @@ from forecasting.backtest import Backtest, BacktestConfig, cross_validation, cut
 from forecasting.data import ID, Split
 from forecasting.errors import DataError
 from forecasting.forecaster import Forecaster, ForecasterConfig, build_panel
+from forecasting.intervals import Conformal, backtest_intervals, calibrate_backtest, interval_scores
 from forecasting.scaling import SeriesScaler
 
 
@@ -70,23 +71,51 @@ def run_backtest(df: pd.DataFrame, forecaster: Forecaster, split: Split, cfg: Ba
                             forecaster.mase_scale_, cfg, lo=split.val_end)
 
 
+def with_intervals(bt: Backtest, df: pd.DataFrame, f: Forecaster, conf: Conformal | None,
+                   levels: tuple[int, ...]) -> Backtest:
+    """The backtest with the model's interval columns at `levels` (each window scaled by its series'
+    history up to its cutoff) and their coverage, MSIS and pinball in the model's metrics row."""
+    if not levels:
+        return bt
+    if conf is None:
+        raise DataError("this model has no calibrated prediction intervals; backtest it without --level")
+    frame = backtest_intervals(bt.forecasts, df, conf, levels)
+    scores = interval_scores(frame, levels, pd.Series(f.mase_scale_, index=list(f.scaler_.ids)))
+    metrics = bt.metrics.copy()
+    for k, v in scores.items():
+        metrics.loc[metrics["predictor"] == "y_hat", k] = v
+    return replace(bt, forecasts=frame, metrics=metrics)
+
+
+def calibrate_before_cutoffs(f: Forecaster, df: pd.DataFrame, split: Split, levels: tuple[int, ...]) -> Conformal | None:
+    """Conformal calibration on every window of the fitting rows' validation tenth (before the first cutoff)."""
+    if not levels:
+        return None
+    cal = cross_validation(f.panel(df), [f.predictor()], f.cfg.model.horizon, split.val_end, f.scaler_.mean[:, 0],
+                           f.scaler_.std[:, 0], f.mase_scale_, BacktestConfig(0, 1), lo=split.train_end)
+    return calibrate_backtest(cal.forecasts, df, levels, f.cfg.period)
+
+
 def backtest_registered(df: pd.DataFrame, forecaster: Forecaster, cfg: BacktestConfig, what: str,
-                        trained_until: pd.Timestamp | None = None) -> BacktestResult:
-    """Backtest a loaded registered model (no refit) over the end of `df`."""
+                        trained_until: pd.Timestamp | None = None, levels: tuple[int, ...] = ()) -> BacktestResult:
+    """Backtest a loaded registered model (no refit) over the end of `df`, with its stored intervals."""
     m = forecaster.cfg.model
     split = cutoff_split(df, m.horizon, m.lookback, cfg)
-    bt = run_backtest(df, _scaling(forecaster, df, split), split, cfg)
+    g = _scaling(forecaster, df, split)
+    bt = with_intervals(run_backtest(df, g, split, cfg), df, g, forecaster.conformal_, levels)
     first = bt.forecasts["cutoff"].min()
     return BacktestResult(bt, what, int(bt.by_cutoff["cutoff"].nunique()),
                           bool(trained_until is not None and trained_until > first))
 
 
-def backtest_family(df: pd.DataFrame, cfg: ForecasterConfig, bt_cfg: BacktestConfig) -> BacktestResult:
-    """Fit `cfg` on the rows before the first cutoff (early stopping on their last tenth), then
-    backtest it with the baselines at the K cutoffs."""
+def backtest_family(df: pd.DataFrame, cfg: ForecasterConfig, bt_cfg: BacktestConfig,
+                    levels: tuple[int, ...] = ()) -> BacktestResult:
+    """Fit `cfg` on the rows before the first cutoff (early stopping on their last tenth, where its
+    intervals are calibrated too), then backtest it with the baselines at the K cutoffs."""
     split = cutoff_split(df, cfg.model.horizon, cfg.model.lookback, bt_cfg)
     f = Forecaster(cfg)
     f.fit(df, split)
-    bt = run_backtest(df, f, split, bt_cfg)
+    bt = with_intervals(run_backtest(df, f, split, bt_cfg), df, f, calibrate_before_cutoffs(f, df, split, levels),
+                        levels)
     return BacktestResult(bt, f"{cfg.model.cell} (fitted before the first cutoff)",
                           int(bt.by_cutoff["cutoff"].nunique()), False)

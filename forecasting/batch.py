@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from forecasting.data import ID, IngestConfig, parse_long, read_table, to_long
-from forecasting.errors import NothingToForecastError
+from forecasting.errors import DataError, NothingToForecastError
+from forecasting.files import write_atomic
 
 
 def read_history(path: str | Path, cfg: IngestConfig = IngestConfig()) -> pd.DataFrame:
@@ -41,9 +42,27 @@ def require_forecasts(result: BatchResult) -> BatchResult:
     return result
 
 
-def forecast_with(forecaster, history: pd.DataFrame) -> BatchResult:
-    """Forecast every series of `history` with a fitted `Forecaster` or `Ensemble`; the series it
-    skipped come back with their reasons."""
+def forecast_with(forecaster, history: pd.DataFrame, levels: tuple[int, ...] = ()) -> BatchResult:
+    """Forecast every series of `history` with a fitted `Forecaster` or `Ensemble` (with intervals at
+    `levels`); the series it skipped come back with their reasons."""
     t0 = time.perf_counter()
-    out, skipped = forecaster.predict(history)
+    out, skipped = forecaster.predict(history, levels=levels)
     return BatchResult(out, skipped, time.perf_counter() - t0)
+
+
+def check_plot(path: str | Path) -> Path:
+    """The fan chart's path, refused early unless it is a PNG file."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise DataError(f"--plot {path}: the fan chart is written as PNG; use a .png file name")
+    return path
+
+
+def write_fan_chart(history: pd.DataFrame, result: BatchResult, levels: tuple[int, ...], path: str | Path,
+                    title: str) -> Path:
+    """The forecasts of a sample of series after the end of their history, with the interval bands
+    at `levels`, as a PNG written atomically."""
+    from forecasting.plots import fan_figure
+
+    fig = fan_figure(history, result.forecasts, levels, title=title)
+    return write_atomic(check_plot(path), lambda tmp: fig.savefig(tmp, format="png", dpi=90))

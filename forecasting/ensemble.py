@@ -16,6 +16,7 @@ import pandas as pd
 from forecasting.data import ID, TIME, Split
 from forecasting.evaluation import Evaluation, Predictor
 from forecasting.forecaster import Forecaster, ForecasterConfig
+from forecasting.intervals import forecast_intervals, load_conformal
 
 
 class Ensemble:
@@ -27,6 +28,7 @@ class Ensemble:
         if len({m.cfg.model.horizon for m in members}) != 1:
             raise ValueError("ensemble members must share the horizon")
         self.members = members
+        self.conformal_ = None  # the ensemble's own interval calibration (its residuals, not a member's)
 
     @property
     def cfg(self) -> ForecasterConfig:
@@ -58,16 +60,22 @@ class Ensemble:
     def evaluate(self, df: pd.DataFrame, split: Split, part: str = "test", device: str = "cpu") -> Evaluation:
         return self.members[0].evaluate(df, split, part, predictor=self.predictor(device))
 
+    def panel(self, df: pd.DataFrame):
+        """The standardized panel of `df` (the members share the scaler)."""
+        return self.members[0].panel(df)
+
     def windows(self, df: pd.DataFrame, split: Split, part: str):
         return self.members[0].windows(df, split, part, lookback=self.cfg.model.lookback)
 
-    def predict(self, history: pd.DataFrame, device: str = "cpu") -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-        """Mean of the members' forecasts of the series every member could forecast."""
+    def predict(self, history: pd.DataFrame, device: str = "cpu", levels: tuple[int, ...] = ()
+                ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+        """Mean of the members' forecasts of the series every member could forecast, with the
+        ensemble's intervals at `levels`."""
         outs, skipped = zip(*(m.predict(history, device) for m in self.members), strict=True)
         frame = pd.concat(outs, ignore_index=True)
         counts = frame.groupby([ID, TIME], sort=False)["y_hat"].transform("size")
         mean = frame[counts == len(self.members)].groupby([ID, TIME], sort=False, as_index=False)["y_hat"].mean()
-        return mean, sorted(set().union(*map(set, skipped)))
+        return forecast_intervals(mean, history, self.conformal_, levels), sorted(set().union(*map(set, skipped)))
 
     def save(self, path: str | Path) -> Path:
         """members/<i>/ per member plus ensemble.json."""
@@ -75,6 +83,8 @@ class Ensemble:
         for i, m in enumerate(self.members):
             m.save(path / "members" / str(i))
         (path / "ensemble.json").write_text(json.dumps({"members": len(self.members)}))
+        if self.conformal_ is not None:
+            (path / "intervals.json").write_text(json.dumps(self.conformal_.to_dict()))
         return path
 
 
@@ -85,4 +95,6 @@ def load_forecaster(path: str | Path) -> Forecaster | Ensemble:
     if not meta.exists():
         return Forecaster.load(path)
     n = json.loads(meta.read_text())["members"]
-    return Ensemble([Forecaster.load(path / "members" / str(i)) for i in range(n)])
+    ens = Ensemble([Forecaster.load(path / "members" / str(i)) for i in range(n)])
+    ens.conformal_ = load_conformal(path)
+    return ens

@@ -21,6 +21,7 @@ from forecasting.data import ID, TIME, Split
 from forecasting.evaluation import Evaluation, Predictor, fit_linear, point_metrics, score, simple_predictors
 from forecasting.features import calendar_features, n_calendar_features
 from forecasting.inputs import Inputs, future_times, model_inputs
+from forecasting.intervals import Conformal, forecast_intervals, interval_columns, load_conformal
 from forecasting.metrics import mse, seasonal_scale
 from forecasting.models import ModelConfig, RecurrentForecaster, count_parameters
 from forecasting.scaling import SeriesScaler
@@ -86,6 +87,7 @@ class Forecaster:
         self.scaler_: SeriesScaler | None = None
         self.mase_scale_: np.ndarray | None = None  # [S] in original units
         self.fit_result_: FitResult | None = None
+        self.conformal_: Conformal | None = None  # interval calibration (set by the pipeline, saved)
 
     # ------------------------------------------------------------------ training
     def fit(self, df: pd.DataFrame, split: Split, callback=None) -> FitResult:
@@ -188,26 +190,28 @@ class Forecaster:
         cfg = self.cfg
         return model_inputs(history, self.scaler_, cfg.model.lookback, cfg.freq, cfg.covariates, cfg.calendar)
 
-    def predict(self, history: pd.DataFrame, device: str = "cpu") -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    def predict(self, history: pd.DataFrame, device: str = "cpu", levels: tuple[int, ...] = ()
+                ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
         """Next H steps after the end of every series in a long history frame.
 
-        Returns the forecasts (`unique_id`, `ds`, `y_hat`) and the series skipped,
-        each with its reason (too short, gaps or missing values in the lookback).
-        Series unseen in training are standardized with their own history.
+        Returns the forecasts (`unique_id`, `ds`, `y_hat`, and `y_hat-lo-<L>`/`y_hat-hi-<L>` for each
+        of `levels` from the stored conformal calibration) and the series skipped, each with its
+        reason (too short, gaps or missing values in the lookback). Series unseen in training are
+        standardized with their own history.
         """
         cfg, H = self.cfg, self.cfg.model.horizon
         inp = self.inputs(history)
         if not inp.ids:
-            return pd.DataFrame({c: [] for c in FORECAST_COLUMNS}), inp.skipped
+            return pd.DataFrame({c: [] for c in (*FORECAST_COLUMNS, *interval_columns(levels))}), inp.skipped
         y_hat = predict(self.model_, inp.x, device) * inp.std[:, None] + inp.mean[:, None]  # [S, H]
         out = pd.DataFrame({ID: np.repeat(np.array(inp.ids, dtype=object), H),
                             TIME: future_times(inp.last, H, cfg.freq),
                             "y_hat": y_hat.reshape(-1).astype(np.float64)})
-        return out, inp.skipped
+        return forecast_intervals(out, history, self.conformal_, levels), inp.skipped
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
-        """Write config.json, weights.pt and scaler.json into a directory."""
+        """Write config.json, weights.pt, scaler.json (and intervals.json when calibrated) into a directory."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         meta = {"config": self.cfg.to_dict(), "version": __version__,
@@ -215,6 +219,8 @@ class Forecaster:
         (path / "config.json").write_text(json.dumps(meta, indent=2))
         torch.save({k: v.cpu() for k, v in self.model_.state_dict().items()}, path / "weights.pt")
         (path / "scaler.json").write_text(json.dumps(self.scaler_.to_dict()))
+        if self.conformal_ is not None:  # what intervals need at predict time: nothing is recomputed
+            (path / "intervals.json").write_text(json.dumps(self.conformal_.to_dict()))
         return path
 
     @classmethod
@@ -229,4 +235,5 @@ class Forecaster:
         self.model_.eval()
         self.scaler_ = SeriesScaler.from_dict(json.loads((path / "scaler.json").read_text()))
         self.mase_scale_ = np.array(meta["mase_scale"])
+        self.conformal_ = load_conformal(path)
         return self

@@ -11,12 +11,14 @@ internals. Columns follow Nixtla's naming: `y_hat-lo-95`, `y_hat-hi-95`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from forecasting.data import ID, TARGET, TIME
+from forecasting.data import ID, TARGET, TIME, parse_long
+from forecasting.metrics import interval_metrics
 
 MODEL = "y_hat"
 # A flat history has no scale: fall back to this fraction of its level (or to 1.0 at level 0), so the
@@ -87,6 +89,14 @@ class Conformal:
     def from_dict(cls, d: dict) -> Conformal:
         return cls(tuple(int(v) for v in d["levels"]), tuple(tuple(float(v) for v in r) for r in d["quantiles"]),
                    int(d["season"]), int(d["n_calibration"]), bool(d.get("scaled", True)))
+
+
+def load_conformal(folder) -> Conformal | None:
+    """The calibration saved beside a model (`intervals.json`), or None when it has none."""
+    from pathlib import Path
+
+    path = Path(folder) / "intervals.json"
+    return Conformal.from_dict(json.loads(path.read_text())) if path.exists() else None
 
 
 def _check_levels(levels) -> tuple[int, ...]:
@@ -211,3 +221,53 @@ def _row_scales(forecast: pd.DataFrame, scales, conf: Conformal) -> np.ndarray:
     if s.isna().any():
         raise ValueError(f"no scale for series {sorted(set(forecast[ID][s.isna()]))[:5]}")
     return s.to_numpy(np.float64)
+
+
+# --------------------------------------------------------------------------- with models
+
+
+def forecast_intervals(forecast: pd.DataFrame, history: pd.DataFrame, conf: Conformal | None, levels,
+                       model_col: str = MODEL) -> pd.DataFrame:
+    """`forecast` (the next steps after `history`) with lo/hi columns at `levels`; unchanged when
+    `levels` is empty. The per-series scales come from the history given, as at calibration."""
+    if not levels:
+        return forecast
+    if conf is None:
+        raise ValueError("this model has no calibrated prediction intervals (trained with --level and no value, "
+                         "or before intervals existed); retrain it to get them")
+    scales = None
+    if conf.scaled and len(forecast):
+        known = history[history[ID].isin(set(forecast[ID]))]
+        scales = history_scales(parse_long(known[[ID, TIME, TARGET]], numeric=[TARGET]), conf.season)
+    return add_intervals(forecast, scales, conf, levels, model_col)
+
+
+def backtest_intervals(frame: pd.DataFrame, history: pd.DataFrame, conf: Conformal, levels,
+                       model_col: str = MODEL) -> pd.DataFrame:
+    """A cross-validation frame (`unique_id, ds, cutoff, ...`) with lo/hi columns of `model_col`,
+    each window's scale taken from its series' history up to its cutoff (nothing after it)."""
+    levels = _check_levels(levels)
+    missing = [lv for lv in levels if lv not in conf.levels]
+    if missing:
+        raise ValueError(f"level {missing[0]} was not calibrated; calibrated levels: {list(conf.levels)}")
+    out = frame.reset_index(drop=True).copy()
+    step = step_index(out, [ID, "cutoff"])  # [R]
+    scale = np.ones(len(out))
+    if conf.scaled:
+        window = out.groupby([ID, "cutoff"], sort=False).ngroup().to_numpy()
+        keys = out.drop_duplicates([ID, "cutoff"])[[ID, "cutoff"]].rename(columns={"cutoff": TIME})
+        scale = _scales_at(history, keys.reset_index(drop=True), conf.season)[window]
+    for lv in levels:
+        width = conf.q[conf.levels.index(lv)][step] * scale
+        out[column(lv, "lo", model_col)] = out[model_col] - width
+        out[column(lv, "hi", model_col)] = out[model_col] + width
+    return out
+
+
+def interval_scores(frame: pd.DataFrame, levels, mase_scale: pd.Series, model_col: str = MODEL) -> dict[str, float]:
+    """Coverage, MSIS and scaled pinball per level of a frame with `y` and lo/hi columns; `mase_scale`
+    (by unique_id) is each series' in-sample seasonal-naive MAE (the M4 MSIS denominator)."""
+    y = frame[TARGET].to_numpy(np.float64)
+    bounds = {lv: (frame[column(lv, "lo", model_col)].to_numpy(), frame[column(lv, "hi", model_col)].to_numpy())
+              for lv in levels}
+    return interval_metrics(y, bounds, frame[ID].map(mase_scale).to_numpy(np.float64))

@@ -34,6 +34,14 @@ def name_list(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
+def check_levels(levels: tuple[int, ...]) -> tuple[int, ...]:
+    """Interval levels are whole percentages strictly between 0 and 100."""
+    bad = [lv for lv in levels if not (isinstance(lv, int) and 0 < lv < 100)]
+    if bad:
+        raise ValueError(f"--level: levels must be whole percentages between 0 and 100, got {bad}")
+    return levels
+
+
 @dataclass(frozen=True)
 class TuneConfig:
     """Budget and storage of a search. `storage` is any SQLAlchemy URL; `seed` is the sampler's
@@ -77,9 +85,15 @@ class TrainJob:
     backtest: BacktestConfig = BacktestConfig()  # cutoffs over the validation part
     objective: str = option("val", "Optuna objective: every validation window, or the mean over the K backtest "
                             "cutoffs (the validation part is then sized to hold exactly those)", choices=OBJECTIVES)
+    levels: tuple[int, ...] = option((80, 95), "prediction-interval levels in percent, e.g. --level 80 95: "
+                                     "conformal, calibrated on the validation backtest and stored with the model "
+                                     "(--level with no value: none)", flag="--level", parse=int, many=True)
+    plot_series: tuple[str, ...] = option((), "series shown first in the fan charts, e.g. OT (then a sample of "
+                                          "the others)", parse=name_list)
 
     def __post_init__(self) -> None:
         check_name(self.dataset)
+        check_levels(self.levels)
         bad = [f for f in self.families if f not in FAMILIES]
         if bad or not self.families:
             raise ValueError(f"--models: unknown model family {bad}; use {' and/or '.join(FAMILIES)}")
@@ -108,6 +122,9 @@ class BacktestJob:
     output: str | None = option(None, "forecasts file (CSV or Parquet): unique_id, ds, cutoff, y, y_hat, baselines")
     max_epochs: int = option(20, "epochs of the --family fit")
     seed: int = option(0, "seed of the --family fit")
+    levels: tuple[int, ...] = option((), "prediction-interval levels in percent, e.g. --level 80 95 (the model's "
+                                     "stored calibration; a --family fit is calibrated before the first cutoff)",
+                                     flag="--level", parse=int, many=True)
 
     def __post_init__(self) -> None:
         """One clear error for a backtest that cannot run, before any work."""
@@ -124,3 +141,4 @@ class BacktestJob:
             raise ForecastingError(f"--horizon must be positive, got {self.horizon}")
         if self.windows < 1:
             raise ForecastingError(f"--windows must be at least 1, got {self.windows}")
+        check_levels(self.levels)

@@ -19,9 +19,10 @@ from typing import Any
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | None = None,
            choices: tuple | None = None, parse: Callable[[str], Any] | None = None,
-           factory: Callable[[], Any] | None = None) -> Any:
-    """A dataclass field that is also a command-line option (`--<name>` unless `flag` says)."""
-    meta = {"help": help, "flag": flag, "choices": choices, "parse": parse}
+           factory: Callable[[], Any] | None = None, many: bool = False) -> Any:
+    """A dataclass field that is also a command-line option (`--<name>` unless `flag` says).
+    `many`: a tuple field given as several values (`--level 80 95`), each read by `parse`."""
+    meta = {"help": help, "flag": flag, "choices": choices, "parse": parse, "many": many}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -71,6 +72,8 @@ def add_options(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         kw |= {"required": True} if required else {"default": _default(f)}
         kw["metavar"] = None if meta["choices"] else flag_name(f).upper()
+        if meta.get("many"):
+            kw["nargs"] = "*"
         parser.add_argument(flag, type=meta["parse"] or scalar, choices=meta["choices"], **kw)
 
 
@@ -84,7 +87,8 @@ def from_options(cls: type, args: argparse.Namespace, prefix: str = "", **given:
         elif sub is not None:
             values[f.name] = from_options(sub, args, f"{prefix}{f.name}.")
         elif hasattr(args, dest):
-            values[f.name] = getattr(args, dest)
+            v = getattr(args, dest)
+            values[f.name] = tuple(v) if f.metadata.get("many") and v is not None else v
     return cls(**values)
 
 

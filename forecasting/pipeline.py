@@ -17,12 +17,13 @@ import numpy as np
 import pandas as pd
 
 from forecasting import registry, runs
-from forecasting.backtest import Backtest, cross_validation, cutoffs
+from forecasting.backtest import Backtest, BacktestConfig, cross_validation, cutoffs
 from forecasting.data import ID, Split, split_fractions
 from forecasting.ensemble import Ensemble
 from forecasting.errors import DataError, ForecastingError
 from forecasting.evaluation import Predictor, best_baseline
 from forecasting.forecaster import Forecaster, ForecasterConfig
+from forecasting.intervals import backtest_intervals, calibrate_backtest, interval_scores
 from forecasting.jobs import ABSOLUTE_METRICS, TrainJob
 from forecasting.models import ModelConfig
 from forecasting.options import to_dict
@@ -99,10 +100,22 @@ def check_job(df: pd.DataFrame, freq: str, job: TrainJob, split: Split) -> None:
     if empty:
         raise DataError(f"series {empty[0]!r} ({len(empty)} in all): the validation part holds no backtest cutoff "
                         f"for horizon {job.horizon}; give it more rows (--val) or a shorter horizon")
+    check_levels_fit(split, job)
     short = [u for u, n in zip(split.ids, split.lengths - split.val_end, strict=True) if n < job.horizon]
     if len(short) == len(split.ids):
         raise DataError(f"the test part holds no window of horizon {job.horizon} (series {short[0]!r} has "
                         f"{int((split.lengths - split.val_end)[0])} test rows); give it more rows (--test)")
+
+
+def check_levels_fit(split: Split, job: TrainJob) -> None:
+    """Conformal intervals at level L need at least L / (100 - L) validation residuals per horizon
+    step (19 at 95 %): refuse levels the validation part cannot calibrate, before any run."""
+    n = int(np.maximum(split.val_end - split.train_end - job.horizon + 1, 0).sum())  # windows, step 1
+    for lv in sorted(job.levels, reverse=True):
+        need = -(-lv // (100 - lv))
+        if n < need:
+            raise DataError(f"--level {lv}: the validation part holds {n} forecast window(s) per horizon step, "
+                            f"{need} are needed to calibrate it; give it more rows (--val) or lower the level")
 
 
 # --------------------------------------------------------------------------- runs
@@ -161,8 +174,9 @@ def fit_final(df: pd.DataFrame, split: Split, cfgs: list[ForecasterConfig]) -> t
 
 def final_model(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split, cfgs: list[ForecasterConfig],
                 family: str) -> tuple[dict, Forecaster | Ensemble]:
-    """Refit the best configuration (or the K best as an ensemble), evaluate once on test, log run,
-    artifacts and pyfunc model. Returns the comparison row and the fitted model (for the backtest)."""
+    """Refit the best configuration (or the K best as an ensemble), evaluate once on test, log run and
+    artifacts. Returns the comparison row and the fitted model (backtested, calibrated and logged as
+    a pyfunc model by the next steps)."""
     with runs.run(ctx.experiment_id, f"{family}-final", ctx.parent_run_id,
                   tags={"kind": "final", "family": family}) as run_id:
         forecaster, cost = fit_final(df, split, cfgs)
@@ -175,10 +189,18 @@ def final_model(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split, 
                             k: row[k] for k in ("train_seconds", "peak_memory_mb", "best_epoch",
                                                 "infer_ms_per_1000")} | {"n_parameters": row["params"]})
         runs.log_history(run_id, forecaster.fit_result_.history)
-        runs.log_evaluation_artifacts(run_id, forecaster, ev, split.ids, f"{job.dataset} {family} H={job.horizon}")
-        example = registry.input_example(df, forecaster.cfg.model.lookback)
-        row["model_uri"] = registry.log_model(run_id, forecaster, example)
+        runs.log_loss_curves(run_id, forecaster, f"{job.dataset} {family} H={job.horizon}")
     return row, forecaster
+
+
+def part_backtest(forecaster: Forecaster, df: pd.DataFrame, end: np.ndarray, lo: np.ndarray, cfg: BacktestConfig,
+                  predictors: list[Predictor] | None = None) -> Backtest:
+    """Rolling-origin backtest whose targets lie in rows [lo, end) of each series (inputs may come
+    from before `lo`): the validation part or the test part."""
+    preds = predictors or [forecaster.predictor()]
+    return cross_validation(forecaster.panel(df), preds, forecaster.cfg.model.horizon, end,
+                            forecaster.scaler_.mean[:, 0], forecaster.scaler_.std[:, 0], forecaster.mase_scale_,
+                            cfg, lo)
 
 
 def validation_backtest(forecaster: Forecaster, df: pd.DataFrame, split: Split, job: TrainJob,
@@ -186,10 +208,20 @@ def validation_backtest(forecaster: Forecaster, df: pd.DataFrame, split: Split, 
     """Rolling-origin backtest over the validation part (cutoffs `job.backtest`): targets lie in
     validation only, inputs come from before each cutoff. Model selection and champion gating use
     it; the test part is never touched."""
-    panel = forecaster.panel(df)
-    preds = predictors or [forecaster.predictor()]
-    return cross_validation(panel, preds, job.horizon, split.val_end, forecaster.scaler_.mean[:, 0],
-                            forecaster.scaler_.std[:, 0], forecaster.mase_scale_, job.backtest, split.train_end)
+    return part_backtest(forecaster, df, split.val_end, split.train_end, job.backtest, predictors)
+
+
+def calibration_backtest(forecaster: Forecaster, df: pd.DataFrame, split: Split,
+                         predictors: list[Predictor] | None = None) -> Backtest:
+    """Every validation window (cutoffs one row apart): the residuals the intervals are calibrated on."""
+    return part_backtest(forecaster, df, split.val_end, split.train_end, BacktestConfig(0, 1), predictors)
+
+
+def test_backtest(forecaster: Forecaster, df: pd.DataFrame, split: Split, predictors: list[Predictor] | None = None
+                  ) -> Backtest:
+    """Non-overlapping windows over the test part (cutoffs one horizon apart): where intervals are scored."""
+    H = forecaster.cfg.model.horizon
+    return part_backtest(forecaster, df, split.lengths, split.val_end, BacktestConfig(0, H), predictors)
 
 
 def backtest_step(forecaster: Forecaster, row: dict, df: pd.DataFrame, split: Split, job: TrainJob) -> dict:
@@ -203,18 +235,57 @@ def backtest_step(forecaster: Forecaster, row: dict, df: pd.DataFrame, split: Sp
             "backtest_cutoffs": int(bt.by_cutoff["cutoff"].nunique())}
 
 
+def intervals_step(ctx: RunContext, job: TrainJob, forecaster: Forecaster, row: dict, df: pd.DataFrame,
+                   split: Split) -> dict:
+    """Calibrate the final model's conformal intervals on every validation window, score them once on
+    the test part (coverage, MSIS, scaled pinball), log them with a fan chart (the forecast and
+    actuals alone when no level is asked for), and log the model with its calibration as the
+    pyfunc model. Returns the row with the interval scores and the model URI."""
+    title = f"{job.dataset} {row['model']} H={job.horizon}: the last test window of each series"
+    frame = test_backtest(forecaster, df, split).forecasts
+    if job.levels:
+        forecaster.conformal_ = calibrate_backtest(calibration_backtest(forecaster, df, split).forecasts, df,
+                                                   job.levels, forecaster.cfg.period)
+        frame = backtest_intervals(frame, df, forecaster.conformal_, job.levels)
+        row = {**row, **interval_scores(frame, job.levels, mase_scales(forecaster))}
+        runs.log_values(row["run_id"], params={"interval_calibration_windows": forecaster.conformal_.n_calibration},
+                        metrics={f"test_{k}": row[k] for k in interval_names(job.levels)})
+        title += f", {'/'.join(map(str, job.levels))}% intervals"
+    runs.log_fan_chart(row["run_id"], df, last_windows(frame), job.levels, job.plot_series, title)
+    example = registry.input_example(df, forecaster.cfg.model.lookback)
+    return {**row, "model_uri": registry.log_model(row["run_id"], forecaster, example)}
+
+
+def mase_scales(forecaster: Forecaster) -> pd.Series:
+    """Each series' in-sample seasonal-naive MAE (MASE and MSIS denominator), by unique_id."""
+    return pd.Series(forecaster.mase_scale_, index=list(forecaster.scaler_.ids))
+
+
+def interval_names(levels: tuple[int, ...]) -> list[str]:
+    """The interval score columns of a row: coverage, MSIS and pinball per level."""
+    return [f"{k}_{lv}" for lv in sorted(levels) for k in ("coverage", "msis", "pinball")]
+
+
+def last_windows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of each series' last cutoff in a cross-validation frame (what a fan chart shows)."""
+    last = frame.groupby(ID, sort=False)["cutoff"].transform("max")
+    return frame[frame["cutoff"] == last]
+
+
 # --------------------------------------------------------------------------- baselines and comparison
 
 
 def baseline_rows(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split) -> list[dict]:
     """Naive, seasonal naive at every kept period and the ridge baseline, scored on the same test
-    windows and the same validation backtest as the models; each logged as a nested run."""
+    windows and the same validation backtest as the models, with conformal intervals calibrated
+    and scored the same way; each logged as a nested run."""
     base = base_config(df, ctx.freq, job, split)
     space = search_space(df, split, base, job)
     f = Forecaster(replace(base, model=replace(base.model, lookback=max(space.lookbacks))))
     f.fit_scaler(df, split)
     predictors, linear = f.baselines(df, split, space.lookbacks)
     bt = validation_backtest(f, df, split, job, predictors)
+    widths = predictor_intervals(f, df, split, predictors, job.levels)
     rows = []
     for p in predictors:
         ev = f.evaluate(df, split, "test", predictor=p)
@@ -222,16 +293,40 @@ def baseline_rows(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split
         with runs.run(ctx.experiment_id, p.name, ctx.parent_run_id, tags={"kind": "baseline", "family": p.name}
                       ) as run_id:
             params = {"lookback": p.lookback} | ({"alpha": linear["alpha"]} if p.name == "linear" else {})
-            runs.log_values(run_id, params=params, metrics={f"test_{k}": v for k, v in ev.metrics.items()} | val)
-        rows.append({"model": p.name, **ev.metrics, **val,
+            runs.log_values(run_id, params=params, metrics={f"test_{k}": v for k, v in ev.metrics.items()} | val
+                            | {f"test_{k}": v for k, v in widths.get(p.name, {}).items()})
+        rows.append({"model": p.name, **ev.metrics, **val, **widths.get(p.name, {}),
                      "params": p.lookback * job.horizon + job.horizon if p.name == "linear" else 0,
                      "train_seconds": 0.0, "peak_memory_mb": 0.0, "infer_ms_per_1000": float("nan"), "device": "-"})
     return rows
 
 
+def predictor_intervals(f: Forecaster, df: pd.DataFrame, split: Split, predictors: list[Predictor],
+                        levels: tuple[int, ...]) -> dict[str, dict[str, float]]:
+    """Each baseline's interval scores on the test part, calibrated like the models' (conformal on
+    its own validation residuals): the reference every model's coverage and MSIS are shown next to."""
+    if not levels:
+        return {}
+    cal = calibration_backtest(f, df, split, predictors).forecasts
+    test = test_backtest(f, df, split, predictors).forecasts
+    out = {}
+    for p in predictors:
+        conf = calibrate_backtest(cal, df, levels, f.cfg.period, model_col=p.name)
+        frame = backtest_intervals(test, df, conf, levels, model_col=p.name)
+        out[p.name] = interval_scores(frame, levels, mase_scales(f), model_col=p.name)
+    return out
+
+
 COMPARISON_COLUMNS = ["model", "mae", "rmse", "smape", "mase", "mse_std", "mae_std", "val_backtest_mase",
                       "val_backtest_mse_std", "vs_best_baseline", "params", "train_seconds", "peak_memory_mb",
                       "infer_ms_per_1000"]
+
+
+def comparison_columns(job: TrainJob) -> list[str]:
+    """The table's columns: point metrics, the validation backtest, then coverage and MSIS per level."""
+    shown = [f"{k}_{lv}" for lv in sorted(job.levels) for k in ("coverage", "msis")]
+    i = COMPARISON_COLUMNS.index("vs_best_baseline") + 1
+    return COMPARISON_COLUMNS[:i] + shown + COMPARISON_COLUMNS[i:]
 
 
 def comparison(rows: list[dict], job: TrainJob, parent_run_id: str | None = None) -> tuple[pd.DataFrame, dict]:
@@ -243,7 +338,7 @@ def comparison(rows: list[dict], job: TrainJob, parent_run_id: str | None = None
     best = best_baseline(rows, job.metric, job.families)
     table = pd.DataFrame(rows)
     table["vs_best_baseline"] = table[job.metric] / best[1] - 1.0 if best else np.nan
-    table = table.reindex(columns=COMPARISON_COLUMNS)
+    table = table.reindex(columns=comparison_columns(job))
     summary = {"best_baseline": best[0] if best else None, "metric": job.metric,
                "best_baseline_value": best[1] if best else None,
                "margins": {r["model"]: float(r[job.metric]) / best[1] - 1.0
@@ -292,7 +387,7 @@ def register_family(ctx: RunContext, job: TrainJob, row: dict, df: pd.DataFrame,
 
     model_tags = {"dataset": job.dataset, "horizon": job.horizon, "frequency": ctx.freq, "family": row["model"],
                   "gate_metric": gate_metric(job)}
-    shown = {k: row[k] for k in COMPARISON_COLUMNS if k in row and k != "vs_best_baseline"}
+    shown = {k: row[k] for k in comparison_columns(job) if k in row and k != "vs_best_baseline"}
     description = "Comparison row of this version:\n\n" + to_markdown(pd.DataFrame([shown]))
     return registry.register(row["model_uri"], f"{job.dataset}-{row['model']}", gate_metric(job),
                              float(row[gate_metric(job)]), tags, rescore, model_tags, description)

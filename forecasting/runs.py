@@ -24,7 +24,6 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
-from forecasting.evaluation import Evaluation
 from forecasting.forecaster import Forecaster
 from forecasting.tables import to_markdown
 
@@ -170,19 +169,15 @@ def run(experiment_id: str, name: str, parent_run_id: str | None = None, tags: d
 # --------------------------------------------------------------------------- artifacts
 
 
-def log_evaluation_artifacts(run_id: str, forecaster: Forecaster, evaluation: Evaluation, ids: tuple[str, ...],
-                             title: str) -> None:
-    """Forecast-versus-actual and loss-curve PNGs."""
-    from forecasting.plots import forecast_vs_actual, loss_curves
+def log_loss_curves(run_id: str, forecaster: Forecaster, title: str) -> None:
+    """The training and validation loss per epoch, as `plots/loss_curves.png`."""
+    from forecasting.plots import loss_curves
 
-    client = MlflowClient()
+    if forecaster.fit_result_ is None:
+        return
     with tempfile.TemporaryDirectory() as tmp:
-        png = forecast_vs_actual(Path(tmp) / "forecast_vs_actual.png", evaluation.y, evaluation.y_hat,
-                                 evaluation.series, ids, title=title)
-        client.log_artifact(run_id, str(png), "plots")
-        if forecaster.fit_result_ is not None:
-            png = loss_curves(Path(tmp) / "loss_curves.png", forecaster.fit_result_.history, title)
-            client.log_artifact(run_id, str(png), "plots")
+        png = loss_curves(Path(tmp) / "loss_curves.png", forecaster.fit_result_.history, title)
+        MlflowClient().log_artifact(run_id, str(png), "plots")
 
 
 def log_table(run_id: str, table: pd.DataFrame, stem: str) -> None:
@@ -208,6 +203,20 @@ def log_backtest(run_id: str, bt, title: str) -> None:
         bt.forecasts.to_csv(Path(tmp) / "forecasts.csv", index=False)
         backtest_plot(Path(tmp) / "backtest.png", bt, title)
         client.log_artifacts(run_id, tmp, "backtest")
+
+
+def log_fan_chart(run_id: str, history: pd.DataFrame, forecast: pd.DataFrame, levels: tuple[int, ...],
+                  series: tuple[str, ...], title: str, folder: str = "plots") -> None:
+    """`<folder>/fan_chart.png`: history, forecast, interval bands and actuals of `series` and a sample
+    of the others (`forecast` holds `y` where the actuals are known)."""
+    from forecasting.plots import fan_chart
+
+    actuals = forecast[["unique_id", "ds", "y"]] if "y" in forecast else None
+    first = forecast.groupby("unique_id")["ds"].min()  # per series, the first forecast step
+    past = history[history["ds"] < history["unique_id"].map(first)]  # what was known at the cutoff
+    with tempfile.TemporaryDirectory() as tmp:
+        png = fan_chart(Path(tmp) / "fan_chart.png", past, forecast, levels, actuals, list(series), title=title)
+        MlflowClient().log_artifact(run_id, str(png), folder)
 
 
 def log_forecast_run(home: str | Path, model_name: str, alias: str, version: str, n_forecast: int,

@@ -3,7 +3,9 @@ code (`code_paths`) so it loads and serves where this project is not installed.
 
 Input: a long history (`unique_id`, `ds`, `y`, covariates), as a DataFrame, a JSON
 `dataframe_split` body or a CSV (`ds` as ISO-8601 strings is fine). Output: the next steps of
-every usable series (`unique_id`, `ds`, `y_hat`). Predict-time parameter: `horizon` (1..trained H).
+every usable series (`unique_id`, `ds`, `y_hat`). Predict-time parameters: `horizon` (1..trained H) and
+`level` (a list of interval levels, e.g. [80, 95]: adds `y_hat-lo-<L>`, `y_hat-hi-<L>` from the
+conformal calibration stored in the model).
 """
 
 from __future__ import annotations
@@ -33,18 +35,19 @@ class ForecastModel(mlflow.pyfunc.PythonModel):
         horizon = int((params or {}).get("horizon") or H)
         if not 1 <= horizon <= H:
             raise ValueError(f"param horizon must be between 1 and the trained horizon {H}, got {horizon}")
-        out, skipped = self.forecaster.predict(pd.DataFrame(model_input))
+        levels = tuple(int(v) for v in (params or {}).get("level") or ())
+        out, skipped = self.forecaster.predict(pd.DataFrame(model_input), levels=levels)
         out = out[out.groupby(ID, sort=False).cumcount() < horizon].reset_index(drop=True)
         out.attrs["skipped"] = skipped
         return out
 
 
 def signature(horizon: int) -> ModelSignature:
-    """Output columns and the `horizon` parameter. The input is left unenforced on purpose: the
+    """Output columns and the `horizon` and `level` parameters. The input is left unenforced on purpose: the
     forecaster parses `ds` itself, so a CSV's ISO-8601 strings work as well as datetimes, and any
     covariate columns it was trained with pass through."""
     outputs = Schema([ColSpec("string", ID), ColSpec("datetime", TIME), ColSpec("double", "y_hat")])
-    params = ParamSchema([ParamSpec("horizon", "long", horizon)])
+    params = ParamSchema([ParamSpec("horizon", "long", horizon), ParamSpec("level", "long", [], shape=(-1,))])
     return ModelSignature(inputs=None, outputs=outputs, params=params)
 
 

@@ -118,6 +118,36 @@ def test_forecast_flow_writes_h_steps_per_series(trained_home, tmp_path):
     assert run.data.metrics["series_forecast"] == N_SERIES
 
 
+def test_forecast_command_with_intervals_and_a_fan_chart(trained_home, tmp_path, capsys):
+    """`forecast --level 80 95 --plot F.png`: one lo/hi pair per level around the unchanged point
+    forecast, nested bands, and a PNG; a level the model was not calibrated at is one error line."""
+    from flows.cli import main
+
+    common = [f"{DATASET}-gru", "--input", str(trained_home.csv), "--home", str(trained_home.home)]
+    point, banded, png = tmp_path / "p.csv", tmp_path / "b.csv", tmp_path / "fan.png"
+    assert main(["forecast", *common, "--output", str(point)]) == 0
+    assert main(["forecast", *common, "--output", str(banded), "--level", "80", "95", "--plot", str(png)]) == 0
+    a, b = pd.read_csv(point), pd.read_csv(banded)
+    assert list(b.columns) == ["unique_id", "ds", "y_hat", "y_hat-lo-80", "y_hat-hi-80", "y_hat-lo-95", "y_hat-hi-95"]
+    pd.testing.assert_frame_equal(a, b[a.columns])  # the point forecast is unchanged
+    assert ((b["y_hat-lo-95"] <= b["y_hat-lo-80"]) & (b["y_hat-lo-80"] <= b["y_hat"])
+            & (b["y_hat"] <= b["y_hat-hi-80"]) & (b["y_hat-hi-80"] <= b["y_hat-hi-95"])).all()
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+    assert main(["forecast", *common, "--output", str(tmp_path / "x.csv"), "--level", "99"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "level 99 was not calibrated" in err and "\n" not in err
+    assert main(["forecast", *common, "--output", str(tmp_path / "y.csv"), "--plot", str(tmp_path / "f.jpg")]) == 2
+    assert not (tmp_path / "x.csv").exists() and not (tmp_path / "y.csv").exists()
+
+
+def test_train_table_shows_interval_scores_next_to_the_baselines(trained_home):
+    table = trained_home.train["table"]
+    for col in ("coverage_80", "coverage_95", "msis_95"):
+        assert table[col].notna().all() and table[col].between(0, 1e6).all(), col
+    assert (table["coverage_80"] <= table["coverage_95"]).all()
+
+
 def test_forecast_of_a_shorter_history_skips_short_series(trained_home, tmp_path):
     """A series shorter than the lookback is skipped with its reason, the others are forecast."""
     from flows.forecast import forecast_flow
@@ -197,11 +227,14 @@ def test_backtest_of_the_registered_champion(trained_home, tmp_path, capsys):
     out = tmp_path / "cv.csv"
     home = str(trained_home.home)
     assert main(["backtest", DATASET, "--model", f"{DATASET}-gru@champion", "--windows", "3", "--step", "6",
-                 "--output", str(out), "--home", home]) == 0
+                 "--output", str(out), "--home", home, "--level", "80", "95"]) == 0
     printed = capsys.readouterr().out
     assert f"{DATASET}-gru@champion (v" in printed and "seasonal_naive_24" in printed
+    assert "coverage_95" in printed and "msis_95" in printed  # the model's stored intervals, scored
     cv = pd.read_csv(out, parse_dates=["ds", "cutoff"])
     assert list(cv.columns[:5]) == ["unique_id", "ds", "cutoff", "y", "y_hat"]
+    assert {"y_hat-lo-80", "y_hat-hi-80", "y_hat-lo-95", "y_hat-hi-95"} <= set(cv.columns)
+    assert ((cv["y_hat-lo-95"] <= cv["y_hat-lo-80"]) & (cv["y_hat-hi-80"] <= cv["y_hat-hi-95"])).all()
     assert len(cv) == N_SERIES * 3 * HORIZON
     assert sorted(cv["cutoff"].unique().tolist()) == sorted(cv.groupby("cutoff").size().index.tolist())
     assert (cv.groupby("unique_id")["cutoff"].nunique() == 3).all()
@@ -214,16 +247,19 @@ def test_backtest_of_the_registered_champion(trained_home, tmp_path, capsys):
     assert len(runs) == 1 and runs[0].data.tags["in_sample"] == "False"
     assert "val_backtest_mase" in runs[0].data.metrics
     files = {a.path for a in client.list_artifacts(runs[0].info.run_id, "backtest")}
-    assert {"backtest/metrics_by_cutoff.csv", "backtest/backtest.png", "backtest/forecasts.csv"} <= files
+    assert {"backtest/metrics_by_cutoff.csv", "backtest/backtest.png", "backtest/forecasts.csv",
+            "backtest/fan_chart.png"} <= files
 
 
 def test_backtest_of_a_family_fitted_before_the_first_cutoff(trained_home, capsys):
     from flows.backtest import backtest_flow
     from forecasting.jobs import BacktestJob
 
-    r = backtest_flow(BacktestJob(DATASET, family="lstm", windows=2, horizon=HORIZON, max_epochs=1),
+    r = backtest_flow(BacktestJob(DATASET, family="lstm", windows=2, horizon=HORIZON, max_epochs=1, levels=(80,)),
                       str(trained_home.home))
     assert r["cutoffs"] == 2 and not r["in_sample"]
+    model = r["metrics"].set_index("predictor").loc["y_hat"]
+    assert 0 <= model["coverage_80"] <= 1 and model["msis_80"] > 0  # calibrated before the first cutoff
     assert set(r["metrics"]["predictor"]) >= {"y_hat", "naive", "seasonal_naive_24", "linear"}
     assert r["metrics"]["mase"].map(math.isfinite).all()
 

@@ -79,6 +79,19 @@ def test_a_job_without_validation_cutoffs_or_test_windows_is_refused_before_any_
         pipeline.check_job(df, "h", job, split)
 
 
+def test_an_interval_level_the_validation_part_cannot_calibrate_is_refused_before_any_run(make_sine_frame):
+    """95 % needs 19 validation windows per horizon step: 2 series x (20 rows - 12 + 1) = 18 is one short,
+    80 % needs 4. The error names the level and what to change."""
+    df = make_sine_frame(n_series=2, length=200, seed=0)
+    job = pipeline.TrainJob("tiny", 12, max_lookback=24, levels=(80, 95))
+    split = pipeline.make_split(df, job)
+    assert (split.val_end - split.train_end).tolist() == [20, 20]
+    with pytest.raises(DataError, match=r"--level 95: the validation part holds 18 forecast window\(s\) per horizon "
+                                        r"step, 19 are needed"):
+        pipeline.check_job(df, "h", job, split)
+    pipeline.check_job(df, "h", pipeline.TrainJob("tiny", 12, max_lookback=24, levels=(80,)), split)
+
+
 def test_nothing_is_registered_from_a_comparison_with_a_missing_score():
     job = pipeline.TrainJob("toy", 4)
     rows = [{"model": "gru", "mase": 0.9, "val_backtest_mase": 0.8},

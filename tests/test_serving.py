@@ -19,9 +19,10 @@ import pytest
 from flows_fixtures import FORECASTING_EXE, subprocess_env
 
 from flows.server import free_port
-from forecasting import registry, runs
+from forecasting import pipeline, registry, runs
 from forecasting.data import split_fractions
 from forecasting.forecaster import Forecaster, ForecasterConfig
+from forecasting.intervals import calibrate_backtest
 from forecasting.models import ModelConfig
 from forecasting.training import TrainConfig
 from tests.conftest import sine_frame
@@ -40,6 +41,8 @@ def served(tmp_path_factory):
     f = Forecaster(ForecasterConfig(model=ModelConfig(lookback=24, horizon=H, hidden=8, layers=1, highway=True),
                                     train=TrainConfig(max_epochs=1, device="cpu")))
     f.fit(df, split)
+    # Calibrated as the train pipeline does: conformal on every validation window, stored in the model.
+    f.conformal_ = calibrate_backtest(pipeline.calibration_backtest(f, df, split).forecasts, df, (80, 95), f.cfg.period)
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         uri = runs.configure(home)
@@ -68,10 +71,11 @@ def served(tmp_path_factory):
     return {"home": home, "uri": uri, "csv": csv, "df": df, "py": py, "env": env, "root": root, "forecaster": f}
 
 
-def _cli_forecast(served) -> pd.DataFrame:
-    out = served["root"] / "cli.csv"
+def _cli_forecast(served, *levels: int) -> pd.DataFrame:
+    out = served["root"] / f"cli{len(levels)}.csv"
+    level = ["--level", *map(str, levels)] if levels else []
     r = subprocess.run([str(FORECASTING_EXE), "forecast", NAME, "--input", str(served["csv"]), "--output", str(out),
-                        "--home", str(served["home"])], env=subprocess_env(), capture_output=True, text=True,
+                        "--home", str(served["home"]), *level], env=subprocess_env(), capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     return pd.read_csv(out, parse_dates=["ds"])
@@ -84,10 +88,11 @@ def test_the_model_loads_and_predicts_where_the_project_is_not_installed(served)
               "df = pd.read_csv(sys.argv[1])  # ds as ISO-8601 strings\n"
               "m.predict(df).to_csv(sys.argv[2], index=False)\n"
               "m.predict(df, params={'horizon': 3}).to_csv(sys.argv[3], index=False)\n"
+              "m.predict(df, params={'level': [80, 95]}).to_csv(sys.argv[4], index=False)\n"
               "import forecasting; print(forecasting.__file__)\n")
-    a, b = served["root"] / "a.csv", served["root"] / "b.csv"
-    r = subprocess.run([str(served["py"]), "-c", script, str(served["csv"]), str(a), str(b)], cwd=served["root"],
-                       env=served["env"], capture_output=True, text=True, timeout=300)
+    a, b, c = served["root"] / "a.csv", served["root"] / "b.csv", served["root"] / "c.csv"
+    r = subprocess.run([str(served["py"]), "-c", script, str(served["csv"]), str(a), str(b), str(c)],
+                       cwd=served["root"], env=served["env"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "/artifacts/code/forecasting/" in r.stdout  # the bundled copy, not a checkout
     got, short = pd.read_csv(a, parse_dates=["ds"]), pd.read_csv(b, parse_dates=["ds"])
@@ -95,6 +100,14 @@ def test_the_model_loads_and_predicts_where_the_project_is_not_installed(served)
     assert len(got) == 3 * H and len(short) == 3 * 3
     np.testing.assert_allclose(got["y_hat"], want["y_hat"], rtol=1e-5)
     assert (got["ds"] == want["ds"]).all() and (got["unique_id"] == want["unique_id"]).all()
+    # Intervals survive the registry: the stored calibration, loaded in a fresh process without the
+    # project, gives the bands the CLI gives, around the same point forecast.
+    bands, want_bands = pd.read_csv(c, parse_dates=["ds"]), _cli_forecast(served, 80, 95)
+    cols = ["y_hat", "y_hat-lo-80", "y_hat-hi-80", "y_hat-lo-95", "y_hat-hi-95"]
+    assert list(bands.columns) == ["unique_id", "ds", *cols] == list(want_bands.columns)
+    np.testing.assert_allclose(bands[cols], want_bands[cols], rtol=1e-5)
+    np.testing.assert_allclose(bands["y_hat"], got["y_hat"], rtol=1e-6)
+    assert (bands["y_hat-lo-95"] <= bands["y_hat-lo-80"]).all() and (bands["y_hat-hi-80"] <= bands["y_hat-hi-95"]).all()
 
 
 @pytest.mark.slow
@@ -124,6 +137,8 @@ def test_mlflow_models_serve_answers_json_and_csv_requests(served):
         r_csv = httpx.post(f"{base}/invocations", content=df.to_csv(index=False),
                            headers={"Content-Type": "text/csv"}, timeout=120)
         r_h = httpx.post(f"{base}/invocations", json={"dataframe_split": split, "params": {"horizon": 4}}, timeout=120)
+        r_lv = httpx.post(f"{base}/invocations", json={"dataframe_split": split, "params": {"level": [95]}},
+                          timeout=120)
         r_bad = httpx.post(f"{base}/invocations", json={"dataframe_split": split, "params": {"horizon": 99}},
                            timeout=120)
     finally:
@@ -138,6 +153,11 @@ def test_mlflow_models_serve_answers_json_and_csv_requests(served):
         np.testing.assert_allclose(got["y_hat"], want["y_hat"], rtol=1e-5)
         assert (pd.to_datetime(got["ds"]) == want["ds"]).all()
     assert r_h.status_code == 200 and len(r_h.json()["predictions"]) == 3 * 4
+    assert r_lv.status_code == 200, r_lv.text[:2000]
+    lv = pd.DataFrame(r_lv.json()["predictions"])
+    assert list(lv.columns) == ["unique_id", "ds", "y_hat", "y_hat-lo-95", "y_hat-hi-95"]
+    np.testing.assert_allclose(lv[["y_hat-lo-95", "y_hat-hi-95"]], _cli_forecast(served, 95)[["y_hat-lo-95", "y_hat-hi-95"]],
+                               rtol=1e-5)
     assert r_bad.status_code >= 400 and "trained horizon 12" in r_bad.text
 
 

@@ -404,11 +404,16 @@ def test_pipeline_end_to_end(tmp_path, home):
     row, model = pipeline.final_model(ctx, job, df, split, [result.config], "gru")
     row = pipeline.backtest_step(model, row, df, split, job)
     assert row["backtest_cutoffs"] >= 1 and np.isfinite(row["val_backtest_mase"])
+    row = pipeline.intervals_step(ctx, job, model, row, df, split)
+    assert model.conformal_.levels == (80, 95) and model.conformal_.n_calibration == 3 * (40 - H + 1)
+    assert 0 <= row["coverage_80"] <= row["coverage_95"] <= 1 and row["msis_95"] > 0
     baselines = pipeline.baseline_rows(ctx, job, df, split)
     assert [b["model"] for b in baselines] == ["naive", "seasonal_naive_24", "linear"]
     table, summary = pipeline.comparison([row, *baselines], job, parent)
     assert table["model"].tolist() == ["gru", "naive", "seasonal_naive_24", "linear"]
-    assert list(table.columns) == pipeline.COMPARISON_COLUMNS
+    assert list(table.columns) == pipeline.comparison_columns(job)
+    assert {"coverage_80", "coverage_95", "msis_80", "msis_95"} <= set(table.columns)
+    assert table[["coverage_95", "msis_95"]].notna().all().all()  # the baselines' intervals too
     best = min(baselines, key=lambda b: b["mase"])
     assert summary["best_baseline"] == best["model"]
     assert summary["margins"]["gru"] == pytest.approx(row["mase"] / best["mase"] - 1)
@@ -455,7 +460,8 @@ def test_pipeline_end_to_end(tmp_path, home):
     assert final.data.metrics["test_mase"] == pytest.approx(row["mase"])
     assert len(client.get_metric_history(row["run_id"], "val_loss")) >= 1
     plots = {a.path for a in client.list_artifacts(row["run_id"], "plots")}
-    assert plots == {"plots/forecast_vs_actual.png", "plots/loss_curves.png"}
+    assert plots == {"plots/loss_curves.png", "plots/fan_chart.png"}
+    assert final.data.metrics["test_coverage_95"] == pytest.approx(row["coverage_95"])
     backtest = {a.path for a in client.list_artifacts(row["run_id"], "backtest")}
     assert {"backtest/metrics_by_cutoff.csv", "backtest/forecasts.csv", "backtest/backtest.png"} <= backtest
     assert final.data.metrics["val_backtest_mase"] == pytest.approx(row["val_backtest_mase"])
@@ -475,5 +481,10 @@ def test_pipeline_end_to_end(tmp_path, home):
     assert {p.device.type for p in model.unwrap_python_model().forecaster.model_.parameters()} == {"cpu"}
     out = model.predict(df)
     assert len(out) == 3 * H and np.isfinite(out["y_hat"]).all()
+    assert list(out.columns) == ["unique_id", "ds", "y_hat"]  # intervals only when asked for
+    bands = model.predict(df, params={"level": [80, 95]})
+    np.testing.assert_allclose(bands["y_hat"], out["y_hat"])  # the point forecast is unchanged
+    lo95, lo80, hi80, hi95 = (bands[f"y_hat-{s}-{lv}"] for s, lv in (("lo", 95), ("lo", 80), ("hi", 80), ("hi", 95)))
+    assert ((lo95 <= lo80) & (lo80 < bands["y_hat"]) & (bands["y_hat"] < hi80) & (hi80 <= hi95)).all()
     first = out[out["unique_id"] == "s0"]["ds"]
     assert first.iloc[0] == df[df["unique_id"] == "s0"]["ds"].max() + pd.Timedelta(hours=1)
