@@ -542,7 +542,9 @@ def _interval_text(res: dict) -> str:
     parts = []
     for k, g in res["interval_goals"].items():
         v = res["interval_aggregate"][k]
-        parts.append(f"{LABELS.get(k, k)}: MSIS {S.fmt(v['msis_95'])} vs ≤ {MSIS_TARGET} {g['msis_target']}, "
+        side = "the mean misses" if v["msis_95"]["mean"] > MSIS_TARGET else "the mean meets it"
+        met = {"better": "**met**", "worse": "**missed**", "tie": f"**tie** (within 2 sd; {side})"}[g["msis_target"]]
+        parts.append(f"{LABELS.get(k, k)}: MSIS {S.fmt(v['msis_95'])}, target ≤ {MSIS_TARGET} {met}; "
                      f"coverage {S.fmt(v['coverage_95'])} {'within' if g['coverage_ok'] else 'outside'} "
                      f"{COVERAGE_TOL:.2f} of 0.95; option chosen on validation: "
                      f"{', '.join(sorted(set(res['interval_chosen'][k])))}")
@@ -601,7 +603,8 @@ def render(res: dict) -> str:
 
 
 def summary(res: dict) -> str:
-    return (f"Mean ± sd over seeds {res['seeds']}; {res['budget']['n_trials']} trials x "
+    fams = ", ".join(f.upper() for f in res["budget"].get("families", FAMILIES))
+    return (f"Mean ± sd over seeds {res['seeds']}; {fams}; {res['budget']['n_trials']} trials x "
             f"{res['budget']['max_epochs']} epochs per family and seed.\n\n"
             + C.table(["M4 Hourly", "sMAPE", "MASE", "OWA", "source"], _rows(res, False))
             + "\n" + _goal_text(res) + " Official: Smyl (M4 winner) 0.440, best Hourly entry (Doornik) 0.410, "
