@@ -18,7 +18,7 @@ from forecasting.backtest import Backtest, BacktestConfig, cross_validation, cut
 from forecasting.data import ID, Split
 from forecasting.errors import DataError
 from forecasting.forecaster import Forecaster, ForecasterConfig, build_panel
-from forecasting.intervals import Conformal, backtest_intervals, calibrate_backtest, interval_scores
+from forecasting.intervals import Conformal, backtest_intervals, choose_calibration, interval_scores
 from forecasting.scaling import SeriesScaler
 
 
@@ -88,12 +88,13 @@ def with_intervals(bt: Backtest, df: pd.DataFrame, f: Forecaster, conf: Conforma
 
 
 def calibrate_before_cutoffs(f: Forecaster, df: pd.DataFrame, split: Split, levels: tuple[int, ...]) -> Conformal | None:
-    """Conformal calibration on every window of the fitting rows' validation tenth (before the first cutoff)."""
+    """Conformal calibration on every window of the fitting rows' validation tenth (before the first cutoff),
+    in the scale mode that scores best on the later of those windows."""
     if not levels:
         return None
     cal = cross_validation(f.panel(df), [f.predictor()], f.cfg.model.horizon, split.val_end, f.scaler_.mean[:, 0],
                            f.scaler_.std[:, 0], f.mase_scale_, BacktestConfig(0, 1), lo=split.train_end)
-    return calibrate_backtest(cal.forecasts, df, levels, f.cfg.period)
+    return choose_calibration(cal.forecasts, df, levels, f.cfg.period)
 
 
 def backtest_registered(df: pd.DataFrame, forecaster: Forecaster, cfg: BacktestConfig, what: str,

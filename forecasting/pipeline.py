@@ -23,7 +23,7 @@ from forecasting.ensemble import Ensemble
 from forecasting.errors import DataError, ForecastingError
 from forecasting.evaluation import Predictor, best_baseline
 from forecasting.forecaster import Forecaster, ForecasterConfig
-from forecasting.intervals import backtest_intervals, calibrate_backtest, interval_scores
+from forecasting.intervals import backtest_intervals, choose_calibration, interval_scores
 from forecasting.jobs import ABSOLUTE_METRICS, TrainJob
 from forecasting.models import ModelConfig
 from forecasting.options import to_dict
@@ -244,7 +244,8 @@ def intervals_step(ctx: RunContext, job: TrainJob, forecaster: Forecaster, row: 
     title = f"{job.dataset} {row['model']} H={job.horizon}: the last test window of each series"
     frame = test_backtest(forecaster, df, split).forecasts
     if job.levels:
-        forecaster.conformal_ = calibrate_backtest(calibration_backtest(forecaster, df, split).forecasts, df,
+        # The scale (seasonal or the series' own residuals) is chosen on the validation windows only.
+        forecaster.conformal_ = choose_calibration(calibration_backtest(forecaster, df, split).forecasts, df,
                                                    job.levels, forecaster.cfg.period)
         frame = backtest_intervals(frame, df, forecaster.conformal_, job.levels)
         row = {**row, **interval_scores(frame, job.levels, mase_scales(forecaster))}
@@ -311,7 +312,7 @@ def predictor_intervals(f: Forecaster, df: pd.DataFrame, split: Split, predictor
     test = test_backtest(f, df, split, predictors).forecasts
     out = {}
     for p in predictors:
-        conf = calibrate_backtest(cal, df, levels, f.cfg.period, model_col=p.name)
+        conf = choose_calibration(cal, df, levels, f.cfg.period, model_col=p.name)
         frame = backtest_intervals(test, df, conf, levels, model_col=p.name)
         out[p.name] = interval_scores(frame, levels, mase_scales(f), model_col=p.name)
     return out
