@@ -11,14 +11,20 @@ import pytest
 from scipy.stats import norm
 
 from forecasting.intervals import (
+    RESIDUAL,
+    SEASONAL,
     Conformal,
     add_intervals,
+    backtest_intervals,
     calibrate,
     calibrate_backtest,
+    choose_calibration,
     column,
     history_scales,
     interval_columns,
+    residual_scales,
     series_scale,
+    split_windows,
 )
 from forecasting.metrics import coverage, interval_metrics, interval_pinball, msis, scaled_pinball
 from forecasting.plots import fan_chart, fan_figure
@@ -180,6 +186,156 @@ def test_round_trip_and_missing_level():
         add_intervals(fc, {"a": 1.0}, conf, levels=(80, 90))
     with pytest.raises(ValueError, match="no scale for series"):
         add_intervals(fc, {"b": 1.0}, conf)
+
+
+# --------------------------------------------------------------------------- residual (normalized) mode
+
+
+def ar1_panel(sigmas: np.ndarray, trends: np.ndarray, n_windows: int, h: int, hist: int, seed: int
+              ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Series y_t = b_i·t + x_t, x an AR(1) (φ = 0.5) with Gaussian noise σ_i, and the oracle forecasts
+    b_i·(c + k) + φ^k·x_c from `n_windows` cutoffs c, h apart, after `hist` rows: (history, cv frame).
+    A trend moves the seasonal scale (m·b_i) but not the forecast error (σ_i)."""
+    rng, phi = np.random.default_rng(seed), 0.5
+    T, ds = hist + n_windows * h, pd.date_range("2000-01-01", periods=hist + n_windows * h, freq="h")
+    hists, cvs = [], []
+    for i, (sigma, b) in enumerate(zip(sigmas, trends, strict=True)):
+        e = rng.normal(0.0, sigma, T)
+        x = np.empty(T)
+        x[0] = e[0] / np.sqrt(1 - phi**2)
+        for t in range(1, T):
+            x[t] = phi * x[t - 1] + e[t]
+        y = b * np.arange(T) + x
+        hists.append(pd.DataFrame({"unique_id": f"s{i}", "ds": ds, "y": y}))
+        c = hist - 1 + h * np.arange(n_windows)[:, None]  # [W, 1] cutoff rows
+        k = np.arange(1, h + 1)  # [h]
+        cvs.append(pd.DataFrame({"unique_id": f"s{i}", "ds": ds[(c + k).ravel()], "cutoff": ds[np.repeat(c[:, 0], h)],
+                                 "y": y[(c + k).ravel()], "y_hat": (b * (c + k) + phi**k * x[c]).ravel()}))
+    return pd.concat(hists, ignore_index=True), pd.concat(cvs, ignore_index=True)
+
+
+def _split_at(cv: pd.DataFrame, n_cal: int, h: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    edge = cv["cutoff"].min() + pd.Timedelta(hours=n_cal * h)
+    return cv[cv["cutoff"] < edge], cv[cv["cutoff"] >= edge]
+
+
+def _msis_95(frame: pd.DataFrame, history: pd.DataFrame) -> float:
+    scale = frame["unique_id"].map(history_scales(history, 4)).to_numpy()
+    return msis(frame["y"], frame[column(95, "lo")], frame[column(95, "hi")], scale, 95)
+
+
+@pytest.fixture(scope="module")
+def uneven_panel():
+    """40 series, noise σ from 0.1 to 10 and the same trend: σ / seasonal scale spans ~40 times."""
+    sig = np.geomspace(0.1, 10.0, 40)
+    hist, cv = ar1_panel(sig, np.ones(40), n_windows=80, h=4, hist=400, seed=0)
+    return hist, *_split_at(cv, 30, 4)
+
+
+def test_residual_mode_covers_noisy_and_quiet_series_alike(uneven_panel):
+    hist, cal, test = uneven_panel
+    cov, score = {}, {}
+    for mode in (SEASONAL, RESIDUAL):
+        frame = backtest_intervals(test, hist, calibrate_backtest(cal, hist, LEVELS, 4, mode=mode), LEVELS)
+        inside = (frame["y"] >= frame[column(95, "lo")]) & (frame["y"] <= frame[column(95, "hi")])
+        per = inside.groupby(frame["unique_id"], sort=False).mean().to_numpy()  # [40], σ ascending
+        cov[mode] = (per[:5].mean(), per[-5:].mean())  # quietest 5, noisiest 5: 1,000 points each
+        score[mode] = _msis_95(frame, hist)
+    # reference: one pooled quantile of seasonally scaled residuals over-covers the quiet, under-covers the noisy
+    assert cov[SEASONAL][0] > 0.99 and cov[SEASONAL][1] < 0.85, cov
+    assert abs(cov[RESIDUAL][0] - 0.95) < 0.03 and abs(cov[RESIDUAL][1] - 0.95) < 0.03, cov
+    assert score[RESIDUAL] < 0.8 * score[SEASONAL], score
+
+
+def test_chooser_picks_by_score_on_calibration_windows_only(uneven_panel):
+    hist, cal, _ = uneven_panel
+    conf = choose_calibration(cal, hist, LEVELS, 4)
+    assert conf.mode == RESIDUAL and conf.choice["chosen"] == RESIDUAL
+    msis_of = conf.choice["validation_msis"]
+    assert msis_of[RESIDUAL] < msis_of[SEASONAL] and conf.choice["level"] == 95
+    # σ_i proportional to the seasonal scale (no trend) and long histories: the seasonal scale is
+    # exact, while each series' own residual scale comes from 24 residuals and only adds noise
+    hist2, cv2 = ar1_panel(np.geomspace(0.1, 10.0, 200), np.zeros(200), n_windows=9, h=4, hist=2000, seed=1)
+    conf2 = choose_calibration(cv2, hist2, LEVELS, 4)
+    assert conf2.mode == SEASONAL and conf2.choice["validation_msis"][SEASONAL] < conf2.choice["validation_msis"][RESIDUAL]
+    assert conf2.choice["windows"] == {"calibrate": 200 * 6, "score": 200 * 3}
+    # the same choice and calibration whatever follows the calibration windows in the history
+    later = hist2.assign(y=np.where(hist2["ds"] > cv2["ds"].max(), 1e6, hist2["y"]))
+    assert choose_calibration(cv2, later, LEVELS, 4) == conf2
+
+
+def test_split_windows_scores_later_windows_after_the_calibrating_ones():
+    ds = pd.date_range("2024-01-01", periods=20, freq="h")
+    cv = pd.DataFrame([("a", ds[c + k], ds[c], 0.0, 0.0) for c in range(2, 11) for k in (1, 2)],
+                      columns=["unique_id", "ds", "cutoff", "y", "y_hat"])  # 9 windows one row apart, H = 2
+    early, late = split_windows(cv, 1 / 3)
+    assert sorted(late["cutoff"].unique()) == list(ds[8:11])  # the last 3
+    # the window at cutoff 7 targets rows 8-9, shared with the first scored window: dropped
+    assert sorted(early["cutoff"].unique()) == list(ds[2:7])
+    assert early["ds"].max() < late["ds"].min()
+
+
+def _tiny() -> tuple[pd.DataFrame, pd.DataFrame]:
+    ds = pd.date_range("2024-01-01", periods=10, freq="h")
+    hist = pd.DataFrame({"unique_id": ["a"] * 10 + ["b"] * 10, "ds": list(ds) * 2,
+                         "y": [1.0, 3, 2, 6, 4, 10, 5, 9, 0, 0] + [0.0, 2, 0, 4, 0, 0, 0, 0, 0, 0]})
+    rows = [("a", ds[c + k], ds[c], e) for c, es in ((3, (1, -3)), (5, (2, 2)), (7, (-6, 0)))
+            for k, e in zip((1, 2), es, strict=True)]
+    rows += [("b", ds[3 + k], ds[3], e) for k, e in zip((1, 2), (0.5, -1.0), strict=True)]
+    cv = pd.DataFrame(rows, columns=["unique_id", "ds", "cutoff", "y"]).assign(y_hat=0.0)
+    return hist, cv
+
+
+def test_leave_window_out_scales_by_hand():
+    hist, cv = _tiny()
+    conf = calibrate_backtest(cv, hist, (50, 75), season=2, mode=RESIDUAL)
+    # a: |e| sums 4, 4, 6 over 2 steps each -> full mean 14/6; leave-one-out 10/4, 10/4, 8/4.
+    # Seasonal scale of a up to its last cutoff (row 7): lag-2 diffs 1, 3, 2, 4, 1, 1 -> 2; ratio (7/3)/2.
+    assert conf.series_scales == pytest.approx({"a": 7 / 3}) and conf.unseen_ratio == pytest.approx(7 / 6)
+    # b has one window (nothing to leave out): seasonal scale up to row 3 (diffs 0, 2 -> 1) × ratio = 7/6.
+    # Scaled |e| per step: a 0.4, 0.8, 3 | 1.2, 0.8, 0; b 3/7 | 6/7. n = 4: level 50 -> 3rd, 75 -> 4th.
+    np.testing.assert_allclose(conf.q, [[0.8, 6 / 7], [3.0, 1.2]])
+    fc = pd.DataFrame({"unique_id": ["a", "a", "b", "b", "c", "c"], "y_hat": 0.0})
+    out = add_intervals(fc, {"a": 99.0, "b": 1.0, "c": 3.0}, conf)  # a's seasonal scale is not used
+    np.testing.assert_allclose(out[column(75, "hi")], [3 * 7 / 3, 1.2 * 7 / 3, 3 * 7 / 6, 1.2 * 7 / 6,
+                                                       3 * 3 * 7 / 6, 1.2 * 3 * 7 / 6])
+
+
+def test_overlapping_windows_are_left_out_together():
+    # one series, H = 2, cutoffs one row apart: window j shares targets with j ± 1
+    w = pd.DataFrame({"unique_id": "a", "cutoff": pd.date_range("2024", periods=4, freq="h")})
+    w["first"], w["last"] = w["cutoff"] + pd.Timedelta("1h"), w["cutoff"] + pd.Timedelta("2h")
+    w["seasonal"] = 2.0
+    grid = np.array([[1.0, 1.0], [2.0, 2.0], [3.0, -3.0], [0.0, 4.0]])
+    loo, full, ratio = residual_scales(grid, w)
+    np.testing.assert_allclose(loo, [(6 + 4) / 4, 4 / 2, 2 / 2, (2 + 4) / 4])
+    assert full == pytest.approx({"a": 16 / 8}) and ratio == pytest.approx(1.0)
+    # a zero scale falls back to seasonal × ratio
+    loo0, _, _ = residual_scales(np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0], [1.0, 1.0]]), w)
+    assert loo0[2] == pytest.approx(2.0 * 0.5 / 2.0) and (loo0 > 0).all()
+
+
+def test_residual_round_trip_and_old_files_load_as_seasonal():
+    hist, cv = _tiny()
+    conf = choose_calibration(cv, hist, (50,), season=2)
+    again = Conformal.from_dict(json.loads(json.dumps(conf.to_dict())))
+    assert again == conf and again.choice == conf.choice
+    res = calibrate_backtest(cv, hist, (50, 75), season=2, mode=RESIDUAL)
+    assert Conformal.from_dict(json.loads(json.dumps(res.to_dict()))) == res
+    old = {"levels": [80], "quantiles": [[1.0, 2.0]], "season": 24, "n_calibration": 30, "scaled": True}
+    conf_old = Conformal.from_dict(old)
+    assert conf_old.mode == SEASONAL and conf_old.series_scales is None and conf_old.choice is None
+    out = add_intervals(pd.DataFrame({"unique_id": ["a", "a"], "y_hat": 0.0}), {"a": 3.0}, conf_old)
+    np.testing.assert_allclose(out[column(80, "hi")], [3.0, 6.0])
+
+
+@pytest.mark.parametrize("mode", [SEASONAL, RESIDUAL])
+def test_nested_levels_never_cross(mode, uneven_panel):
+    hist, cal, test = uneven_panel
+    levels = (50, 80, 95, 99)
+    frame = backtest_intervals(test, hist, calibrate_backtest(cal, hist, levels, 4, mode=mode), levels)
+    cols = [column(lv, "lo") for lv in reversed(levels)] + ["y_hat"] + [column(lv, "hi") for lv in levels]
+    assert (np.diff(frame[cols].to_numpy(), axis=1) >= 0).all()
 
 
 # --------------------------------------------------------------------------- fan chart
