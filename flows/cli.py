@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from forecasting.data import IngestConfig
-from forecasting.jobs import BacktestJob, TrainJob, check_levels
+from forecasting.jobs import BacktestJob, TrainJob, check_levels, name_list
 from forecasting.models import FAMILIES
 from forecasting.options import add_options, from_flags, from_options
 
@@ -120,14 +120,15 @@ def _backtest_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _forecast_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model_name")
-    p.add_argument("--alias", default="champion")
-    p.add_argument("--input", required=True)
-    p.add_argument("--output", required=True)
+    p.add_argument("model_name", help="registered model name, e.g. etth1-gru")
+    p.add_argument("--alias", default="champion", help="which version (default: champion)")
+    p.add_argument("--input", required=True, help="history file (CSV or Parquet, long or wide)")
+    p.add_argument("--output", required=True, help="forecasts file (.csv or .parquet), written atomically")
     add_options(p, IngestConfig, skip=("freq", "fill", "min_length", "short"))
     p.add_argument("--level", type=int, nargs="*", default=[], metavar="LEVEL",
                    help="prediction-interval levels in percent, e.g. --level 80 95 (the model's conformal calibration)")
     p.add_argument("--plot", metavar="FILE.png", help="also write a fan chart: history, forecast and interval bands")
+    p.add_argument("--plot-series", type=name_list, default=(), help="series drawn first in the fan chart, e.g. OT")
 
 
 def _serve_parser(p: argparse.ArgumentParser) -> None:
@@ -223,7 +224,7 @@ def cmd_forecast(args, home: Path) -> dict:
 
     r = forecast_flow(args.model_name, args.input, args.output, alias=args.alias, home=str(home),
                       cfg=from_options(IngestConfig, args), levels=tuple(check_levels(tuple(args.level))),
-                      plot_path=args.plot)
+                      plot_path=args.plot, plot_series=args.plot_series)
     print(f"forecast {r['n_forecast']} series with {args.model_name} v{r['version']} (@{args.alias}) "
           f"in {r['seconds']:.2f}s -> {r['output']}" + (f"; fan chart -> {r['plot']}" if r["plot"] else ""))
     for uid, reason in r["skipped"][:20]:
@@ -290,7 +291,7 @@ def cmd_demo(args, home: Path) -> None:
     print("3/4 batch forecast with models:/etth1-gru@champion, 80% and 95% intervals", flush=True)
     out = home / "data" / "forecasts" / "etth1-gru.csv"
     f = forecast_flow("etth1-gru", r["path"], str(out), home=str(home), levels=(80, 95),
-                      plot_path=str(out.with_suffix(".png")))
+                      plot_path=str(out.with_suffix(".png")), plot_series=("OT",))
     print(f"    {f['n_forecast']} series x {args.horizon} steps -> {f['output']} (fan chart {f['plot']})")
     print(f"4/4 done in {time.perf_counter() - t0:.0f}s\n")
     _print_next_steps(home, r["path"])

@@ -27,8 +27,9 @@ def forecast(forecaster, history, levels: tuple[int, ...]) -> batch.BatchResult:
 
 
 @task(**IO)
-def plot(history, result: batch.BatchResult, levels: tuple[int, ...], path: str, title: str) -> str:
-    return str(batch.write_fan_chart(history, result, levels, path, title))
+def plot(history, result: batch.BatchResult, levels: tuple[int, ...], path: str, title: str,
+         series: tuple[str, ...]) -> str:
+    return str(batch.write_fan_chart(history, result, levels, path, title, series))
 
 
 @task(**IO)
@@ -47,7 +48,7 @@ def log_run(home: str, model_name: str, alias: str, version: str, result: batch.
 @flow(name="forecast", validate_parameters=False)
 def forecast_flow(model_name: str, input: str, output: str, alias: str = "champion", home: str = ".",
                   cfg: IngestConfig | dict | None = None, levels: tuple[int, ...] = (),
-                  plot_path: str | None = None) -> dict:
+                  plot_path: str | None = None, plot_series: tuple[str, ...] = ()) -> dict:
     """Forecast the next H steps of every series in `input` with `models:/<model_name>@<alias>`, with
     intervals at `levels`; `plot_path` also writes a fan chart (PNG)."""
     files.check_output(output)  # refuse a bad output path, plot path or model name before any work
@@ -59,7 +60,8 @@ def forecast_flow(model_name: str, input: str, output: str, alias: str = "champi
     history = read_history(input, cfg)
     result = batch.require_forecasts(forecast(forecaster, history, tuple(levels)))
     path = write(result, output)
-    chart = plot(history, result, tuple(levels), plot_path, f"{model_name} v{version}") if plot_path else None
+    chart = (plot(history, result, tuple(levels), plot_path, f"{model_name} v{version}", tuple(plot_series))
+             if plot_path else None)
     run_id = log_run(home, model_name, alias, version, result, path)
     return {"output": path, "version": version, "n_forecast": result.n_forecast, "plot": chart,
             "skipped": result.skipped, "seconds": result.seconds, "run_id": run_id}

@@ -66,7 +66,7 @@ def _families(ctx: RunContext, job: TrainJob, df, split: Split) -> list[dict]:
     for family in job.families:
         cfgs = tune_family(ctx, job, df, split, family)
         members = f" ({len(cfgs)} members)" if len(cfgs) > 1 else ""
-        with step(f"{job.dataset}: refit {family}{members}, score the test part once, log the model"):
+        with step(f"{job.dataset}: refit {family}{members}, score the test part once"):
             row, forecaster = final_model(ctx, job, df, split, cfgs, family)
         with step(f"{job.dataset}: backtest {family} over the validation part"):
             row = backtest(forecaster, row, df, split, job)

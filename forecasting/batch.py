@@ -59,10 +59,10 @@ def check_plot(path: str | Path) -> Path:
 
 
 def write_fan_chart(history: pd.DataFrame, result: BatchResult, levels: tuple[int, ...], path: str | Path,
-                    title: str) -> Path:
-    """The forecasts of a sample of series after the end of their history, with the interval bands
-    at `levels`, as a PNG written atomically."""
+                    title: str, series: tuple[str, ...] = ()) -> Path:
+    """The forecasts of `series` and a sample of the others after the end of their history, with the
+    interval bands at `levels`, as a PNG written atomically."""
     from forecasting.plots import fan_figure
 
-    fig = fan_figure(history, result.forecasts, levels, title=title)
+    fig = fan_figure(history, result.forecasts, levels, series=list(series), title=title)
     return write_atomic(check_plot(path), lambda tmp: fig.savefig(tmp, format="png", dpi=90))

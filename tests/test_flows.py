@@ -126,7 +126,8 @@ def test_forecast_command_with_intervals_and_a_fan_chart(trained_home, tmp_path,
     common = [f"{DATASET}-gru", "--input", str(trained_home.csv), "--home", str(trained_home.home)]
     point, banded, png = tmp_path / "p.csv", tmp_path / "b.csv", tmp_path / "fan.png"
     assert main(["forecast", *common, "--output", str(point)]) == 0
-    assert main(["forecast", *common, "--output", str(banded), "--level", "80", "95", "--plot", str(png)]) == 0
+    assert main(["forecast", *common, "--output", str(banded), "--level", "80", "95", "--plot", str(png),
+                 "--plot-series", "s1"]) == 0
     a, b = pd.read_csv(point), pd.read_csv(banded)
     assert list(b.columns) == ["unique_id", "ds", "y_hat", "y_hat-lo-80", "y_hat-hi-80", "y_hat-lo-95", "y_hat-hi-95"]
     pd.testing.assert_frame_equal(a, b[a.columns])  # the point forecast is unchanged
