@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from forecasting.data import ID, TARGET, TIME, parse_long
-from forecasting.metrics import interval_metrics
+from forecasting.metrics import interval_metrics, msis
 
 MODEL = "y_hat"
 # A flat history has no scale: fall back to this fraction of its level (or to 1.0 at level 0), so the
@@ -250,22 +250,23 @@ def residual_scales(grid: np.ndarray, w: pd.DataFrame) -> tuple[np.ndarray, dict
     scale, gets its seasonal scale × ratio, as does an unseen series at prediction time."""
     absr = np.abs(grid)  # [W, H]
     tot, cnt = np.nansum(absr, axis=1), np.isfinite(absr).sum(axis=1)  # [W] each
+    cutoff, first, last = (w[c].to_numpy() for c in ("cutoff", "first", "last"))  # [W] each
+    seasonal = w["seasonal"].to_numpy(np.float64)  # [W]
     loo = np.full(len(w), np.nan)
     full, ratios = {}, []
     for uid, idx in w.groupby(ID, sort=False).indices.items():
-        idx = idx[np.argsort(w["cutoff"].to_numpy()[idx], kind="stable")]  # this series' windows by time
-        first, last = w["first"].to_numpy()[idx], w["last"].to_numpy()[idx]
-        lo = np.searchsorted(last, first, side="left")  # first window ending at or after my start
-        hi = np.searchsorted(first, last, side="right")  # one past the last window starting by my end
+        idx = idx[np.argsort(cutoff[idx], kind="stable")]  # this series' windows by time
+        lo = np.searchsorted(last[idx], first[idx], side="left")  # first window ending at or after my start
+        hi = np.searchsorted(first[idx], last[idx], side="right")  # one past the last starting by my end
         cs, cc = np.r_[0.0, np.cumsum(tot[idx])], np.r_[0, np.cumsum(cnt[idx])]
         s_out, c_out = cs[-1] - (cs[hi] - cs[lo]), cc[-1] - (cc[hi] - cc[lo])  # [n] outside the overlap
         loo[idx] = np.divide(s_out, c_out, out=np.full(len(idx), np.nan), where=c_out > 0)
-        if (loo[idx] > 0).any() and cc[-1] > 0 and cs[-1] > 0:
+        if (loo[idx] > 0).any() and cs[-1] > 0:  # the series is "seen": its own scale is used for it
             full[uid] = float(cs[-1] / cc[-1])
-            ratios.append(full[uid] / float(w["seasonal"].to_numpy()[idx[-1]]))
+            ratios.append(full[uid] / seasonal[idx[-1]])
     ratio = float(np.median(ratios)) if ratios else 1.0
-    bad = ~(loo > 0)
-    loo[bad] = w["seasonal"].to_numpy()[bad] * ratio
+    bad = ~(loo > 0)  # no other window, or a zero scale
+    loo[bad] = seasonal[bad] * ratio
     return loo, full, ratio
 
 
@@ -278,15 +279,10 @@ def choose_calibration(forecasts: pd.DataFrame, history: pd.DataFrame, levels, s
     earlier windows are too few to calibrate a level."""
     levels = _check_levels(levels)
     early, late = split_windows(forecasts, score_share)
-    scores, reason = {}, None
+    scores, reason = {}, None if len(early) and len(late) else "no earlier windows to calibrate on"
     try:
-        for mode in MODES:
-            conf = calibrate_backtest(early, history, levels, season, model_col, mode=mode)
-            frame = backtest_intervals(late, history, conf, levels[-1:], model_col)
-            scale = _windows(frame, history, season).set_index([ID, "cutoff"])["seasonal"]
-            rows = pd.MultiIndex.from_frame(frame[[ID, "cutoff"]])
-            scores[mode] = float(_msis_frame(frame, levels[-1], scale.reindex(rows).to_numpy(), model_col))
-    except ValueError as err:  # too few early windows for a level, or no later window
+        scores = _validation_msis(early, late, history, levels, season, model_col) if reason is None else {}
+    except ValueError as err:  # too few earlier windows for a level
         scores, reason = {}, str(err)
     chosen = min(scores, key=scores.get) if scores else SEASONAL
     conf = calibrate_backtest(forecasts, history, levels, season, model_col, mode=chosen)
@@ -315,11 +311,20 @@ def split_windows(forecasts: pd.DataFrame, score_share: float) -> tuple[pd.DataF
     return f[~is_late & before], f[is_late]
 
 
-def _msis_frame(frame: pd.DataFrame, level: int, scale: np.ndarray, model_col: str) -> float:
-    from forecasting.metrics import msis
-
-    return msis(frame[TARGET].to_numpy(np.float64), frame[column(level, "lo", model_col)].to_numpy(),
-                frame[column(level, "hi", model_col)].to_numpy(), scale, level)
+def _validation_msis(early: pd.DataFrame, late: pd.DataFrame, history: pd.DataFrame, levels: tuple[int, ...],
+                     season: int, model_col: str) -> dict[str, float]:
+    """Per mode, the MSIS at the highest level of the `late` windows with bands calibrated on `early`;
+    each row scaled, as in M4, by its series' seasonal-naive MAE up to its cutoff (the same for both)."""
+    late = late.reset_index(drop=True)
+    window = late.groupby([ID, "cutoff"], sort=False).ngroup().to_numpy()  # [R]
+    scale = _windows(late, history, season)["seasonal"].to_numpy()[window]  # [R]
+    lv, out = levels[-1], {}
+    for mode in MODES:
+        conf = calibrate_backtest(early, history, levels, season, model_col, mode=mode)
+        frame = backtest_intervals(late, history, conf, (lv,), model_col)  # same rows, same order
+        out[mode] = msis(frame[TARGET].to_numpy(np.float64), frame[column(lv, "lo", model_col)].to_numpy(),
+                         frame[column(lv, "hi", model_col)].to_numpy(), scale, lv)
+    return out
 
 
 def _put_bands(out: pd.DataFrame, conf: Conformal, levels, step: np.ndarray, scale: np.ndarray,

@@ -320,6 +320,10 @@ def test_residual_round_trip_and_old_files_load_as_seasonal():
     conf = choose_calibration(cv, hist, (50,), season=2)
     again = Conformal.from_dict(json.loads(json.dumps(conf.to_dict())))
     assert again == conf and again.choice == conf.choice
+    assert conf.choice["windows"] == {"calibrate": 2, "score": 2} and set(conf.choice["validation_msis"]) == {
+        SEASONAL, RESIDUAL}
+    alone = choose_calibration(cv[cv["unique_id"] == "b"], hist, (50,), season=2)  # one window: nothing to choose on
+    assert alone.mode == SEASONAL and alone.choice["fallback"] == "no earlier windows to calibrate on"
     res = calibrate_backtest(cv, hist, (50, 75), season=2, mode=RESIDUAL)
     assert Conformal.from_dict(json.loads(json.dumps(res.to_dict()))) == res
     old = {"levels": [80], "quantiles": [[1.0, 2.0]], "season": 24, "n_calibration": 30, "scaled": True}
