@@ -7,7 +7,7 @@ is what the MLflow pyfunc model wraps; it needs only torch, numpy, pandas and sc
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from forecasting.inputs import Inputs, future_times, model_inputs
 from forecasting.intervals import Conformal, forecast_intervals, interval_columns, load_conformal
 from forecasting.metrics import mse, seasonal_scale
 from forecasting.models import ModelConfig, RecurrentForecaster, count_parameters
+from forecasting.options import from_dict, to_dict
 from forecasting.scaling import SeriesScaler
 from forecasting.training import FitResult, TrainConfig, fit, predict, set_seed
 from forecasting.windows import Panel, Windows, make_windows, panel_from_long
@@ -50,15 +51,12 @@ class ForecasterConfig:
         return self.season or (self.seasons[0] if self.seasons else season_length(self.freq))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> ForecasterConfig:
-        return cls(
-            model=ModelConfig(**d["model"]), train=TrainConfig(**d["train"]), freq=d["freq"],
-            calendar=d["calendar"], covariates=tuple(d["covariates"]), season=d.get("season"),
-            seasons=tuple(d.get("seasons", ())),
-        )
+        """The inverse of `to_dict` (the project's one dataclass deserializer: nested configs, tuples)."""
+        return from_dict(cls, d)
 
 
 def with_features(cfg: ForecasterConfig) -> ForecasterConfig:
