@@ -315,6 +315,17 @@ def summary(res: dict) -> str:
             + _grid(rows_res, "mse") + "\n" + "\n".join(_goal_lines(res)) + "\n")
 
 
+def interval_summary(res: dict) -> str:
+    """The README's short interval table: test coverage at 80/95 % and MSIS, with how it was run."""
+    b, cmd = res["budget"], res["runs"][0]["command"].split(" --out ")[0]
+    fams = sorted({a["family"].upper() for a in res["aggregate"]})
+    return (f"Mean ± sd over seeds {res['seeds']}, horizon(s) {b['horizons']}, {' and '.join(fams)}, "
+            f"{b['n_trials']} trials x {b['max_epochs']} epochs per model and seed (study cap "
+            f"{b.get('study_timeout')} s), one run per seed (`{cmd}`, seed varied), apart from the six-horizon "
+            "runs above. Bands: split conformal on the residuals of every validation window, per horizon step "
+            "(one series, original units), scored once on the test part.\n\n" + interval_lines(res)[1])
+
+
 def merge(out: Path) -> dict:
     """Fold every seed file in `out` into etth1.json and etth1.md."""
     runs = S.load_seeds(out, NAME)

@@ -44,7 +44,14 @@ import _seeds as S  # noqa: E402
 from forecasting.data import Split  # noqa: E402
 from forecasting.forecaster import Forecaster, ForecasterConfig  # noqa: E402
 from forecasting.intervals import (  # noqa: E402
-    RESIDUAL, SEASONAL, Conformal, add_intervals, calibrate_backtest, column, history_scales)
+    RESIDUAL,
+    SEASONAL,
+    Conformal,
+    add_intervals,
+    calibrate_backtest,
+    column,
+    history_scales,
+)
 from forecasting.metrics import interval_metrics  # noqa: E402
 from forecasting.models import ModelConfig  # noqa: E402
 from forecasting.training import TrainConfig  # noqa: E402
