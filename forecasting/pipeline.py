@@ -249,12 +249,20 @@ def intervals_step(ctx: RunContext, job: TrainJob, forecaster: Forecaster, row: 
                                                    job.levels, forecaster.cfg.period)
         frame = backtest_intervals(frame, df, forecaster.conformal_, job.levels)
         row = {**row, **interval_scores(frame, job.levels, mase_scales(forecaster))}
-        runs.log_values(row["run_id"], params={"interval_calibration_windows": forecaster.conformal_.n_calibration},
+        runs.log_values(row["run_id"], params=calibration_params(forecaster.conformal_),
                         metrics={f"test_{k}": row[k] for k in interval_names(job.levels)})
         title += f", {'/'.join(map(str, job.levels))}% intervals"
     runs.log_fan_chart(row["run_id"], df, last_windows(frame), job.levels, job.plot_series, title)
     example = registry.input_example(df, forecaster.cfg.model.lookback)
     return {**row, "model_uri": registry.log_model(row["run_id"], forecaster, example)}
+
+
+def calibration_params(conf) -> dict:
+    """What the run records of a calibration: windows per step, the scale mode and why it was chosen."""
+    choice = conf.choice or {}
+    out = {"interval_calibration_windows": conf.n_calibration, "interval_scale": conf.mode}
+    out |= {f"interval_validation_msis_{k}": v for k, v in (choice.get("validation_msis") or {}).items()}
+    return out | ({"interval_scale_fallback": choice["fallback"]} if choice.get("fallback") else {})
 
 
 def mase_scales(forecaster: Forecaster) -> pd.Series:

@@ -462,6 +462,7 @@ def test_pipeline_end_to_end(tmp_path, home):
     plots = {a.path for a in client.list_artifacts(row["run_id"], "plots")}
     assert plots == {"plots/loss_curves.png", "plots/fan_chart.png"}
     assert final.data.metrics["test_coverage_95"] == pytest.approx(row["coverage_95"])
+    assert final.data.params["interval_scale"] in ("seasonal", "residual")  # chosen on validation windows
     backtest = {a.path for a in client.list_artifacts(row["run_id"], "backtest")}
     assert {"backtest/metrics_by_cutoff.csv", "backtest/forecasts.csv", "backtest/backtest.png"} <= backtest
     assert final.data.metrics["val_backtest_mase"] == pytest.approx(row["val_backtest_mase"])
