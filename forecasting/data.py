@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from forecasting.errors import DataError
-from forecasting.options import option
+from forecasting.options import name_list, option
 
 ID, TIME, TARGET = "unique_id", "ds", "y"
 # Dataset names become file names, MLflow experiment and registered-model names and Optuna study
@@ -44,7 +44,7 @@ class IngestConfig:
     target_col: str = option(TARGET, "target column of a long file")
     series_cols: tuple[str, ...] | None = option(None, "series columns of a wide file, comma-separated "
                                                  "(default: every column but the time column)",
-                                                 parse=lambda t: tuple(v.strip() for v in t.split(",") if v.strip()))
+                                                 parse=name_list)
     freq: str | None = option(None, "pandas frequency (inferred if omitted)")
     fill: str = option("interpolate", "how gaps in the grid are filled", choices=FILL_POLICIES)
     min_length: int = option(0, "series shorter than this are dropped or refused")

@@ -134,7 +134,8 @@ def load_conformal(folder) -> Conformal | None:
     return Conformal.from_dict(json.loads(path.read_text())) if path.exists() else None
 
 
-def _check_levels(levels) -> tuple[int, ...]:
+def check_levels(levels) -> tuple[int, ...]:
+    """Levels as sorted unique whole percentages strictly between 0 and 100 (ValueError otherwise)."""
     if not all(float(lv).is_integer() for lv in levels):
         raise ValueError(f"levels must be whole percentages, got {list(levels)}")
     levels = tuple(sorted({int(lv) for lv in levels}))
@@ -148,7 +149,7 @@ def calibrate(residuals_scaled: np.ndarray, levels, season: int, scaled: bool = 
     ceil((n + 1)·level/100)-th smallest |e| of its n finite residuals (the finite-sample correction
     that makes the coverage at least `level` for exchangeable residuals). Raises ValueError when a
     step has too few residuals for a level. Higher levels never get a narrower band."""
-    levels = _check_levels(levels)
+    levels = check_levels(levels)
     r = np.abs(np.asarray(residuals_scaled, dtype=np.float64))  # [N, H]
     if r.ndim != 2 or r.shape[1] == 0:
         raise ValueError(f"residuals must be [N, H], got shape {r.shape}")
@@ -277,7 +278,7 @@ def choose_calibration(forecasts: pd.DataFrame, history: pd.DataFrame, levels, s
     windows that end before them; the winner is then recalibrated on every window. The choice and
     both validation MSIS are kept in `Conformal.choice`. Falls back to SEASONAL (recorded) when the
     earlier windows are too few to calibrate a level."""
-    levels = _check_levels(levels)
+    levels = check_levels(levels)
     early, late = split_windows(forecasts, score_share)
     scores, reason = {}, None if len(early) and len(late) else "no earlier windows to calibrate on"
     try:
@@ -337,7 +338,7 @@ def _put_bands(out: pd.DataFrame, conf: Conformal, levels, step: np.ndarray, sca
 
 
 def _levels_of(conf: Conformal, levels) -> tuple[int, ...]:
-    levels = conf.levels if levels is None else _check_levels(levels)
+    levels = conf.levels if levels is None else check_levels(levels)
     missing = [lv for lv in levels if lv not in conf.levels]
     if missing:
         raise ValueError(f"level {missing[0]} was not calibrated; calibrated levels: {list(conf.levels)}")

@@ -1,7 +1,7 @@
 """What a training run is asked to do, declared once: the CLI options, the flow parameters, the
 worker processes' job and the MLflow params of the parent run all come from these dataclasses.
 
-Core module (no MLflow/Optuna/Prefect imports), so `forecasting --help` stays fast.
+Core module: no MLflow, Optuna or Prefect imports (the CLI builds its parser from it).
 """
 
 from __future__ import annotations
@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from forecasting import intervals
 from forecasting.backtest import BacktestConfig
 from forecasting.data import check_name
 from forecasting.errors import ForecastingError
 from forecasting.models import FAMILIES
-from forecasting.options import option
+from forecasting.options import name_list, option
 
 ABSOLUTE_METRICS = ("mase", "mae", "smape")  # scored on absolute errors: select on MAE, not MSE
 METRICS = (*ABSOLUTE_METRICS, "mse")
@@ -29,16 +30,13 @@ def int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
 
 
-def name_list(text: str) -> tuple[str, ...]:
-    """`gru,lstm` -> ("gru", "lstm")."""
-    return tuple(v.strip() for v in text.split(",") if v.strip())
-
-
 def check_levels(levels: tuple[int, ...]) -> tuple[int, ...]:
-    """Interval levels are whole percentages strictly between 0 and 100."""
-    bad = [lv for lv in levels if not (isinstance(lv, int) and 0 < lv < 100)]
-    if bad:
-        raise ValueError(f"--level: levels must be whole percentages between 0 and 100, got {bad}")
+    """`--level` values: none (no intervals), or what `intervals.check_levels` accepts."""
+    try:
+        if levels:
+            intervals.check_levels(levels)
+    except ValueError as exc:
+        raise ValueError(f"--level: {exc}") from None
     return levels
 
 

@@ -28,6 +28,11 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | No
     return dataclasses.field(default=default, metadata=meta)
 
 
+def name_list(text: str) -> tuple[str, ...]:
+    """An option parser: `gru,lstm` -> ("gru", "lstm")."""
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)  # string annotations, resolved in the class's module
 
