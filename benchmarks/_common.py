@@ -293,10 +293,10 @@ def etth1_frame(data_dir: Path, rows: int, column: str = "OT"):
 
 
 def etth1_split(borders: tuple[int, int, int], column: str = "OT"):
-    """The benchmark split of one ETTh1 series as a `forecasting.data.Split`."""
+    """The benchmark split of one ETTh1 series as a `forecasting.core.data.Split`."""
     import numpy as np
 
-    from forecasting.data import Split
+    from forecasting.core.data import Split
 
     train_end, val_end, length = borders
     return Split((column,), np.array([length]), train_end=np.array([train_end]), val_end=np.array([val_end]))
@@ -305,7 +305,7 @@ def etth1_split(borders: tuple[int, int, int], column: str = "OT"):
 def tuned_study(df, split, base, family: str, name: str, prior: dict, space, args, storage_dir: Path):
     """One Optuna study in SQLite under `storage_dir`, its first trial the fixed `prior`, then TPE
     with the median pruner; returns (TuneResult, seconds, trial states)."""
-    from forecasting.tuning import TuneConfig, open_study, tune
+    from forecasting.tuning.study import TuneConfig, open_study, tune
 
     tcfg = TuneConfig(n_trials=args.trials, max_epochs=args.max_epochs, timeout=args.study_timeout,
                       storage=f"sqlite:///{Path(storage_dir) / 'optuna.db'}", seed=args.seed, pruner="median")

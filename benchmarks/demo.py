@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 import _seeds as S  # noqa: E402
 
-from forecasting.models import FAMILIES  # noqa: E402  (the one registry of model families)
+from forecasting.families.recurrent import FAMILIES  # noqa: E402  (the one registry of model families)
 
 NAME = "demo"
 TARGET_MARGIN = -0.10  # at least 10% under the best baseline's MASE
@@ -28,10 +28,10 @@ def run_seed(seed: int, budget: dict, quick: bool) -> dict:
     """Ingest the bundled file into a fresh home and run the train flow as the demo does."""
     from flows.server import prefect_api
     from flows.train import train_flow
-    from forecasting import datasets
-    from forecasting.data import IngestConfig
-    from forecasting.jobs import TrainJob
-    from forecasting.options import from_flags
+    from forecasting.api.jobs import TrainJob
+    from forecasting.core import datasets
+    from forecasting.core.data import IngestConfig
+    from forecasting.core.options import from_flags
 
     with tempfile.TemporaryDirectory() as home, prefect_api():
         src = C.REPO / "data" / "ETTh1.csv"

@@ -22,17 +22,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 import _seeds as S  # noqa: E402
 
-from forecasting.ensemble import Ensemble  # noqa: E402
-from forecasting.forecaster import Forecaster, ForecasterConfig  # noqa: E402
-from forecasting.intervals import calibrate  # noqa: E402
-from forecasting.metrics import interval_metrics  # noqa: E402
-from forecasting.models import ModelConfig  # noqa: E402
-from forecasting.training import TrainConfig  # noqa: E402
-from forecasting.tuning import SearchSpace, apply_params  # noqa: E402
+from forecasting.api.ensemble import Ensemble  # noqa: E402
+from forecasting.api.forecaster import Forecaster, ForecasterConfig  # noqa: E402
+from forecasting.core.intervals import calibrate  # noqa: E402
+from forecasting.core.metrics import interval_metrics  # noqa: E402
+from forecasting.core.training import TrainConfig  # noqa: E402
+from forecasting.families.recurrent import ModelConfig  # noqa: E402
+from forecasting.tuning.study import SearchSpace, apply_params  # noqa: E402
 
 NAME = "etth1"
 HORIZONS = (24, 48, 96, 168, 336, 720)
-from forecasting.models import FAMILIES  # noqa: E402  (the one registry of model families)
+from forecasting.families.recurrent import FAMILIES  # noqa: E402  (the one registry of model families)
 
 SEASONS = (24, 168)  # hourly: the daily and the weekly cycle
 PUBLISHED = ("Informer", "LSTMa", "DeepAR", "ARIMA", "Prophet", "DLinear", "NLinear")

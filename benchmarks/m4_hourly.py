@@ -41,9 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 import _seeds as S  # noqa: E402
 
-from forecasting.data import Split  # noqa: E402
-from forecasting.forecaster import Forecaster, ForecasterConfig  # noqa: E402
-from forecasting.intervals import (  # noqa: E402
+from forecasting.api.forecaster import Forecaster, ForecasterConfig  # noqa: E402
+from forecasting.core.data import Split  # noqa: E402
+from forecasting.core.intervals import (  # noqa: E402
     RESIDUAL,
     SEASONAL,
     Conformal,
@@ -52,16 +52,16 @@ from forecasting.intervals import (  # noqa: E402
     column,
     history_scales,
 )
-from forecasting.metrics import interval_metrics  # noqa: E402
-from forecasting.models import ModelConfig  # noqa: E402
-from forecasting.training import TrainConfig  # noqa: E402
-from forecasting.tuning import SearchSpace, apply_params  # noqa: E402
+from forecasting.core.metrics import interval_metrics  # noqa: E402
+from forecasting.core.training import TrainConfig  # noqa: E402
+from forecasting.families.recurrent import ModelConfig  # noqa: E402
+from forecasting.tuning.study import SearchSpace, apply_params  # noqa: E402
 
 NAME = "m4_hourly"
 H, M = 48, 24
 SEASONS = (24, 168)
 NAIVE2_SMAPE, NAIVE2_MASE = 18.383, 2.395
-from forecasting.models import FAMILIES  # noqa: E402  (the one registry of model families)
+from forecasting.families.recurrent import FAMILIES  # noqa: E402  (the one registry of model families)
 
 ENSEMBLE = 3
 LEVELS = (80, 95)

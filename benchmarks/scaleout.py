@@ -4,8 +4,8 @@ Each run tunes a fresh study in a fresh PostgreSQL database (created and dropped
 same fixed budget: the study is pre-filled with `trials` copies of one fixed configuration
 (pruner none, `max_epochs` below the early-stopping patience), so every trial does the same work
 whichever worker runs it and whatever the sampler would have drawn. Workers are the real
-`python -m forecasting.worker` processes (`forecasting.search.worker_command`), each with
-`forecasting.search.threads_per_worker(workers)` torch threads: the 1-worker run uses every core,
+`python -m forecasting.pipeline.worker` processes (`forecasting.pipeline.search.worker_command`), each with
+`forecasting.pipeline.search.threads_per_worker(workers)` torch threads: the 1-worker run uses every core,
 the 2-worker run half of them each. Trials are logged to MLflow (a PostgreSQL database used as
 the tracking store, also created and dropped here) as they are in `forecasting train`.
 
@@ -136,7 +136,8 @@ def sine_csv(path: Path, n_series: int, length: int, seed: int) -> Path:
 
 def fixed_params(home: Path, job, b: dict) -> dict:
     """The budget's configuration, checked against (and clipped into) the job's search space."""
-    from forecasting import datasets, pipeline
+    from forecasting.core import datasets
+    from forecasting.pipeline import steps as pipeline
 
     df, freq = datasets.load_processed(home, job.dataset)
     split = pipeline.make_split(df, job)
@@ -162,7 +163,7 @@ def prefilled_study(job, params: dict, workers: int, db: Databases):
 
     import optuna
 
-    from forecasting.tuning import study_name
+    from forecasting.tuning.study import study_name
 
     url = db.create("fc_bench_optuna")
     job = replace(job, tune=replace(job.tune, storage=url))
@@ -241,7 +242,7 @@ def _stop(procs: list[subprocess.Popen], outs: list) -> None:
 def run_timings(job, params: dict, url: str, name: str, workers: int, threads: int, seconds: float) -> dict:
     """The run's record from its finished trials; exits when they are fewer than the budget or not
     all of the fixed configuration (then the run did not do the work it is timed for)."""
-    from forecasting.tuning import FINISHED
+    from forecasting.tuning.study import FINISHED
 
     finished = [t for t in _load_trials(url, name) if t.state in FINISHED]
     if len(finished) < job.tune.n_trials or any(t.params != params for t in finished):
@@ -263,7 +264,7 @@ def run(workers: int, home: Path, job, params: dict, db: Databases, tracking_uri
     """Tune `job.tune.n_trials` fixed trials with `workers` worker processes; return the timings."""
     from mlflow import MlflowClient
 
-    from forecasting.search import threads_per_worker, worker_command
+    from forecasting.pipeline.search import threads_per_worker, worker_command
 
     job, name = prefilled_study(job, params, workers, db)
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -318,7 +319,7 @@ def render(res: dict) -> str:
         f"Each run: a fresh PostgreSQL study pre-filled with {b['trials']} trials of one fixed GRU "
         f"configuration ({', '.join(f'{k} {v}' for k, v in p.items())}), {b['max_epochs']} epoch(s) of "
         f"{b['max_train_windows']} windows each, pruner none, on {b['n_series']} synthetic hourly series of "
-        f"{b['length']} points (horizon {HORIZON}); workers are `python -m forecasting.worker` processes with "
+        f"{b['length']} points (horizon {HORIZON}); workers are `python -m forecasting.pipeline.worker` processes with "
         "`threads_per_worker(workers)` torch threads each, trials logged to MLflow on PostgreSQL. Seconds run "
         "from the moment all workers wait on the study (process start and imports excluded) to the last exit.",
         "",
@@ -350,9 +351,9 @@ def quiet() -> None:
 def prepare(tmp: Path, b: dict, seed: int):
     """Ingest the synthetic series into a home under `tmp`; the training job and the fixed trial
     configuration every run tunes."""
-    from forecasting import datasets
-    from forecasting.jobs import TrainJob
-    from forecasting.tuning import TuneConfig
+    from forecasting.api.jobs import TrainJob
+    from forecasting.core import datasets
+    from forecasting.tuning.study import TuneConfig
 
     home = tmp / "home"
     datasets.ingest(sine_csv(tmp / "series.csv", b["n_series"], b["length"], seed), DATASET, home)

@@ -1,8 +1,8 @@
 """Speed benchmark: ratios measured in one run.
 
-(a) windowing: `forecasting.windows` against a plain Python loop over the same series, and the
+(a) windowing: `forecasting.core.windows` against a plain Python loop over the same series, and the
     memory of the zero-copy window view against the input;
-(b) training: one epoch of `forecasting.training.fit` against a bare PyTorch loop over the same
+(b) training: one epoch of `forecasting.core.training.fit` against a bare PyTorch loop over the same
     model, the same pre-gathered tensors and batch size (the floor);
 (c) batch forecasting through a registered pyfunc model (`models:/<name>@champion` from a
     temporary SQLite MLflow store): series per second;
@@ -44,15 +44,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-from forecasting.data import IngestConfig, to_long  # noqa: E402
-from forecasting.forecaster import Forecaster, ForecasterConfig  # noqa: E402
-from forecasting.jobs import TrainJob  # noqa: E402
-from forecasting.models import ModelConfig, RecurrentForecaster  # noqa: E402
-from forecasting.pipeline import base_config, search_space  # noqa: E402
-from forecasting.scaling import SeriesScaler  # noqa: E402
-from forecasting.training import TrainConfig, fit, predict  # noqa: E402
-from forecasting.tuning import TuneConfig, apply_params, starting_point  # noqa: E402
-from forecasting.windows import make_windows, panel_from_long  # noqa: E402
+from forecasting.api.forecaster import Forecaster, ForecasterConfig  # noqa: E402
+from forecasting.api.jobs import TrainJob  # noqa: E402
+from forecasting.core.data import IngestConfig, to_long  # noqa: E402
+from forecasting.core.scaling import SeriesScaler  # noqa: E402
+from forecasting.core.training import TrainConfig, fit, predict  # noqa: E402
+from forecasting.core.windows import make_windows, panel_from_long  # noqa: E402
+from forecasting.families.recurrent import ModelConfig, RecurrentForecaster  # noqa: E402
+from forecasting.pipeline.steps import base_config, search_space  # noqa: E402
+from forecasting.tuning.study import TuneConfig, apply_params, starting_point  # noqa: E402
 
 NAME = "speed"
 PEERS = {"neuralforecast": "neuralforecast==3.3.0", "darts": "darts[torch]==0.48.1"}
@@ -200,7 +200,7 @@ def epoch_times(init: torch.nn.Module, train, x: torch.Tensor, y: torch.Tensor, 
 
 
 def bench_training(data_dir: Path, quick: bool, seed: int) -> dict:
-    """(b) One epoch of `forecasting.training.fit` against the bare PyTorch loop (the floor)."""
+    """(b) One epoch of `forecasting.core.training.fit` against the bare PyTorch loop (the floor)."""
     train = etth1_windows(data_dir, quick)
     xa, ya = train.arrays()
     x, y = torch.from_numpy(np.ascontiguousarray(xa)), torch.from_numpy(np.ascontiguousarray(ya))
@@ -283,7 +283,7 @@ def register_and_load(exp: str, df: pd.DataFrame, split, cfg: ForecasterConfig) 
     returns the loaded pyfunc model and its record (train and load seconds, empty predict lists)."""
     import mlflow
 
-    from forecasting import registry, runs
+    from forecasting.tracking import registry, runs
 
     segment = cfg.model.segment
     f = Forecaster(cfg)
@@ -306,7 +306,7 @@ def time_predictions(models: dict[int, object], out: dict[str, dict], df: pd.Dat
                      repeats: int) -> None:
     """Append each model's wall and CPU seconds of forecasting every series in `df` to its record in
     `out`; the repeats are interleaved (every model once per round), so load drift hits all alike."""
-    from forecasting.batch import forecast_with
+    from forecasting.api.batch import forecast_with
 
     n_series = df["unique_id"].nunique()
     for _ in range(repeats):
@@ -324,8 +324,8 @@ def time_predictions(models: dict[int, object], out: dict[str, dict], df: pd.Dat
 def bench_batch(quick: bool, seed: int) -> dict:
     """Series per second through registered pyfunc models: the plain GRU (segment 1) and the
     segmented one (segment 24), each logged, registered and loaded as `models:/<name>@champion`."""
-    from forecasting import runs
-    from forecasting.data import split_fractions
+    from forecasting.core.data import split_fractions
+    from forecasting.tracking import runs
 
     n_series, length, L, H = (200 if quick else 10_000), 240, 168, 24
     df = synthetic_panel(n_series, length, seed)
@@ -343,7 +343,7 @@ def bench_batch(quick: bool, seed: int) -> dict:
         r["predict_cpu_best"] = min(r["predict_cpu_seconds"])
         r["series_per_second"] = n_series / r["predict_best"]
     return {
-        "store": "temporary SQLite MLflow store; pyfunc logged with forecasting.registry.log_model, registered, "
+        "store": "temporary SQLite MLflow store; pyfunc logged with forecasting.tracking.registry.log_model, registered, "
                  "loaded as models:/<name>@champion",
         "tracking_uri_scheme": uri.split(":", 1)[0],
         "n_series": n_series, "history_rows_per_series": length, "lookback": L, "horizon": H,
@@ -637,7 +637,7 @@ def render_training(t: dict, g: dict) -> list[str]:
         C.table(["loop", "best epoch (s)", "all epochs (s)"],
                 [["bare PyTorch loop (the floor)", f"{t['bare_best']:.2f}",
                   ", ".join(f"{s:.2f}" for s in t["bare_seconds"])],
-                 ["forecasting.training.fit", f"{t['fit_best']:.2f}", ", ".join(f"{s:.2f}" for s in t["fit_seconds"])]]),
+                 ["forecasting.core.training.fit", f"{t['fit_best']:.2f}", ", ".join(f"{s:.2f}" for s in t["fit_seconds"])]]),
         f"fit / floor = {t['ratio_best']:.3f}x (best of each; median of paired ratios "
         f"{t['ratio_median_paired']:.3f}x; CPU seconds {t['ratio_cpu_best']:.3f}x). Goal ≤ 1.15x on the CPU: "
         f"{C.verdict(g['training_overhead_le_1.15x'])}. Floor: {t['floor']}.\n",

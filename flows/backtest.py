@@ -6,10 +6,13 @@ from __future__ import annotations
 from prefect import flow, task
 
 from flows.common import COMPUTE, IO
-from forecasting import backtest_pipeline, backtest_run, datasets, files, registry, runs
-from forecasting.backtest import BacktestConfig
-from forecasting.jobs import BacktestJob
-from forecasting.options import from_dict
+from forecasting.api import backtest_run
+from forecasting.api.jobs import BacktestJob
+from forecasting.core import datasets, files
+from forecasting.core.backtest import BacktestConfig
+from forecasting.core.options import from_dict
+from forecasting.pipeline import backtest_runs as backtest_pipeline
+from forecasting.tracking import registry, runs
 
 
 @task(**IO)

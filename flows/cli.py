@@ -18,10 +18,10 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from forecasting.data import IngestConfig
-from forecasting.jobs import BacktestJob, TrainJob, check_levels, name_list
-from forecasting.models import FAMILIES
-from forecasting.options import add_options, from_flags, from_options
+from forecasting.api.jobs import BacktestJob, TrainJob, check_levels, name_list
+from forecasting.core.data import IngestConfig
+from forecasting.core.options import add_options, from_flags, from_options
+from forecasting.families.recurrent import FAMILIES
 
 EXIT_ERROR = 2
 EXIT_NOTHING = 3  # a forecast in which every series was skipped: nothing written
@@ -35,7 +35,7 @@ def _home(args: argparse.Namespace) -> Path:
 
 def _check_names(args: argparse.Namespace) -> None:
     """Dataset and model names are refused before anything is created (they become paths and store names)."""
-    from forecasting.data import check_name
+    from forecasting.core.data import check_name
 
     for attr, what in (("name", "dataset name"), ("dataset", "dataset name"), ("model_name", "model name")):
         if getattr(args, attr, None) is not None:
@@ -155,7 +155,7 @@ def bundled_data() -> Path:
 
     path = Path(forecasting.__file__).resolve().parent.parent / "data" / "ETTh1.csv"
     if not path.exists():
-        from forecasting.errors import DataError
+        from forecasting.core.errors import DataError
 
         raise DataError(f"bundled data not found at {path}; run from a checkout (pip install -e .)")
     return path
@@ -181,8 +181,8 @@ def cmd_train(args, home: Path) -> dict:
 def run_train(job: TrainJob, home: Path, threads: int | None = None) -> dict:
     """Run the train flow and print the comparison, the best baseline and the registrations."""
     from flows.train import train_flow
-    from forecasting.tables import to_markdown
-    from forecasting.training import resolve_device, torch_threads
+    from forecasting.core.tables import to_markdown
+    from forecasting.core.training import resolve_device, torch_threads
 
     resolve_device(job.device)  # refuse --device cuda on a machine without CUDA before any work
     with torch_threads(threads):
@@ -209,8 +209,8 @@ def summary_line(summary: dict) -> str:
 
 
 def cmd_tune_worker(args, home: Path) -> None:
-    from forecasting.errors import ForecastingError
-    from forecasting.search import join_study
+    from forecasting.core.errors import ForecastingError
+    from forecasting.pipeline.search import join_study
 
     job = from_options(TrainJob, args, dataset=args.name, families=(args.family,))
     if not job.tune.storage:
@@ -236,7 +236,7 @@ def cmd_forecast(args, home: Path) -> dict:
 
 def cmd_backtest(args, home: Path) -> dict:
     from flows.backtest import backtest_flow
-    from forecasting.tables import to_markdown
+    from forecasting.core.tables import to_markdown
 
     r = backtest_flow(from_options(BacktestJob, args, dataset=args.name), str(home))
     print(f"backtest of {r['what']} at {r['cutoffs']} cutoff(s) over the end of {args.name}:\n")
@@ -251,7 +251,7 @@ def cmd_serve(args, home: Path) -> None:
         from prefect.settings import PREFECT_API_URL
 
         if not PREFECT_API_URL.value():
-            from forecasting.errors import ForecastingError
+            from forecasting.core.errors import ForecastingError
 
             raise ForecastingError("no Prefect server: start one with `prefect server start` and set "
                                    "PREFECT_API_URL=http://127.0.0.1:4200/api")
@@ -262,7 +262,7 @@ def cmd_serve(args, home: Path) -> None:
 
 
 def cmd_ui(args, home: Path) -> None:
-    from forecasting.runs import tracking_uri
+    from forecasting.tracking.runs import tracking_uri
 
     uri = tracking_uri(home)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     """The `forecasting` command: one `error:` line and a non-zero exit for anything refused."""
     args = build_parser().parse_args(argv)
     _quiet(args.debug)
-    from forecasting.errors import ForecastingError, NothingToForecastError
+    from forecasting.core.errors import ForecastingError, NothingToForecastError
 
     try:
         _run(args)

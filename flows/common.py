@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 from prefect.cache_policies import NO_CACHE
 
-from forecasting.errors import ForecastingError
+from forecasting.core.errors import ForecastingError
 
 
 def retry_io(task, task_run, state) -> bool:

@@ -14,9 +14,9 @@ from prefect import serve
 from flows.forecast import forecast_flow
 from flows.ingest import ingest_flow
 from flows.train import train_flow
-from forecasting.data import FORMATS
-from forecasting.jobs import TrainJob, name_list
-from forecasting.options import from_flags, option, to_dict
+from forecasting.api.jobs import TrainJob, name_list
+from forecasting.core.data import FORMATS
+from forecasting.core.options import from_flags, option, to_dict
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from prefect import flow, task
 
 from flows.common import COMPUTE, IO
-from forecasting import batch, files, registry, runs
-from forecasting.data import IngestConfig, check_name
-from forecasting.options import from_dict
+from forecasting.api import batch
+from forecasting.core import files
+from forecasting.core.data import IngestConfig, check_name
+from forecasting.core.options import from_dict
+from forecasting.tracking import registry, runs
 
 
 @task(**IO)

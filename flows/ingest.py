@@ -7,9 +7,9 @@ from dataclasses import asdict
 from prefect import flow, task
 
 from flows.common import IO
-from forecasting import datasets
-from forecasting.data import IngestConfig
-from forecasting.options import from_dict
+from forecasting.core import datasets
+from forecasting.core.data import IngestConfig
+from forecasting.core.options import from_dict
 
 
 @task(**IO)

@@ -6,12 +6,15 @@ import pandas as pd
 from prefect import flow, task
 
 from flows.common import COMPUTE, IO, step
-from forecasting import datasets, pipeline, runs, search
-from forecasting.data import Split
-from forecasting.forecaster import Forecaster, ForecasterConfig
-from forecasting.jobs import TrainJob
-from forecasting.options import from_dict
-from forecasting.pipeline import RunContext
+from forecasting.api.forecaster import Forecaster, ForecasterConfig
+from forecasting.api.jobs import TrainJob
+from forecasting.core import datasets
+from forecasting.core.data import Split
+from forecasting.core.options import from_dict
+from forecasting.pipeline import search
+from forecasting.pipeline import steps as pipeline
+from forecasting.pipeline.steps import RunContext
+from forecasting.tracking import runs
 
 
 @task(**IO)

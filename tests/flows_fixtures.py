@@ -52,8 +52,8 @@ TRAIN_KWARGS = dict(horizon=HORIZON, models=("gru", "lstm"), trials=2, max_epoch
 def train_job(**overrides):
     """The `TrainJob` of `forecasting train syn --horizon 12 --models gru,lstm --trials 2 ...` (the tiny
     budget above), with `overrides` given as command-line option names."""
-    from forecasting.jobs import TrainJob
-    from forecasting.options import from_flags
+    from forecasting.api.jobs import TrainJob
+    from forecasting.core.options import from_flags
 
     return from_flags(TrainJob, dataset=DATASET, **{**TRAIN_KWARGS, **overrides})
 

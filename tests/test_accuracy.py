@@ -11,14 +11,14 @@ import pytest
 import torch
 from sklearn.linear_model import Ridge
 
-from forecasting.baselines import LinearBaseline, seasonal_naive
-from forecasting.data import split_fractions
-from forecasting.evaluation import LINEAR_ALPHAS, fit_linear
-from forecasting.forecaster import Forecaster, ForecasterConfig, build_panel
-from forecasting.models import ModelConfig, RecurrentForecaster
-from forecasting.seasons import kept_periods, seasonal_periods
-from forecasting.training import TrainConfig
-from forecasting.tuning import default_space
+from forecasting.api.forecaster import Forecaster, ForecasterConfig, build_panel
+from forecasting.core.baselines import LinearBaseline, seasonal_naive
+from forecasting.core.data import split_fractions
+from forecasting.core.evaluation import LINEAR_ALPHAS, fit_linear
+from forecasting.core.seasons import kept_periods, seasonal_periods
+from forecasting.core.training import TrainConfig
+from forecasting.families.recurrent import ModelConfig, RecurrentForecaster
+from forecasting.tuning.study import default_space
 
 # --------------------------------------------------------------------------- seasons
 
@@ -168,7 +168,7 @@ def daily_weekly_frame(n_series: int = 4, weeks: int = 12, seed: int = 0) -> pd.
 
 @pytest.mark.slow
 def test_tuned_gru_beats_weekly_seasonal_naive_on_a_daily_and_weekly_cycle(tmp_path):
-    from forecasting.tuning import TuneConfig, tune
+    from forecasting.tuning.study import TuneConfig, tune
 
     df = daily_weekly_frame()
     split = split_fractions(df.groupby("unique_id", sort=False).size(), 0.15, 0.15)

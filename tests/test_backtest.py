@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecasting.backtest import BacktestConfig, cross_validation, cutoff_windows, cutoffs
-from forecasting.backtest_run import backtest_family, cutoff_split
-from forecasting.evaluation import simple_predictors
-from forecasting.forecaster import Forecaster, ForecasterConfig, build_panel
-from forecasting.models import ModelConfig
-from forecasting.training import TrainConfig
+from forecasting.api.backtest_run import backtest_family, cutoff_split
+from forecasting.api.forecaster import Forecaster, ForecasterConfig, build_panel
+from forecasting.core.backtest import BacktestConfig, cross_validation, cutoff_windows, cutoffs
+from forecasting.core.evaluation import simple_predictors
+from forecasting.core.training import TrainConfig
+from forecasting.families.recurrent import ModelConfig
 
 H, L = 12, 48
 
@@ -105,7 +105,7 @@ def test_every_predictor_is_scored_on_the_same_targets(make_sine_frame):
 
 
 def test_too_short_series_are_named():
-    from forecasting.errors import DataError
+    from forecasting.core.errors import DataError
 
     df = pd.DataFrame({"unique_id": "tiny", "ds": pd.date_range("2024-01-01", periods=60, freq="h"),
                        "y": np.arange(60.0)})
@@ -116,8 +116,8 @@ def test_too_short_series_are_named():
 def test_backtest_objective_sizes_validation_and_scores_only_its_cutoffs(make_sine_frame):
     """`--objective backtest --backtest-windows K --backtest-step S`: the validation part holds exactly
     H + (K - 1) * S rows, and early stopping scores the K cutoff windows per series, nothing else."""
-    from forecasting.backtest import BacktestConfig as BC
-    from forecasting.pipeline import TrainJob, base_config, make_split
+    from forecasting.core.backtest import BacktestConfig as BC
+    from forecasting.pipeline.steps import TrainJob, base_config, make_split
 
     df = make_sine_frame(n_series=2, length=600, seed=5)
     job = TrainJob("toy", H, ("gru",), backtest=BC(3, 6), objective="backtest", device="cpu")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forecasting.baselines import naive, season_length, seasonal_naive
+from forecasting.core.baselines import naive, season_length, seasonal_naive
 
 
 def test_seasonal_naive_exact_on_periodic_series():

@@ -1,4 +1,4 @@
-"""An interrupted forecast leaves no partial output: `forecasting.files.write_table` writes to a
+"""An interrupted forecast leaves no partial output: `forecasting.core.files.write_table` writes to a
 temporary file in the output folder and renames it, so the output path holds either nothing or a
 complete file (the older one when there was one)."""
 
@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 from flows_fixtures import DATASET, REPO, subprocess_env
 
-from forecasting.errors import DataError
-from forecasting.files import write_table
+from forecasting.core.errors import DataError
+from forecasting.core.files import write_table
 
 pytest_plugins = ["flows_fixtures"]
 
@@ -123,7 +123,7 @@ def test_ctrl_c_during_the_forecast_command_keeps_the_older_output(trained_home,
 KILLED_WRITER = textwrap.dedent("""
     import sys
     import numpy as np, pandas as pd
-    from forecasting.files import write_table
+    from forecasting.core.files import write_table
     n = 3_000_000
     df = pd.DataFrame({"unique_id": np.repeat(np.array([f"series-{i}" for i in range(1000)]), n // 1000),
                        "ds": pd.date_range("2020-01-01", periods=n, freq="min"), "y_hat": np.random.rand(n)})
@@ -171,7 +171,7 @@ def test_sigkill_while_writing_leaves_no_file_or_the_old_one(tmp_path, old):
 def test_written_files_follow_the_umask(tmp_path, umask):
     import stat
 
-    from forecasting.files import write_table
+    from forecasting.core.files import write_table
 
     old = os.umask(umask)
     try:

@@ -101,7 +101,7 @@ def test_error_exits_non_zero_with_one_error_line(case, bad_files, trained_home,
 
 @pytest.mark.slow
 def test_debug_raises_the_original_exception(bad_files, tmp_path):
-    from forecasting.errors import DataError
+    from forecasting.core.errors import DataError
 
     with pytest.raises(DataError, match="file not found"):
         main(["ingest", str(bad_files["missing"]), "--name", "x", "--home", str(tmp_path), "--debug"])
@@ -220,7 +220,7 @@ def test_executable_error_and_debug(bad_files, prefect_api_url, tmp_path):
                        timeout=300)
     assert p.returncode not in (0, EXIT_ERROR)
     assert "Traceback (most recent call last)" in p.stderr
-    assert "forecasting.errors.DataError: file not found" in p.stderr
+    assert "forecasting.core.errors.DataError: file not found" in p.stderr
 
 
 def test_cuda_on_a_cpu_machine_is_a_clear_error(tmp_path, capsys):
@@ -231,7 +231,7 @@ def test_cuda_on_a_cpu_machine_is_a_clear_error(tmp_path, capsys):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    from forecasting.training import resolve_device
+    from forecasting.core.training import resolve_device
 
     with pytest.raises(Exception, match="CUDA is not available"):
         resolve_device("cuda")

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecasting import data as D
-from forecasting.errors import DataError
-from forecasting.files import write_table
+from forecasting.core import data as D
+from forecasting.core.errors import DataError
+from forecasting.core.files import write_table
 
 ETTH1 = Path(__file__).resolve().parents[1] / "data" / "ETTh1.csv"
 HEADER = "unique_id,ds,y\n"

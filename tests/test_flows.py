@@ -23,7 +23,7 @@ FAMILIES = ("gru", "lstm")
 def client_for(home):
     from mlflow import MlflowClient
 
-    from forecasting import runs
+    from forecasting.tracking import runs
 
     runs.configure(home)
     return MlflowClient()
@@ -44,7 +44,7 @@ def test_ingest_writes_the_processed_dataset(trained_home):
 
 
 def test_store_is_under_home_when_no_tracking_uri_is_set(trained_home):
-    from forecasting.runs import tracking_uri
+    from forecasting.tracking.runs import tracking_uri
 
     assert tracking_uri(trained_home.home) == f"sqlite:///{trained_home.home / 'mlruns' / 'mlflow.db'}"
     assert (trained_home.home / "mlruns" / "mlflow.db").exists()
@@ -182,7 +182,7 @@ def test_forecast_with_every_series_skipped_exits_3_and_writes_nothing(trained_h
 
 def test_register_promotes_only_a_better_model(trained_home):
     """`register`: champion only when the metric beats the champion's recorded one, else challenger."""
-    from forecasting import registry
+    from forecasting.tracking import registry
 
     client = client_for(trained_home.home)
     model_uri = client.get_model_version(f"{DATASET}-gru", "1").source  # the logged model, models:/m-...
@@ -254,7 +254,7 @@ def test_backtest_of_the_registered_champion(trained_home, tmp_path, capsys):
 
 def test_backtest_of_a_family_fitted_before_the_first_cutoff(trained_home, capsys):
     from flows.backtest import backtest_flow
-    from forecasting.jobs import BacktestJob
+    from forecasting.api.jobs import BacktestJob
 
     r = backtest_flow(BacktestJob(DATASET, family="lstm", windows=2, horizon=HORIZON, max_epochs=1, levels=(80,)),
                       str(trained_home.home))

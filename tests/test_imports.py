@@ -13,9 +13,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-CORE = ("data", "windows", "scaling", "models", "baselines", "training", "metrics", "features", "forecaster", "errors",
-        "seasons", "evaluation", "backtest", "backtest_run", "ensemble", "batch", "files", "inputs", "datasets", "jobs",
-        "options", "tables", "provenance")
+CORE = ("core.data", "core.windows", "core.scaling", "families.recurrent", "core.baselines", "core.training", "core.metrics", "core.features", "api.forecaster", "core.errors",
+        "core.seasons", "core.evaluation", "core.backtest", "api.backtest_run", "api.ensemble", "api.batch", "core.files",
+        "api.inputs", "core.datasets", "api.jobs",
+        "core.options", "core.tables", "core.provenance")
 HEAVY = ("mlflow", "optuna", "prefect", "matplotlib")
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy.stats import norm
 
-from forecasting.intervals import (
+from forecasting.core.intervals import (
     RESIDUAL,
     SEASONAL,
     Conformal,
@@ -26,8 +26,8 @@ from forecasting.intervals import (
     series_scale,
     split_windows,
 )
-from forecasting.metrics import coverage, interval_metrics, interval_pinball, msis, scaled_pinball
-from forecasting.plots import fan_chart, fan_figure
+from forecasting.core.metrics import coverage, interval_metrics, interval_pinball, msis, scaled_pinball
+from forecasting.core.plots import fan_chart, fan_figure
 
 PHI, SIGMA, H = 0.7, 2.0, 12
 LEVELS = (80, 95)

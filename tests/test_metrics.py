@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from forecasting.metrics import mae, mase, mse, rmse, seasonal_scale, smape
+from forecasting.core.metrics import mae, mase, mse, rmse, seasonal_scale, smape
 
 Y = np.array([1.0, 2.0, 3.0, 4.0])
 Y_HAT = np.array([2.0, 2.0, 1.0, 8.0])  # errors 1, 0, -2, 4

@@ -10,15 +10,15 @@ import pandas as pd
 import pytest
 import torch
 
-from forecasting.data import split_fractions
-from forecasting.errors import DivergedError
-from forecasting.evaluation import simple_predictors
-from forecasting.features import calendar_features, n_calendar_features
-from forecasting.forecaster import Forecaster, ForecasterConfig, build_panel, with_features
-from forecasting.models import ModelConfig, RecurrentForecaster, count_parameters
-from forecasting.scaling import SeriesScaler
-from forecasting.training import TrainConfig, fit, predict
-from forecasting.windows import Panel, make_windows
+from forecasting.api.forecaster import Forecaster, ForecasterConfig, build_panel, with_features
+from forecasting.core.data import split_fractions
+from forecasting.core.errors import DivergedError
+from forecasting.core.evaluation import simple_predictors
+from forecasting.core.features import calendar_features, n_calendar_features
+from forecasting.core.scaling import SeriesScaler
+from forecasting.core.training import TrainConfig, fit, predict
+from forecasting.core.windows import Panel, make_windows
+from forecasting.families.recurrent import ModelConfig, RecurrentForecaster, count_parameters
 
 L, H = 48, 24
 
@@ -354,7 +354,7 @@ def test_peak_memory_is_what_the_block_allocates_not_process_growth():
     memory the process kept from the first does not hide the second (issue: the second fit read 0)."""
     import time
 
-    from forecasting.training import PeakMemory
+    from forecasting.core.training import PeakMemory
 
     if PeakMemory._info is None:
         pytest.skip("needs glibc mallinfo2")

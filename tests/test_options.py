@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from flows.cli import build_parser
-from forecasting.backtest import BacktestConfig
-from forecasting.data import IngestConfig
-from forecasting.jobs import TrainJob, TuneConfig
-from forecasting.options import flag_name, from_dict, from_flags, from_options, option_fields, to_dict
-from forecasting.scaling import series_stats
+from forecasting.api.jobs import TrainJob, TuneConfig
+from forecasting.core.backtest import BacktestConfig
+from forecasting.core.data import IngestConfig
+from forecasting.core.options import flag_name, from_dict, from_flags, from_options, option_fields, to_dict
+from forecasting.core.scaling import series_stats
 
 
 def parse(*argv: str):

@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecasting import datasets, files, pipeline
-from forecasting.data import check_name
-from forecasting.errors import DataError, ForecastingError
-from forecasting.tuning import TuneConfig, open_study
+from forecasting.core import datasets, files
+from forecasting.core.data import check_name
+from forecasting.core.errors import DataError, ForecastingError
+from forecasting.pipeline import steps as pipeline
+from forecasting.tuning.study import TuneConfig, open_study
 
 
 @pytest.mark.parametrize("name", ["../../escape", "/abs/path/x", "a/b", "a b", "", ".hidden", "x" * 101, "a..b"])

@@ -31,9 +31,11 @@ import pytest
 from optuna.trial import TrialState
 
 from flows.server import free_port
-from forecasting import datasets, pipeline, search
-from forecasting.pipeline import TrainJob
-from forecasting.tuning import FINISHED, TuneConfig, study_name
+from forecasting.core import datasets
+from forecasting.pipeline import search
+from forecasting.pipeline import steps as pipeline
+from forecasting.pipeline.steps import TrainJob
+from forecasting.tuning.study import FINISHED, TuneConfig, study_name
 
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 PG_SERVER = os.environ.get("FORECASTING_TEST_POSTGRES", f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}")

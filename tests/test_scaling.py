@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from forecasting.scaling import SeriesScaler, window_norm
-from forecasting.windows import Panel
+from forecasting.core.scaling import SeriesScaler, window_norm
+from forecasting.core.windows import Panel
 
 LENGTHS = [12, 7, 20]
 TRAIN_END = np.array([8, 5, 10])

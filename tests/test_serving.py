@@ -19,12 +19,13 @@ import pytest
 from flows_fixtures import FORECASTING_EXE, subprocess_env
 
 from flows.server import free_port
-from forecasting import pipeline, registry, runs
-from forecasting.data import split_fractions
-from forecasting.forecaster import Forecaster, ForecasterConfig
-from forecasting.intervals import calibrate_backtest
-from forecasting.models import ModelConfig
-from forecasting.training import TrainConfig
+from forecasting.api.forecaster import Forecaster, ForecasterConfig
+from forecasting.core.data import split_fractions
+from forecasting.core.intervals import calibrate_backtest
+from forecasting.core.training import TrainConfig
+from forecasting.families.recurrent import ModelConfig
+from forecasting.pipeline import steps as pipeline
+from forecasting.tracking import registry, runs
 from tests.conftest import sine_frame
 
 NAME, H = "srv-gru", 12

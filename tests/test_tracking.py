@@ -23,13 +23,15 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from forecasting import pipeline, registry, runs, search, search_log
-from forecasting.data import split_fractions
-from forecasting.errors import ModelNotFoundError
-from forecasting.forecaster import Forecaster, ForecasterConfig
-from forecasting.models import ModelConfig
-from forecasting.training import TrainConfig
-from forecasting.tuning import SearchSpace, TuneConfig, default_storage, study_name, tune
+from forecasting.api.forecaster import Forecaster, ForecasterConfig
+from forecasting.core.data import split_fractions
+from forecasting.core.errors import ModelNotFoundError
+from forecasting.core.training import TrainConfig
+from forecasting.families.recurrent import ModelConfig
+from forecasting.pipeline import search, search_log
+from forecasting.pipeline import steps as pipeline
+from forecasting.tracking import registry, runs
+from forecasting.tuning.study import SearchSpace, TuneConfig, default_storage, study_name, tune
 from tests.conftest import sine_frame
 
 REPO = Path(__file__).resolve().parents[1]
@@ -239,7 +241,7 @@ def test_register_champion_moves_only_for_a_better_model(store):
 
 REGISTER_SCRIPT = textwrap.dedent('''
     import json, sys
-    from forecasting import registry, runs
+    from forecasting.tracking import registry, runs
     runs.configure(sys.argv[1])
     print(json.dumps(registry.register(sys.argv[2], "race-gru", "mase", 0.5)))
 ''')
@@ -349,7 +351,7 @@ def test_champion_predicts_the_same_in_a_fresh_process(store, tmp_path):
 def test_an_ensemble_is_one_registered_model_that_averages_its_members(store):
     """`--ensemble K`: the members' mean forecast, saved and registered as one pyfunc model that
     loads back with every member and forecasts the same mean."""
-    from forecasting.ensemble import Ensemble
+    from forecasting.api.ensemble import Ensemble
 
     runs.configure(store.home)
     ens = Ensemble(store.forecasters)

@@ -20,12 +20,20 @@ import pytest
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from forecasting.data import split_fractions
-from forecasting.errors import ForecastingError
-from forecasting.forecaster import ForecasterConfig
-from forecasting.models import ModelConfig
-from forecasting.training import TrainConfig
-from forecasting.tuning import FINISHED, SearchSpace, TuneConfig, _pruner, study_name, trials_frame, tune
+from forecasting.api.forecaster import ForecasterConfig
+from forecasting.core.data import split_fractions
+from forecasting.core.errors import ForecastingError
+from forecasting.core.training import TrainConfig
+from forecasting.families.recurrent import ModelConfig
+from forecasting.tuning.study import (
+    FINISHED,
+    SearchSpace,
+    TuneConfig,
+    _pruner,
+    study_name,
+    trials_frame,
+    tune,
+)
 from tests.conftest import sine_frame
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,12 +82,14 @@ import torch
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore")
 
-from forecasting import runs, search_log
-from forecasting.data import split_fractions
-from forecasting.forecaster import ForecasterConfig
-from forecasting.models import ModelConfig
-from forecasting.training import TrainConfig
-from forecasting.tuning import SearchSpace, TuneConfig, study_name, tune
+from forecasting.tracking import runs
+
+from forecasting.pipeline import search_log
+from forecasting.core.data import split_fractions
+from forecasting.api.forecaster import ForecasterConfig
+from forecasting.families.recurrent import ModelConfig
+from forecasting.core.training import TrainConfig
+from forecasting.tuning.study import SearchSpace, TuneConfig, study_name, tune
 
 home, storage, n_trials, pause = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 rng = np.random.default_rng(0)
@@ -334,7 +344,7 @@ def test_surplus_trials_yield_to_lower_numbers():
     from optuna.distributions import FloatDistribution
     from optuna.trial import create_trial
 
-    from forecasting.tuning import is_surplus
+    from forecasting.tuning.study import is_surplus
 
     study = optuna.create_study()
     for v in (1.0, 2.0, 3.0):

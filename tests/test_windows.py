@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecasting.data import Split, split_fractions
-from forecasting.errors import DataError
-from forecasting.windows import Panel, make_windows, panel_from_long, sliding_view, window_starts
+from forecasting.core.data import Split, split_fractions
+from forecasting.core.errors import DataError
+from forecasting.core.windows import Panel, make_windows, panel_from_long, sliding_view, window_starts
 
 LENGTHS = [37, 5, 64, 20, 1, 49]
 
@@ -162,8 +162,8 @@ def test_view_is_zero_copy(panel):
 def test_torch_unfold_view_is_zero_copy_on_cpu(panel):
     import torch
 
-    from forecasting.training import _device_windows
-    from forecasting.windows import inputs_targets
+    from forecasting.core.training import _device_windows
+    from forecasting.core.windows import inputs_targets
 
     w = make_windows(panel, 6, 3, stride=2)
     view, starts = _device_windows(w, torch.device("cpu"))

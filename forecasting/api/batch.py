@@ -1,0 +1,68 @@
+"""Batch forecasting: read a history file, forecast every series with a fitted forecaster, and
+refuse a forecast in which nothing could be forecast. Writing is `files.write_table`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from forecasting.core.data import ID, IngestConfig, parse_long, read_table, to_long
+from forecasting.core.errors import DataError, NothingToForecastError
+from forecasting.core.files import write_atomic
+
+
+def read_history(path: str | Path, cfg: IngestConfig = IngestConfig()) -> pd.DataFrame:
+    """A long history frame from a long or wide CSV/Parquet file (same options and the same
+    parser as ingest). Series whose last lookback points have gaps or missing values are not
+    refused here: the forecaster skips them, with the reason."""
+    return parse_long(to_long(read_table(path), cfg), source=str(path)).drop(columns="_row", errors="ignore")
+
+
+@dataclass
+class BatchResult:
+    forecasts: pd.DataFrame
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def n_forecast(self) -> int:
+        return int(self.forecasts[ID].nunique()) if len(self.forecasts) else 0
+
+
+def require_forecasts(result: BatchResult) -> BatchResult:
+    """Refuse a forecast in which every series was skipped (nothing is written), naming why each was."""
+    if result.n_forecast == 0:
+        reasons = "; ".join(f"{u!r}: {why}" for u, why in result.skipped[:5])
+        more = f" (and {len(result.skipped) - 5} more)" if len(result.skipped) > 5 else ""
+        raise NothingToForecastError(f"no series could be forecast, all {len(result.skipped)} were skipped: "
+                                     f"{reasons}{more}")
+    return result
+
+
+def forecast_with(forecaster, history: pd.DataFrame, levels: tuple[int, ...] = ()) -> BatchResult:
+    """Forecast every series of `history` with a fitted `Forecaster` or `Ensemble` (with intervals at
+    `levels`); the series it skipped come back with their reasons."""
+    t0 = time.perf_counter()
+    out, skipped = forecaster.predict(history, levels=levels)
+    return BatchResult(out, skipped, time.perf_counter() - t0)
+
+
+def check_plot(path: str | Path) -> Path:
+    """The fan chart's path, refused early unless it is a PNG file."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise DataError(f"--plot {path}: the fan chart is written as PNG; use a .png file name")
+    return path
+
+
+def write_fan_chart(history: pd.DataFrame, result: BatchResult, levels: tuple[int, ...], path: str | Path,
+                    title: str, series: tuple[str, ...] = ()) -> Path:
+    """The forecasts of `series` and a sample of the others after the end of their history, with the
+    interval bands at `levels`, as a PNG written atomically."""
+    from forecasting.core.plots import fan_figure
+
+    fig = fan_figure(history, result.forecasts, levels, series=list(series), title=title)
+    return write_atomic(check_plot(path), lambda tmp: fig.savefig(tmp, format="png", dpi=90))

@@ -1,0 +1,100 @@
+"""An equal-weight ensemble of fitted forecasters (refits of the K best trials of a search).
+
+Averaging several good configurations is how N-BEATS and the strongest M4 entries got their
+accuracy. The members share the dataset, split and horizon, so they share the per-series
+scaler; each reads its own lookback from the end of a window cut with the longest one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from forecasting.api.forecaster import Forecaster, ForecasterConfig
+from forecasting.core.data import ID, TIME, Split
+from forecasting.core.evaluation import Evaluation, Predictor
+from forecasting.core.intervals import forecast_intervals, load_conformal
+
+
+class Ensemble:
+    """The mean forecast of `members` (fitted `Forecaster`s of one dataset and horizon)."""
+
+    def __init__(self, members: list[Forecaster]):
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        if len({m.cfg.model.horizon for m in members}) != 1:
+            raise ValueError("ensemble members must share the horizon")
+        self.members = members
+        self.conformal_ = None  # the ensemble's own interval calibration (its residuals, not a member's)
+
+    @property
+    def cfg(self) -> ForecasterConfig:
+        """The configuration of the member with the longest lookback (what the ensemble reads)."""
+        return max(self.members, key=lambda m: m.cfg.model.lookback).cfg
+
+    @property
+    def scaler_(self):
+        return self.members[0].scaler_
+
+    @property
+    def mase_scale_(self) -> np.ndarray:
+        return self.members[0].mase_scale_
+
+    @property
+    def fit_result_(self):
+        return self.members[0].fit_result_
+
+    @property
+    def n_parameters(self) -> int:
+        return sum(m.n_parameters for m in self.members)
+
+    def predictor(self, device: str = "cpu") -> Predictor:
+        """Mean of the members' forecasts on standardized windows x [N, L_max, F] -> [N, H]."""
+        L = self.cfg.model.lookback
+        preds = [m.predictor(device) for m in self.members]
+        return Predictor("y_hat", L, lambda x: np.mean([p.fn(x[:, L - p.lookback:]) for p in preds], axis=0))
+
+    def evaluate(self, df: pd.DataFrame, split: Split, part: str = "test", device: str = "cpu") -> Evaluation:
+        return self.members[0].evaluate(df, split, part, predictor=self.predictor(device))
+
+    def panel(self, df: pd.DataFrame):
+        """The standardized panel of `df` (the members share the scaler)."""
+        return self.members[0].panel(df)
+
+    def windows(self, df: pd.DataFrame, split: Split, part: str):
+        return self.members[0].windows(df, split, part, lookback=self.cfg.model.lookback)
+
+    def predict(self, history: pd.DataFrame, device: str = "cpu", levels: tuple[int, ...] = ()
+                ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+        """Mean of the members' forecasts of the series every member could forecast, with the
+        ensemble's intervals at `levels`."""
+        outs, skipped = zip(*(m.predict(history, device) for m in self.members), strict=True)
+        frame = pd.concat(outs, ignore_index=True)
+        counts = frame.groupby([ID, TIME], sort=False)["y_hat"].transform("size")
+        mean = frame[counts == len(self.members)].groupby([ID, TIME], sort=False, as_index=False)["y_hat"].mean()
+        return forecast_intervals(mean, history, self.conformal_, levels), sorted(set().union(*map(set, skipped)))
+
+    def save(self, path: str | Path) -> Path:
+        """members/<i>/ per member plus ensemble.json."""
+        path = Path(path)
+        for i, m in enumerate(self.members):
+            m.save(path / "members" / str(i))
+        (path / "ensemble.json").write_text(json.dumps({"members": len(self.members)}))
+        if self.conformal_ is not None:
+            (path / "intervals.json").write_text(json.dumps(self.conformal_.to_dict()))
+        return path
+
+
+def load_forecaster(path: str | Path) -> Forecaster | Ensemble:
+    """A saved `Forecaster` or `Ensemble`, whichever `path` holds, on the CPU."""
+    path = Path(path)
+    meta = path / "ensemble.json"
+    if not meta.exists():
+        return Forecaster.load(path)
+    n = json.loads(meta.read_text())["members"]
+    ens = Ensemble([Forecaster.load(path / "members" / str(i)) for i in range(n)])
+    ens.conformal_ = load_conformal(path)
+    return ens

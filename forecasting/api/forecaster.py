@@ -1,0 +1,244 @@
+"""A global forecaster over a long DataFrame: fit, evaluate, forecast, save and load.
+
+It glues the core pieces together (panel, scaler, windows, model, fit loop) and
+is what the MLflow pyfunc model wraps; it needs only torch, numpy, pandas and scikit-learn.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from forecasting import __version__
+from forecasting.api.inputs import Inputs, future_times, model_inputs
+from forecasting.core.backtest import BacktestConfig, cutoff_windows
+from forecasting.core.baselines import linear_start, season_length, seasonal_naive
+from forecasting.core.data import ID, TIME, Split
+from forecasting.core.evaluation import (
+    Evaluation,
+    Predictor,
+    fit_linear,
+    point_metrics,
+    score,
+    simple_predictors,
+)
+from forecasting.core.features import calendar_features, n_calendar_features
+from forecasting.core.intervals import Conformal, forecast_intervals, interval_columns, load_conformal
+from forecasting.core.metrics import mse, seasonal_scale
+from forecasting.core.options import from_dict, to_dict
+from forecasting.core.scaling import SeriesScaler
+from forecasting.core.training import FitResult, TrainConfig, fit, predict, set_seed
+from forecasting.core.windows import Panel, Windows, make_windows, panel_from_long
+from forecasting.families.recurrent import ModelConfig, RecurrentForecaster, count_parameters
+
+FORECAST_COLUMNS = (ID, TIME, "y_hat")
+__all__ = ["Evaluation", "Forecaster", "ForecasterConfig", "point_metrics"]
+
+
+@dataclass(frozen=True)
+class ForecasterConfig:
+    """Everything that defines a forecaster besides its learnt state."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    freq: str = "h"
+    calendar: bool = True
+    covariates: tuple[str, ...] = ()
+    season: int | None = None  # seasonal period of MASE; the shortest of `seasons` if None
+    seasons: tuple[int, ...] = ()  # every seasonal period kept for this dataset, shortest first
+
+    @property
+    def period(self) -> int:
+        """The MASE period (M4 convention: the shortest seasonal cycle)."""
+        return self.season or (self.seasons[0] if self.seasons else season_length(self.freq))
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ForecasterConfig:
+        """The inverse of `to_dict` (the project's one dataclass deserializer: nested configs, tuples)."""
+        return from_dict(cls, d)
+
+
+def with_features(cfg: ForecasterConfig) -> ForecasterConfig:
+    """Set the model's input width from the target, covariates and calendar features."""
+    n = 1 + len(cfg.covariates) + (n_calendar_features(cfg.freq) if cfg.calendar else 0)
+    return replace(cfg, model=replace(cfg.model, n_features=n))
+
+
+def build_panel(df: pd.DataFrame, cfg: ForecasterConfig) -> Panel:
+    """Long frame -> panel with target, covariates and (optionally) calendar columns."""
+    panel = panel_from_long(df, cfg.freq, cfg.covariates)
+    if not cfg.calendar:
+        return panel
+    cal = calendar_features(pd.DatetimeIndex(df[TIME]), cfg.freq)  # [T, C]
+    values = np.ascontiguousarray(np.concatenate([panel.values, cal], axis=1))
+    names = tuple(f"cal{i}" for i in range(cal.shape[1]))
+    return replace(panel, values=values, columns=panel.columns + names)
+
+
+class Forecaster:
+    """One global recurrent model across all series of a dataset."""
+
+    def __init__(self, cfg: ForecasterConfig):
+        self.cfg = with_features(cfg)
+        self.model_: RecurrentForecaster | None = None
+        self.scaler_: SeriesScaler | None = None
+        self.mase_scale_: np.ndarray | None = None  # [S] in original units
+        self.fit_result_: FitResult | None = None
+        self.conformal_: Conformal | None = None  # interval calibration (set by the pipeline, saved)
+
+    # ------------------------------------------------------------------ training
+    def fit(self, df: pd.DataFrame, split: Split, callback=None) -> FitResult:
+        """Fit scaler (training rows only) and model; early stopping on the validation part."""
+        panel = self.fit_scaler(df, split)
+        m = self.cfg.model
+        train = make_windows(panel, m.lookback, m.horizon, split, "train")
+        val = make_windows(panel, m.lookback, m.horizon, split, "val")
+        if self.cfg.train.val_cutoffs:  # the objective: the last K validation cutoffs only
+            bt = BacktestConfig(self.cfg.train.val_cutoffs, self.cfg.train.val_step or None)
+            val, _ = cutoff_windows(panel, m.lookback, m.horizon, split.val_end, bt, split.train_end)
+        if m.highway and m.init == "seasonal":
+            self.cfg = replace(self.cfg, model=replace(m, season=self._start_season(train)))
+        set_seed(self.cfg.train.seed)  # the initial weights too, not only the fit loop
+        self.model_ = RecurrentForecaster(self.cfg.model)
+        if m.highway and m.init == "linear":
+            self.model_.start_as_linear(*linear_start(train, val, m.norm))
+        self.fit_result_ = fit(self.model_, train, val, self.cfg.train, callback, start_competes=m.highway)
+        self.model_.cpu()
+        return self.fit_result_
+
+    def _start_season(self, train: Windows, max_windows: int = 20_000) -> int:
+        """The kept period whose seasonal naive fits the training windows best (0: none fits the
+        lookback): the highway starts there. Chosen on training data only."""
+        m = self.cfg.model
+        periods = [p for p in self.cfg.seasons or (self.cfg.period,) if 1 < p <= m.lookback]
+        if not periods or len(train) == 0:
+            return 0
+        idx = np.linspace(0, len(train) - 1, min(len(train), max_windows)).astype(np.int64)
+        x, y = train.arrays(idx)
+        return min(periods, key=lambda p: mse(y, seasonal_naive(x[..., 0], m.horizon, p)))
+
+    def fit_scaler(self, df: pd.DataFrame, split: Split) -> Panel:
+        """Fit the per-series scaler and MASE scales on the training rows; returns the scaled panel.
+
+        Baselines that learn nothing call this alone to be scored like the models.
+        """
+        raw = build_panel(df, self.cfg)
+        scaler = SeriesScaler.fit(raw, split.train_end)
+        # Calendar columns are bounded sin/cos that `predict` feeds unscaled: leave them as they are.
+        n_var = 1 + len(self.cfg.covariates)
+        mean, std = scaler.mean.copy(), scaler.std.copy()
+        mean[:, n_var:], std[:, n_var:] = 0.0, 1.0
+        self.scaler_ = replace(scaler, mean=mean, std=std)
+        self.mase_scale_ = self._mase_scales(raw, split.train_end)
+        return self.scaler_.transform(raw)
+
+    def _mase_scales(self, raw: Panel, train_end: np.ndarray) -> np.ndarray:
+        scales = []
+        for i in range(len(raw.ids)):
+            ins = raw.series(i)[: int(train_end[i]), 0]
+            m = self.cfg.period if len(ins) > self.cfg.period else 1
+            s = seasonal_scale(ins, m) if len(ins) > m else 1.0
+            scales.append(s if s > 0 else 1.0)
+        return np.array(scales)
+
+    @property
+    def n_parameters(self) -> int:
+        return count_parameters(self.model_) if self.model_ is not None else 0
+
+    # ------------------------------------------------------------------ evaluation
+    def panel(self, df: pd.DataFrame) -> Panel:
+        """The standardized panel of `df` (series statistics of the fitted scaler)."""
+        return self.scaler_.transform(build_panel(df, self.cfg))
+
+    def windows(self, df: pd.DataFrame, split: Split, part: str, lookback: int | None = None) -> Windows:
+        """Scaled windows of a split part (stride 1)."""
+        return make_windows(self.panel(df), lookback or self.cfg.model.lookback, self.cfg.model.horizon, split, part)
+
+    def predictor(self, device: str = "cpu") -> Predictor:
+        """The fitted model as a predictor on standardized windows (column `y_hat` in backtests)."""
+        return Predictor("y_hat", self.cfg.model.lookback, lambda x: predict(self.model_, x, device))
+
+    def baselines(self, df: pd.DataFrame, split: Split, lookbacks: tuple[int, ...] = ()) -> tuple[
+            list[Predictor], dict]:
+        """Naive, seasonal naive at every kept period and the ridge baseline (lookback among
+        `lookbacks`, default the model's, and penalty chosen on validation); needs `fit_scaler`.
+        Returns the predictors and the ridge baseline's selection record."""
+        H = self.cfg.model.horizon
+        linear, record = fit_linear(self.panel(df), split, H, tuple(lookbacks) or (self.cfg.model.lookback,),
+                                    self.cfg.train.seed)
+        return [*simple_predictors(H, self.cfg.seasons or (self.cfg.period,)), linear], record
+
+    def evaluate(self, df: pd.DataFrame, split: Split, part: str = "test", device: str = "cpu",
+                 predictor: Predictor | None = None) -> Evaluation:
+        """Forecast every window of a part (stride 1) with the model, or `predictor`; metrics on the
+        original scale plus `mse_std`, `mae_std` on the standardized one."""
+        pred = predictor or self.predictor(device)
+        w = self.windows(df, split, part, lookback=pred.lookback)
+        x, y = w.arrays()
+        return self._evaluation(w, y, pred.fn(x))
+
+    def _evaluation(self, w: Windows, y_std: np.ndarray, y_hat_std: np.ndarray) -> Evaluation:
+        return score(y_std, y_hat_std, w.series_index, self.scaler_.mean[:, 0], self.scaler_.std[:, 0],
+                     self.mase_scale_)
+
+    # ------------------------------------------------------------------ forecasting
+    def inputs(self, history: pd.DataFrame) -> Inputs:
+        """Standardized model inputs [S, L, F] at the end of every usable series of `history`."""
+        cfg = self.cfg
+        return model_inputs(history, self.scaler_, cfg.model.lookback, cfg.freq, cfg.covariates, cfg.calendar)
+
+    def predict(self, history: pd.DataFrame, device: str = "cpu", levels: tuple[int, ...] = ()
+                ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+        """Next H steps after the end of every series in a long history frame.
+
+        Returns the forecasts (`unique_id`, `ds`, `y_hat`, and `y_hat-lo-<L>`/`y_hat-hi-<L>` for each
+        of `levels` from the stored conformal calibration) and the series skipped, each with its
+        reason (too short, gaps or missing values in the lookback). Series unseen in training are
+        standardized with their own history.
+        """
+        cfg, H = self.cfg, self.cfg.model.horizon
+        inp = self.inputs(history)
+        if not inp.ids:
+            return pd.DataFrame({c: [] for c in (*FORECAST_COLUMNS, *interval_columns(levels))}), inp.skipped
+        y_hat = predict(self.model_, inp.x, device) * inp.std[:, None] + inp.mean[:, None]  # [S, H]
+        out = pd.DataFrame({ID: np.repeat(np.array(inp.ids, dtype=object), H),
+                            TIME: future_times(inp.last, H, cfg.freq),
+                            "y_hat": y_hat.reshape(-1).astype(np.float64)})
+        return forecast_intervals(out, history, self.conformal_, levels), inp.skipped
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write config.json, weights.pt, scaler.json (and intervals.json when calibrated) into a directory."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {"config": self.cfg.to_dict(), "version": __version__,
+                "mase_scale": self.mase_scale_.tolist()}
+        (path / "config.json").write_text(json.dumps(meta, indent=2))
+        torch.save({k: v.cpu() for k, v in self.model_.state_dict().items()}, path / "weights.pt")
+        (path / "scaler.json").write_text(json.dumps(self.scaler_.to_dict()))
+        if self.conformal_ is not None:  # what intervals need at predict time: nothing is recomputed
+            (path / "intervals.json").write_text(json.dumps(self.conformal_.to_dict()))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Forecaster:
+        """Rebuild a saved forecaster on the CPU (whatever device it was trained on)."""
+        path = Path(path)
+        meta = json.loads((path / "config.json").read_text())
+        self = cls(ForecasterConfig.from_dict(meta["config"]))
+        self.model_ = RecurrentForecaster(self.cfg.model)
+        state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
+        self.model_.load_state_dict(state)
+        self.model_.eval()
+        self.scaler_ = SeriesScaler.from_dict(json.loads((path / "scaler.json").read_text()))
+        self.mase_scale_ = np.array(meta["mase_scale"])
+        self.conformal_ = load_conformal(path)
+        return self

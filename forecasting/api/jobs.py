@@ -1,0 +1,142 @@
+"""What a training run is asked to do, declared once: the CLI options, the flow parameters, the
+worker processes' job and the MLflow params of the parent run all come from these dataclasses.
+
+Core module: no MLflow, Optuna or Prefect imports (the CLI builds its parser from it).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from forecasting.core import intervals
+from forecasting.core.backtest import BacktestConfig
+from forecasting.core.data import check_name
+from forecasting.core.errors import ForecastingError
+from forecasting.core.options import name_list, option
+from forecasting.families.recurrent import FAMILIES
+
+ABSOLUTE_METRICS = ("mase", "mae", "smape")  # scored on absolute errors: select on MAE, not MSE
+METRICS = (*ABSOLUTE_METRICS, "mse")
+PRUNERS = ("median", "hyperband", "none")
+OBJECTIVES = ("val", "backtest")
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """`48,336` -> (48, 336) (an option's parser: a bad value is the option's error)."""
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+
+
+def check_levels(levels: tuple[int, ...]) -> tuple[int, ...]:
+    """`--level` values: none (no intervals), or what `intervals.check_levels` accepts."""
+    try:
+        if levels:
+            intervals.check_levels(levels)
+    except ValueError as exc:
+        raise ValueError(f"--level: {exc}") from None
+    return levels
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """Budget and storage of a search. `storage` is any SQLAlchemy URL; `seed` is the sampler's
+    (a pipeline sets it from the job's seed plus the worker's index)."""
+
+    n_trials: int = option(10, "finished trials each study should reach", flag="--trials")
+    timeout: float | None = option(None, "seconds per family search")
+    max_epochs: int = option(20, "epochs per trial and for the refit (early stopping may end sooner)")
+    storage: str | None = option(None, "Optuna storage URL (default: sqlite under <home>/mlruns/)")
+    pruner: str = option("median", "stop unpromising trials early", choices=PRUNERS)
+    seed: int = 0
+    heartbeat_interval: int = 5
+    grace_period: int = 20
+    max_retry: int = 2
+    max_failures: int = 10
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One training pipeline run: which data, horizon, model families, budget and selection rule."""
+
+    dataset: str
+    horizon: int = option(help="steps ahead to forecast")
+    families: tuple[str, ...] = option(FAMILIES, "model families, comma-separated", flag="--models",
+                                       parse=name_list)
+    tune: TuneConfig = TuneConfig()
+    val: float = option(0.1, "fraction of each series for validation (before the test part)")
+    test: float = option(0.2, "fraction of each series for the test part (its end)")
+    device: str = option("auto", "where to train", choices=("auto", "cpu", "cuda"))
+    seed: int = option(0, "seed of weights, sampling and the Optuna sampler")
+    calendar: bool = option(True, "calendar features (hour, weekday, ...) as inputs")
+    max_train_windows: int | None = option(None, "windows sampled per training epoch (all if omitted)")
+    max_val_windows: int | None = option(None, "evenly spaced validation windows scored per epoch")
+    metric: str = option("mase", "decides champion vs challenger on the validation backtest (lower is better)",
+                         choices=METRICS)
+    max_lookback: int | None = option(None, "longest lookback searched (default: two longest seasons)")
+    workers: int = option(1, "tuning processes sharing each study")
+    ensemble: int = option(1, "refit the K best trials of each family and register their average as one model")
+    seasons: tuple[int, ...] = option((), "seasonal periods in steps, e.g. 48,336 (default: every period the "
+                                      "frequency implies that the training history covers twice)", parse=int_list)
+    backtest: BacktestConfig = BacktestConfig()  # cutoffs over the validation part
+    objective: str = option("val", "Optuna objective: every validation window, or the mean over the K backtest "
+                            "cutoffs (the validation part is then sized to hold exactly those)", choices=OBJECTIVES)
+    levels: tuple[int, ...] = option((80, 95), "prediction-interval levels in percent, e.g. --level 80 95: "
+                                     "conformal, calibrated on the validation backtest and stored with the model "
+                                     "(--level with no value: none)", flag="--level", parse=int, many=True)
+    plot_series: tuple[str, ...] = option((), "series shown first in the fan charts, e.g. OT (then a sample of "
+                                          "the others)", parse=name_list)
+
+    def __post_init__(self) -> None:
+        check_name(self.dataset)
+        check_levels(self.levels)
+        bad = [f for f in self.families if f not in FAMILIES]
+        if bad or not self.families:
+            raise ValueError(f"--models: unknown model family {bad}; use {' and/or '.join(FAMILIES)}")
+        if self.horizon < 1:
+            raise ValueError(f"--horizon must be positive, got {self.horizon}")
+        if self.ensemble < 1:
+            raise ValueError(f"--ensemble must be at least 1, got {self.ensemble}")
+        if self.workers < 1:
+            raise ValueError(f"--workers must be at least 1, got {self.workers}")
+        if self.objective == "backtest" and not self.backtest.n_windows:
+            raise ValueError("objective backtest needs a number of backtest windows (--backtest-windows K)")
+
+
+@dataclass(frozen=True)
+class BacktestJob:
+    """A rolling-origin backtest over the end of a dataset: of a registered model, or of a family
+    fitted before the first cutoff (every `backtest` option)."""
+
+    dataset: str
+    model: str | None = option(None, "registered model as NAME@ALIAS (e.g. etth1-gru@champion)")
+    family: str | None = option(None, "fit this family (its study's best configuration, else the default) "
+                                "before the first cutoff", choices=FAMILIES)
+    windows: int = option(5, "number of cutoffs K")
+    step: int | None = option(None, "rows between cutoffs (default: the horizon)")
+    horizon: int | None = option(None, "horizon for --family (a registered model has its own)")
+    output: str | None = option(None, "forecasts file (CSV or Parquet): unique_id, ds, cutoff, y, y_hat, baselines")
+    max_epochs: int = option(20, "epochs of the --family fit")
+    seed: int = option(0, "seed of the --family fit")
+    levels: tuple[int, ...] = option((), "prediction-interval levels in percent, e.g. --level 80 95 (the model's "
+                                     "stored calibration; a --family fit is calibrated before the first cutoff)",
+                                     flag="--level", parse=int, many=True)
+
+    def __post_init__(self) -> None:
+        """One clear error for a backtest that cannot run, before any work."""
+        check_name(self.dataset)
+        if bool(self.model) == bool(self.family):
+            raise ForecastingError("backtest: give exactly one of --model NAME@ALIAS and --family gru|lstm")
+        if self.model and "@" not in self.model:
+            raise ForecastingError(f"--model {self.model!r}: expected NAME@ALIAS, e.g. etth1-gru@champion")
+        if self.model:
+            check_name(self.model.split("@", 1)[0], "model name")
+        if self.family and not self.horizon:
+            raise ForecastingError("--family needs --horizon H (a registered model carries its own)")
+        if self.horizon is not None and self.horizon < 1:
+            raise ForecastingError(f"--horizon must be positive, got {self.horizon}")
+        if self.windows < 1:
+            raise ForecastingError(f"--windows must be at least 1, got {self.windows}")
+        check_levels(self.levels)

@@ -1,0 +1,99 @@
+"""Simple forecasts every model is compared with: naive, seasonal naive, a global linear model.
+
+All work on batches of windows on the per-series standardized scale: history [..., L] -> [..., H].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.linear_model import Ridge
+
+from forecasting.core.scaling import window_norm
+from forecasting.core.windows import Windows
+
+LINEAR_ALPHAS = (0.1, 1.0, 10.0, 100.0)  # ridge penalties tried, chosen on validation
+MAX_LINEAR_WINDOWS = 50_000  # windows sampled to fit a ridge map (the fit is O(N L^2))
+
+
+def naive(history: np.ndarray, horizon: int) -> np.ndarray:
+    """Repeat the last value: history [..., L] -> [..., H]."""
+    history = np.asarray(history)
+    return np.repeat(history[..., -1:], horizon, axis=-1)
+
+
+def seasonal_naive(history: np.ndarray, horizon: int, period: int) -> np.ndarray:
+    """Repeat the last full season: ŷ[t] = y[L − m + (t mod m)]; history [..., L] -> [..., H]."""
+    history = np.asarray(history)
+    if period < 1:
+        raise ValueError(f"period must be positive, got {period}")
+    if history.shape[-1] < period:
+        raise ValueError(f"history of {history.shape[-1]} points is shorter than the period {period}")
+    last = history[..., history.shape[-1] - period:]  # [..., m]
+    return last[..., np.arange(horizon) % period]
+
+
+def season_length(freq: str) -> int:
+    """The shortest seasonal period of a pandas frequency (24 for hourly, 7 for daily, 1 for none)."""
+    from forecasting.core.seasons import seasonal_periods
+
+    periods = seasonal_periods(freq)
+    return periods[0] if periods else 1
+
+
+@dataclass
+class LinearBaseline:
+    """One global ridge regression from the lookback window to the horizon, fitted on windows
+    normalized by their last value (NLinear's normalization, scikit-learn's `Ridge`).
+
+    x [N, L] -> ŷ [N, H]: ŷ = Ridge(x − x_L) + x_L. Shared by all series, so it learns the
+    seasonal and autoregressive structure they have in common.
+    """
+
+    lookback: int
+    horizon: int
+    alpha: float = 1.0
+    model_: Ridge | None = None
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> LinearBaseline:
+        """Fit on inputs x [N, L] and targets y [N, H]."""
+        self.model_ = Ridge(alpha=self.alpha).fit(*self.normalized(x, y))
+        return self
+
+    @staticmethod
+    def normalized(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs [N, L] and targets [N, H] minus each window's last input value."""
+        last = x[:, -1:]  # [N, 1]
+        return x - last, y - last
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Forecasts [N, H] for inputs x [N, L] (only the last `lookback` steps are used)."""
+        x = np.asarray(x, dtype=np.float64)[:, -self.lookback:]
+        last = x[:, -1:]
+        return self.model_.predict(x - last).reshape(len(x), self.horizon) + last
+
+
+def best_ridge(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray,
+               alphas: tuple[float, ...] = LINEAR_ALPHAS) -> tuple[Ridge, list[float]]:
+    """Ridge maps x [N, L] -> y [N, H], one per penalty; the one with the lowest validation MSE
+    on (xv, yv), and every penalty's validation MSE. The penalty is never chosen on test."""
+    fits = [Ridge(alpha=a).fit(x, y) for a in alphas]
+    errs = [float(np.mean((r.predict(xv) - yv) ** 2)) for r in fits]
+    return fits[int(np.argmin(errs))], errs
+
+
+def linear_start(train: Windows, val: Windows, norm: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ridge map [H, L] and bias [H] from the window-normalized lookback to the normalized horizon,
+    fitted on training windows with the penalty that scores best on validation windows: the
+    highway's starting point for `init="linear"` (the model then starts as the linear baseline)."""
+    def normalized(w: Windows) -> tuple[np.ndarray, np.ndarray]:
+        x, y = w.arrays(np.linspace(0, len(w) - 1, min(len(w), MAX_LINEAR_WINDOWS)).astype(np.int64))
+        xn, loc, scale = window_norm(torch.from_numpy(np.ascontiguousarray(x[..., :1])), norm)
+        return xn[..., 0].double().numpy(), ((torch.from_numpy(y) - loc) / scale).double().numpy()
+
+    x, y = normalized(train)
+    xv, yv = normalized(val) if len(val) else (x, y)
+    best, _ = best_ridge(x, y, xv, yv)
+    return torch.as_tensor(best.coef_, dtype=torch.float32), torch.as_tensor(best.intercept_, dtype=torch.float32)

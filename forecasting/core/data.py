@@ -1,0 +1,347 @@
+"""Load, validate, regularize and split time series into the long format.
+
+The data contract: a long DataFrame with `unique_id` (str), `ds`
+(datetime64), `y` (float64) and optional numeric covariate columns, sorted by
+(`unique_id`, `ds`), on a regular grid of one frequency. Every violation raises
+`DataError` with a message that names the column, series or row at fault.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from forecasting.core.errors import DataError
+from forecasting.core.options import name_list, option
+
+ID, TIME, TARGET = "unique_id", "ds", "y"
+# Dataset names become file names, MLflow experiment and registered-model names and Optuna study
+# names: letters, digits, '.', '_' and '-', starting with a letter or digit (no path separators).
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+FILL_POLICIES = ("error", "interpolate", "ffill", "zero")
+SHORT_POLICIES = ("drop", "error")
+FORMATS = ("auto", "long", "wide")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """How to read a file into the long format.
+
+    `time_col` for a wide file defaults to its first column when the named one
+    is absent; `series_cols` picks the series columns of a wide file (all other
+    columns by default).
+    """
+
+    format: str = option("auto", "long (one row per series and time) or wide (one column per series); "
+                         "auto: long when the id column exists", choices=FORMATS)
+    id_col: str = option(ID, "series id column of a long file")
+    time_col: str = option(TIME, "timestamp column")
+    target_col: str = option(TARGET, "target column of a long file")
+    series_cols: tuple[str, ...] | None = option(None, "series columns of a wide file, comma-separated "
+                                                 "(default: every column but the time column)",
+                                                 parse=name_list)
+    freq: str | None = option(None, "pandas frequency (inferred if omitted)")
+    fill: str = option("interpolate", "how gaps in the grid are filled", choices=FILL_POLICIES)
+    min_length: int = option(0, "series shorter than this are dropped or refused")
+    short: str = option("drop", "what happens to a series shorter than --min-length", choices=SHORT_POLICIES)
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise DataError(f"format must be one of {FORMATS}, got {self.format!r}")
+        if self.fill not in FILL_POLICIES:
+            raise DataError(f"fill policy must be one of {FILL_POLICIES}, got {self.fill!r}")
+        if self.short not in SHORT_POLICIES:
+            raise DataError(f"short-series policy must be one of {SHORT_POLICIES}, got {self.short!r}")
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    """What validation found and did."""
+
+    n_series: int
+    n_rows: int
+    freq: str
+    n_filled: int
+    was_sorted: bool
+    dropped: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+
+def check_name(name: str, what: str = "dataset name") -> str:
+    """`name` if every store downstream accepts it, else one `DataError` saying why."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or ".." in name:
+        raise DataError(f"{what} {name!r}: use 1-100 letters, digits, '.', '_' or '-', starting with a letter or "
+                        "digit (no '/', '..' or spaces: it becomes a file, experiment, model and study name)")
+    return name
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV or Parquet file (chosen by extension) into a DataFrame."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"file not found: {path}")
+    if not path.is_file():
+        raise DataError(f"not a file: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            df = pd.read_parquet(path)
+        elif suffix in (".csv", ".txt", ".gz"):
+            df = pd.read_csv(path)
+        else:
+            raise DataError(f"unsupported file type {suffix!r} for {path} (use .csv or .parquet)")
+    except DataError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise DataError(f"file is empty: {path}") from None
+    except Exception as exc:  # parser errors come in many types; name the file
+        raise DataError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+    if df.empty:
+        raise DataError(f"file has no data rows: {path}")
+    return df
+
+
+# --------------------------------------------------------------------------- shape
+
+
+def _is_long(df: pd.DataFrame, cfg: IngestConfig) -> bool:
+    if cfg.format != "auto":
+        return cfg.format == "long"
+    return cfg.id_col in df.columns
+
+
+def _require(df: pd.DataFrame, cols: list[str], what: str) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"missing {what} column(s) {missing}; columns present: {list(df.columns)}"
+        )
+
+
+def to_long(df: pd.DataFrame, cfg: IngestConfig = IngestConfig()) -> pd.DataFrame:
+    """Rename (long) or melt (wide) a raw table into `unique_id`, `ds`, `y`, covariates."""
+    if _is_long(df, cfg):
+        _require(df, [cfg.id_col, cfg.time_col, cfg.target_col], "id/time/target")
+        out = df.rename(columns={cfg.id_col: ID, cfg.time_col: TIME, cfg.target_col: TARGET})
+        covs = [c for c in out.columns if c not in (ID, TIME, TARGET)]
+        return out[[ID, TIME, TARGET, *covs]].copy()
+    time_col = cfg.time_col if cfg.time_col in df.columns else df.columns[0]
+    series = list(cfg.series_cols) if cfg.series_cols else [c for c in df.columns if c != time_col]
+    _require(df, series, "series")
+    if not series:
+        raise DataError(f"wide file has no series columns besides the time column {time_col!r}")
+    out = df.melt(id_vars=[time_col], value_vars=series, var_name=ID, value_name=TARGET)
+    out = out.rename(columns={time_col: TIME})
+    # Keep the file's row number so errors can point at it (header is line 1).
+    out["_row"] = np.tile(np.arange(len(df)) + 2, len(series))
+    return out[[ID, TIME, TARGET, "_row"]]
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _file_rows(df: pd.DataFrame, mask: np.ndarray) -> np.ndarray:
+    rows = df["_row"].to_numpy() if "_row" in df.columns else df.index.to_numpy() + 2
+    return rows[mask]
+
+
+def parse_long(df: pd.DataFrame, source: str = "", numeric: list[str] | None = None) -> pd.DataFrame:
+    """The long contract's types, for every reader (ingest, batch forecasting, the model's
+    `predict`): ids as strings, `ds` as naive timestamps, every other column float64.
+
+    One `DataError` names the column, the file row (and series) of the first missing id,
+    unparseable timestamp, non-numeric or infinite value (prefixed by `source`, e.g. the file).
+    Missing values pass: ingest fills them by its policy, forecasting skips such series.
+    `numeric` names the value columns (default: every column but id, time and `_row`).
+    """
+    try:
+        if df[ID].isna().any():
+            bad = df[ID].isna().to_numpy()
+            raise DataError(f"column {ID!r}: missing series id at row {_file_rows(df, bad)[0]}")
+        df = _parse_times(df.assign(**{ID: df[ID].astype(str)}))
+        for col in numeric if numeric is not None else [c for c in df.columns if c not in (ID, TIME, "_row")]:
+            df = _parse_numeric(df, col)
+    except DataError as exc:
+        raise DataError(f"{source}: {exc}" if source else str(exc)) from None
+    return df
+
+
+def _parse_times(df: pd.DataFrame) -> pd.DataFrame:
+    raw = df[TIME]
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        parsed = raw
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pandas' "could not infer format" chatter
+            parsed = pd.to_datetime(raw, errors="coerce", format="mixed")
+    bad = (parsed.isna() & raw.notna()).to_numpy() | raw.isna().to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        rows = _file_rows(df, bad)
+        raise DataError(
+            f"column {TIME!r}: {int(bad.sum())} value(s) are not timestamps, first at row {rows[0]}: "
+            f"{raw.iloc[i]!r}"
+        )
+    if getattr(parsed.dt, "tz", None) is not None:
+        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+    return df.assign(**{TIME: parsed})
+
+
+def _parse_numeric(df: pd.DataFrame, col: str) -> pd.DataFrame:
+    raw = df[col]
+    values = pd.to_numeric(raw, errors="coerce").astype("float64")
+    bad = (values.isna() & raw.notna()).to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"column {col!r}: {int(bad.sum())} non-numeric value(s), first at row "
+            f"{_file_rows(df, bad)[0]} (series {df[ID].iloc[i]!r}): {raw.iloc[i]!r}"
+        )
+    inf = np.isinf(values.to_numpy())
+    if inf.any():
+        i = int(np.flatnonzero(inf)[0])
+        raise DataError(
+            f"column {col!r}: {int(inf.sum())} infinite value(s), first at row "
+            f"{_file_rows(df, inf)[0]} (series {df[ID].iloc[i]!r}, ds {df[TIME].iloc[i]})"
+        )
+    return df.assign(**{col: values})
+
+
+def _check_duplicates(df: pd.DataFrame) -> None:
+    dup = df.duplicated([ID, TIME], keep=False).to_numpy()
+    if dup.any():
+        i = int(np.flatnonzero(dup)[0])
+        rows = _file_rows(df, dup)
+        raise DataError(
+            f"{int(dup.sum())} rows share a ({ID}, {TIME}) pair, first series {df[ID].iloc[i]!r} "
+            f"at {df[TIME].iloc[i]} (rows {', '.join(map(str, rows[:4]))})"
+        )
+
+
+def infer_freq(df: pd.DataFrame) -> str:
+    """The frequency of a sorted long frame: pandas' inference, else the commonest step."""
+    votes: dict[str, int] = {}
+    for _, ds in df.groupby(ID, sort=False)[TIME]:
+        if len(ds) >= 3:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # pandas 3: "infer_freq will return an offset"
+                f = pd.infer_freq(pd.DatetimeIndex(ds))
+            if f is not None:
+                f = getattr(f, "freqstr", f)
+                votes[f] = votes.get(f, 0) + 1
+    if votes:
+        return max(votes, key=votes.get)
+    steps = df.groupby(ID, sort=False)[TIME].diff().dropna()
+    steps = steps[steps > pd.Timedelta(0)]
+    if steps.empty:
+        raise DataError("cannot infer a frequency: every series has fewer than two timestamps; pass freq")
+    return pd.tseries.frequencies.to_offset(steps.mode().iloc[0]).freqstr
+
+
+def _regularize_series(
+    uid: str, g: pd.DataFrame, freq: str, fill: str
+) -> tuple[pd.DataFrame, int]:
+    grid = pd.date_range(g[TIME].iloc[0], g[TIME].iloc[-1], freq=freq)
+    off = ~g[TIME].isin(grid).to_numpy()
+    if off.any():
+        i = int(np.flatnonzero(off)[0])
+        raise DataError(
+            f"series {uid!r}: timestamp {g[TIME].iloc[i]} (row {_file_rows(g, off)[0]}) is off the "
+            f"{freq!r} grid that starts at {grid[0]}: irregular spacing"
+        )
+    out = g.drop(columns="_row", errors="ignore").set_index(TIME).reindex(grid)
+    out.index.name = TIME
+    value_cols = [c for c in out.columns if c != ID]
+    missing = int(out[TARGET].isna().sum())
+    if missing and fill == "error":
+        first = out.index[out[TARGET].isna()][0]
+        raise DataError(f"series {uid!r}: {missing} missing point(s), first at {first}, and fill='error'")
+    if missing or out[value_cols].isna().any().any():
+        if fill == "interpolate":
+            out[value_cols] = out[value_cols].interpolate(method="time", limit_direction="both")
+        elif fill == "ffill":
+            out[value_cols] = out[value_cols].ffill().bfill()
+        elif fill == "zero":
+            out[value_cols] = out[value_cols].fillna(0.0)
+    out[ID] = uid
+    return out.reset_index(), missing
+
+
+def validate(df: pd.DataFrame, cfg: IngestConfig = IngestConfig()) -> tuple[pd.DataFrame, IngestReport]:
+    """Check and regularize a long frame (output of `to_long`); see the module docstring."""
+    if df.empty:
+        raise DataError("no rows to validate")
+    if "_row" not in df.columns:  # long input: keep file row numbers for messages after sorting
+        df = df.assign(_row=_file_rows(df, np.ones(len(df), dtype=bool)))
+    df = parse_long(df)
+    _check_duplicates(df)
+    order = np.lexsort((df[TIME].to_numpy(), df[ID].to_numpy()))
+    was_sorted = bool((order == np.arange(len(df))).all())
+    if not was_sorted:
+        df = df.iloc[order].reset_index(drop=True)
+    freq = cfg.freq or infer_freq(df)
+    try:
+        pd.tseries.frequencies.to_offset(freq)
+    except ValueError:
+        raise DataError(f"unknown frequency {freq!r}") from None
+    parts, filled, dropped = [], 0, []
+    for uid, g in df.groupby(ID, sort=False):
+        part, n = _regularize_series(str(uid), g, freq, cfg.fill)
+        if len(part) < cfg.min_length:
+            reason = f"{len(part)} points, needs at least {cfg.min_length}"
+            if cfg.short == "error":
+                raise DataError(f"series {uid!r} is too short: {reason}")
+            warnings.warn(f"dropping series {uid!r}: {reason}", stacklevel=2)
+            dropped.append((str(uid), reason))
+            continue
+        parts.append(part)
+        filled += n
+    if not parts:
+        raise DataError(f"every series is shorter than {cfg.min_length} points; nothing left")
+    out = pd.concat(parts, ignore_index=True)
+    covs = [c for c in out.columns if c not in (ID, TIME, TARGET)]
+    out = out[[ID, TIME, TARGET, *covs]]
+    report = IngestReport(
+        n_series=len(parts), n_rows=len(out), freq=freq, n_filled=filled,
+        was_sorted=was_sorted, dropped=tuple(dropped),
+    )
+    return out, report
+
+
+def load(path: str | Path, cfg: IngestConfig = IngestConfig()) -> tuple[pd.DataFrame, IngestReport]:
+    """Read, reshape and validate a file into the long format."""
+    return validate(to_long(read_table(path), cfg), cfg)
+
+
+# --------------------------------------------------------------------------- splits
+
+
+@dataclass(frozen=True)
+class Split:
+    """Per-series split points in rows: train `[0, train_end)`, val `[train_end, val_end)`,
+    test `[val_end, length)`. Validation and test inputs may reach back `lookback` rows."""
+
+    ids: tuple[str, ...]
+    lengths: np.ndarray  # [S]
+    train_end: np.ndarray  # [S]
+    val_end: np.ndarray  # [S]
+
+
+def split_fractions(
+    lengths: dict[str, int] | pd.Series, val: float = 0.1, test: float = 0.2
+) -> Split:
+    """Split every series by fractions of its own length (the last `test` part is the test set)."""
+    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
+        raise DataError(f"val and test fractions must be in [0, 1) and sum below 1, got {val}, {test}")
+    lengths = pd.Series(lengths)
+    n = lengths.to_numpy().astype(np.int64)
+    n_test = np.round(n * test).astype(np.int64)
+    n_val = np.round(n * val).astype(np.int64)
+    return Split(tuple(map(str, lengths.index)), n, n - n_test - n_val, n - n_test)

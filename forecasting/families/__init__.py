@@ -1,0 +1,1 @@
+"""Model families: one module per family, registered by name (see `base.py`)."""

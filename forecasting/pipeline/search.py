@@ -1,0 +1,128 @@
+"""The hyperparameter search of one model family inside a pipeline run: one Optuna study per
+dataset, horizon and family, shared by every worker through its RDB storage.
+
+`tune_family` runs the search in this process; `tune_parallel` adds `workers - 1` processes
+(`python -m forecasting.pipeline.worker`, the entry point only) that call `join_study` on the same study;
+`forecasting tune-worker` calls `join_study` from any machine that reaches the storage and the
+MLflow store. Optuna's storage hands out trials (heartbeats fail and re-queue the trials of a
+dead worker); MLflow records each trial once, nested under the pipeline's parent run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+from optuna.trial import TrialState
+
+from forecasting.api.forecaster import ForecasterConfig
+from forecasting.api.jobs import TrainJob
+from forecasting.core.data import Split
+from forecasting.core.datasets import load_processed
+from forecasting.core.errors import ForecastingError
+from forecasting.core.options import from_dict, to_dict
+from forecasting.core.training import torch_threads
+from forecasting.pipeline import search_log
+from forecasting.pipeline.steps import RunContext, base_config, make_split, run_context, search_space
+from forecasting.tracking import runs
+from forecasting.tuning.study import TuneResult, apply_params, default_storage, study_name, tune
+
+JOB_ENV = "FORECASTING_WORKER_JOB"  # the job of worker processes (keeps a storage password off `ps`)
+
+
+def with_storage(job: TrainJob, home: str | Path, index: int = 0) -> TrainJob:
+    """Workers must share a persistent storage (default: the SQLite file under `<home>/mlruns`); each
+    draws from its own sampler seed, the job's seed plus its index."""
+    tune = replace(job.tune, storage=job.tune.storage or default_storage(home), seed=job.seed + index)
+    return replace(job, tune=tune)
+
+
+def tune_family(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split, family: str, index: int = 0,
+                progress: bool = True, plots: bool = True) -> TuneResult:
+    """Optuna search for one family, each trial a nested MLflow run (optimization plots on the parent)."""
+    job = with_storage(job, ctx.home, index)
+    base = base_config(df, ctx.freq, job, split)
+    hook = search_log.TrialLogger(ctx.experiment_id, ctx.parent_run_id, family)
+    result = tune(df, split, base, family, study_name(job.dataset, job.horizon, family), job.tune,
+                  search_space(df, split, base, job), hook, progress, on_stale=search_log.close_stale_trial_run)
+    # Which study trials this run continued (a resumed search) is said on the parent run.
+    runs.log_values(ctx.parent_run_id, tags={f"{family}.resumed_trials": result.resumed})
+    if plots:
+        search_log.log_search(ctx.parent_run_id, result.study, family)
+    return result
+
+
+def threads_per_worker(workers: int) -> int:
+    """Split the cores between workers so they do not oversubscribe the CPU."""
+    return max(1, (os.cpu_count() or 1) // max(workers, 1))
+
+
+def worker_command(home: str | Path, job: TrainJob | None, family: str, parent_run_id: str | None,
+                   index: int, threads: int) -> list[str]:
+    """The command line of one worker process; with `job=None` it reads the job from $FORECASTING_WORKER_JOB."""
+    cmd = [sys.executable, "-m", "forecasting.pipeline.worker", "--home", str(Path(home).resolve()),
+           "--family", family, "--job", json.dumps(to_dict(job)) if job else "-", "--index", str(index),
+           "--threads", str(threads)]
+    return cmd + (["--parent-run-id", parent_run_id] if parent_run_id else [])
+
+
+def tune_parallel(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split, family: str,
+                  progress: bool = True) -> TuneResult:
+    """Tune one family with `job.workers` processes on one study; returns the whole study's best."""
+    if job.workers <= 1:
+        return tune_family(ctx, job, df, split, family, progress=progress)
+    job, threads = with_storage(job, ctx.home), threads_per_worker(job.workers)
+    env = {**os.environ, JOB_ENV: json.dumps(to_dict(job))}
+    procs = [subprocess.Popen(worker_command(ctx.home, None, family, ctx.parent_run_id, i, threads),
+                              stdout=subprocess.DEVNULL, env=env) for i in range(1, job.workers)]
+    try:
+        with torch_threads(threads):
+            result = tune_family(ctx, job, df, split, family, progress=progress, plots=False)
+    finally:
+        codes = [p.wait() for p in procs]
+    failed = [c for c in codes if c != 0]
+    if failed:
+        raise ForecastingError(f"{len(failed)} of {job.workers - 1} worker process(es) failed (exit {failed})")
+    # This worker stops when the study is full, while the others may still finish a trial they
+    # had started: take the best (and draw the plots) of the whole study once they are done.
+    best = result.study.best_trial
+    search_log.log_search(ctx.parent_run_id, result.study, family)
+    return TuneResult(result.study, dict(best.params), apply_params(result.config, best.params, family))
+
+
+def join_study(home: str | Path, job: TrainJob, family: str, parent_run_id: str | None = None,
+               index: int = 0, threads: int | None = None, progress: bool = True) -> TuneResult:
+    """Join the study `<dataset>-h<H>-<family>` and tune until it holds `job.tune.n_trials` finished
+    trials. Trials are logged under `parent_run_id`, or under a run of this worker's own."""
+    df, freq = load_processed(home, job.dataset)
+    split = make_split(df, job)
+    own = parent_run_id is None
+    ctx = run_context(home, job, df, freq, parent_run_id or "", kind="worker")
+    if own:
+        ctx = replace(ctx, parent_run_id=runs.start_run(
+            ctx.experiment_id, f"worker-{socket.gethostname()}-{os.getpid()}",
+            tags={"kind": "worker", "family": family}))
+    try:
+        with torch_threads(threads):
+            return tune_family(ctx, job, df, split, family, index, progress, plots=own)
+    finally:
+        if own:
+            runs.end_run(ctx.parent_run_id)
+
+
+def top_configs(result: TuneResult, family: str, k: int) -> list[ForecasterConfig]:
+    """The configurations of the `k` best completed trials of a search (fewer if it has fewer)."""
+    done = [t for t in result.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    best = sorted(done, key=lambda t: t.value)[:max(k, 1)]
+    return [apply_params(result.config, t.params, family) for t in best] or [result.config]
+
+
+def job_from_json(text: str) -> TrainJob:
+    """A worker's job, as `worker_command` or $FORECASTING_WORKER_JOB carries it."""
+    return from_dict(TrainJob, json.loads(text))

@@ -1,0 +1,64 @@
+"""The registered model: an MLflow pyfunc wrapper around a saved forecaster, which carries its own
+code (`code_paths`) so it loads and serves where this project is not installed.
+
+Input: a long history (`unique_id`, `ds`, `y`, covariates), as a DataFrame, a JSON
+`dataframe_split` body or a CSV (`ds` as ISO-8601 strings is fine). Output: the next steps of
+every usable series (`unique_id`, `ds`, `y_hat`). Predict-time parameters: `horizon` (1..trained H) and
+`level` (a list of interval levels, e.g. [80, 95]: adds `y_hat-lo-<L>`, `y_hat-hi-<L>` from the
+conformal calibration stored in the model).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+from forecasting.core.data import ID, TIME
+
+
+class ForecastModel(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper: long history -> next H steps. The series left out (too short, gaps) are in
+    the output's `attrs["skipped"]` as (series, reason) pairs; `forecasting forecast` reports them."""
+
+    def load_context(self, context) -> None:
+        from forecasting.api.ensemble import load_forecaster
+
+        self.forecaster = load_forecaster(context.artifacts["forecaster"])
+
+    # The DataFrame hint only keeps MLflow from warning that `predict` has no type hints.
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        H = self.forecaster.cfg.model.horizon
+        horizon = int((params or {}).get("horizon") or H)
+        if not 1 <= horizon <= H:
+            raise ValueError(f"param horizon must be between 1 and the trained horizon {H}, got {horizon}")
+        levels = tuple(int(v) for v in (params or {}).get("level") or ())
+        out, skipped = self.forecaster.predict(pd.DataFrame(model_input), levels=levels)
+        out = out[out.groupby(ID, sort=False).cumcount() < horizon].reset_index(drop=True)
+        out.attrs["skipped"] = skipped
+        return out
+
+
+def signature(horizon: int) -> ModelSignature:
+    """Output columns and the `horizon` and `level` parameters. The input is left unenforced on purpose: the
+    forecaster parses `ds` itself, so a CSV's ISO-8601 strings work as well as datetimes, and any
+    covariate columns it was trained with pass through."""
+    outputs = Schema([ColSpec("string", ID), ColSpec("datetime", TIME), ColSpec("double", "y_hat")])
+    params = ParamSchema([ParamSpec("horizon", "long", horizon), ParamSpec("level", "long", [], shape=(-1,))])
+    return ModelSignature(inputs=None, outputs=outputs, params=params)
+
+
+def pip_requirements() -> list[str]:
+    """Pinned runtime needs of the model (given explicitly: MLflow's inference is slow)."""
+    import importlib.metadata as md
+
+    pins = [f"{p}=={md.version(p).split('+')[0]}" for p in ("torch", "numpy", "pandas", "scikit-learn", "mlflow")]
+    return pins + ["cloudpickle"]
+
+
+def code_path() -> str:
+    """The `forecasting` package folder, bundled with every logged model."""
+    return str(Path(__file__).resolve().parents[1])

@@ -1,0 +1,1 @@
+"""Hyperparameter search: the space (plain dataclasses) and the Optuna study and objective."""
