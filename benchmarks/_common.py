@@ -305,7 +305,8 @@ def etth1_split(borders: tuple[int, int, int], column: str = "OT"):
 def tuned_study(df, split, base, family: str, name: str, prior: dict, space, args, storage_dir: Path):
     """One Optuna study in SQLite under `storage_dir`, its first trial the fixed `prior`, then TPE
     with the median pruner; returns (TuneResult, seconds, trial states)."""
-    from forecasting.tuning.study import TuneConfig, open_study, tune
+    from forecasting.tuning.objective import tune
+    from forecasting.tuning.study import TuneConfig, open_study
 
     tcfg = TuneConfig(n_trials=args.trials, max_epochs=args.max_epochs, timeout=args.study_timeout,
                       storage=f"sqlite:///{Path(storage_dir) / 'optuna.db'}", seed=args.seed, pruner="median")

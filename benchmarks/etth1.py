@@ -27,12 +27,12 @@ from forecasting.api.forecaster import Forecaster, ForecasterConfig  # noqa: E40
 from forecasting.core.intervals import calibrate  # noqa: E402
 from forecasting.core.metrics import interval_metrics  # noqa: E402
 from forecasting.core.training import TrainConfig  # noqa: E402
-from forecasting.families.recurrent import ModelConfig  # noqa: E402
-from forecasting.tuning.study import SearchSpace, apply_params  # noqa: E402
+from forecasting.families.recurrent import ModelConfig, RecurrentSpace  # noqa: E402
+from forecasting.tuning.space import SearchSpace, apply_params  # noqa: E402
 
 NAME = "etth1"
 HORIZONS = (24, 48, 96, 168, 336, 720)
-from forecasting.families.recurrent import FAMILIES  # noqa: E402  (the one registry of model families)
+from forecasting.families import DEFAULT as FAMILIES  # noqa: E402  (the families `train` tunes by default)
 
 SEASONS = (24, 168)  # hourly: the daily and the weekly cycle
 PUBLISHED = ("Informer", "LSTMa", "DeepAR", "ARIMA", "Prophet", "DLinear", "NLinear")
@@ -49,19 +49,19 @@ TARGETS = {24: ("SCINet", 0.029), 96: ("NLinear", 0.053), 168: ("SCINet", 0.071)
 # The linear highway (on/off), where it starts (ridge fit or best seasonal naive) and the
 # training loss are searched like everything else.
 SPACE = SearchSpace(
-    lookbacks=(96, 168, 336, 720), hidden=(32, 128), layers=(1, 2), dropout=(0.0, 0.3),
-    lr=(3e-4, 3e-3), batch_sizes=(128, 256), weight_decay=(1e-7, 1e-3),
-    norms=("last", "standard"), segments=(24, 48), highway=(True, False), inits=("linear", "seasonal"),
+    lookbacks=(96, 168, 336, 720), lr=(3e-4, 3e-3), batch_sizes=(128, 256), weight_decay=(1e-7, 1e-3),
     losses=("mse", "mae"),
+    family=RecurrentSpace(hidden=(32, 128), layers=(1, 2), dropout=(0.0, 0.3), norms=("last", "standard"),
+                          segments=(24, 48), highway=(True, False), inits=("linear", "seasonal")),
 )
 # One configuration tried first in every study (GRU and LSTM alike): SegRNN-like, highway from ridge.
 PRIOR = {"lookback": 336, "hidden": 64, "layers": 1, "dropout": 0.0, "lr": 1e-3, "batch_size": 256,
          "weight_decay": 1e-6, "norm": "last", "segment": 24, "highway": True, "init": "linear", "loss": "mse"}
 
 QUICK_SPACE = SearchSpace(
-    lookbacks=(48, 96), hidden=(8, 16), layers=(1, 1), dropout=(0.0, 0.1), lr=(1e-3, 3e-3),
-    batch_sizes=(256,), weight_decay=(1e-7, 1e-5), norms=("last", "standard"), segments=(24,),
-    highway=(True, False), inits=("linear",), losses=("mse",),
+    lookbacks=(48, 96), lr=(1e-3, 3e-3), batch_sizes=(256,), weight_decay=(1e-7, 1e-5), losses=("mse",),
+    family=RecurrentSpace(hidden=(8, 16), layers=(1, 1), dropout=(0.0, 0.1), norms=("last", "standard"),
+                          segments=(24,), highway=(True, False), inits=("linear",)),
 )
 QUICK_PRIOR = {"lookback": 96, "hidden": 16, "layers": 1, "dropout": 0.0, "lr": 1e-3, "batch_size": 256,
                "weight_decay": 1e-6, "norm": "last", "segment": 24, "highway": True, "init": "linear", "loss": "mse"}

@@ -54,14 +54,14 @@ from forecasting.core.intervals import (  # noqa: E402
 )
 from forecasting.core.metrics import interval_metrics  # noqa: E402
 from forecasting.core.training import TrainConfig  # noqa: E402
-from forecasting.families.recurrent import ModelConfig  # noqa: E402
-from forecasting.tuning.study import SearchSpace, apply_params  # noqa: E402
+from forecasting.families.recurrent import ModelConfig, RecurrentSpace  # noqa: E402
+from forecasting.tuning.space import SearchSpace, apply_params  # noqa: E402
 
 NAME = "m4_hourly"
 H, M = 48, 24
 SEASONS = (24, 168)
 NAIVE2_SMAPE, NAIVE2_MASE = 18.383, 2.395
-from forecasting.families.recurrent import FAMILIES  # noqa: E402  (the one registry of model families)
+from forecasting.families import DEFAULT as FAMILIES  # noqa: E402  (the families `train` tunes by default)
 
 ENSEMBLE = 3
 LEVELS = (80, 95)
@@ -78,16 +78,14 @@ SHOWN = ("Smyl", "Doornik", "Pawlikowski", "Jaganathan", "sNaive", "Theta", "Nai
 # Both families, one space. The highway (on/off), where it starts and the training loss are searched;
 # selection is on validation MAE (the M4 scores are absolute errors).
 SPACE = SearchSpace(
-    lookbacks=(96, 168, 336), hidden=(32, 256), layers=(1, 2), dropout=(0.0, 0.3), lr=(3e-4, 3e-3),
-    batch_sizes=(128, 256, 512), weight_decay=(1e-7, 1e-3), norms=("none", "last", "standard"),
-    segments=(12, 24), highway=(True, False), inits=("linear", "seasonal"), losses=("mse", "mae"),
+    lookbacks=(96, 168, 336), lr=(3e-4, 3e-3), batch_sizes=(128, 256, 512), weight_decay=(1e-7, 1e-3), losses=("mse", "mae"),
+    family=RecurrentSpace(hidden=(32, 256), layers=(1, 2), dropout=(0.0, 0.3), norms=("none", "last", "standard"), segments=(12, 24), highway=(True, False), inits=("linear", "seasonal")),
 )
 PRIOR = {"lookback": 336, "hidden": 128, "layers": 1, "dropout": 0.0, "lr": 1e-3, "batch_size": 256,
          "weight_decay": 1e-6, "norm": "standard", "segment": 24, "highway": True, "init": "linear", "loss": "mae"}
 QUICK_SPACE = SearchSpace(
-    lookbacks=(48, 96), hidden=(8, 16), layers=(1, 1), dropout=(0.0, 0.1), lr=(1e-3, 3e-3),
-    batch_sizes=(256,), weight_decay=(1e-7, 1e-5), norms=("last", "standard"), segments=(24,),
-    highway=(True, False), inits=("linear",), losses=("mae",),
+    lookbacks=(48, 96), lr=(1e-3, 3e-3), batch_sizes=(256,), weight_decay=(1e-7, 1e-5), losses=("mae",),
+    family=RecurrentSpace(hidden=(8, 16), layers=(1, 1), dropout=(0.0, 0.1), norms=("last", "standard"), segments=(24,), highway=(True, False), inits=("linear",)),
 )
 QUICK_PRIOR = {"lookback": 96, "hidden": 16, "layers": 1, "dropout": 0.0, "lr": 1e-3, "batch_size": 256,
                "weight_decay": 1e-6, "norm": "last", "segment": 24, "highway": True, "init": "linear", "loss": "mae"}

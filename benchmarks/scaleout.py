@@ -137,20 +137,21 @@ def sine_csv(path: Path, n_series: int, length: int, seed: int) -> Path:
 def fixed_params(home: Path, job, b: dict) -> dict:
     """The budget's configuration, checked against (and clipped into) the job's search space."""
     from forecasting.core import datasets
-    from forecasting.pipeline import steps as pipeline
+    from forecasting.pipeline import plan
 
     df, freq = datasets.load_processed(home, job.dataset)
-    split = pipeline.make_split(df, job)
-    space = pipeline.search_space(df, split, pipeline.base_config(df, freq, job, split), job)
+    split = plan.make_split(df, job)
+    space = plan.search_space(df, split, plan.base_config(df, freq, job, split), job)
+    own = space.own("gru")  # the recurrent family's own ranges
     lookback = b["lookback"] if b["lookback"] in space.lookbacks else max(space.lookbacks)
-    return {"lookback": lookback, "hidden": int(np.clip(b["hidden"], *space.hidden)),
-            "layers": int(np.clip(b["layers"], *space.layers)), "dropout": float(space.dropout[0]),
+    return {"lookback": lookback, "hidden": int(np.clip(b["hidden"], *own.hidden)),
+            "layers": int(np.clip(b["layers"], *own.layers)), "dropout": float(own.dropout[0]),
             "lr": float(np.clip(1e-3, *space.lr)),
             "batch_size": min(space.batch_sizes, key=lambda s: abs(s - b["batch_size"])),
             "weight_decay": float(space.weight_decay[0]),
-            "norm": "standard" if "standard" in space.norms else space.norms[0],
-            "segment": min(s for s in space.segments if s <= lookback),
-            "highway": True, "init": space.inits[0], "loss": space.losses[0]}
+            "norm": "standard" if "standard" in own.norms else own.norms[0],
+            "segment": min(s for s in own.segments if s <= lookback),
+            "highway": True, "init": own.inits[0], "loss": space.losses[0]}
 
 
 # --------------------------------------------------------------------------- one run

@@ -52,7 +52,8 @@ from forecasting.core.training import TrainConfig, fit, predict  # noqa: E402
 from forecasting.core.windows import make_windows, panel_from_long  # noqa: E402
 from forecasting.families.recurrent import ModelConfig, RecurrentForecaster  # noqa: E402
 from forecasting.pipeline.steps import base_config, search_space  # noqa: E402
-from forecasting.tuning.study import TuneConfig, apply_params, starting_point  # noqa: E402
+from forecasting.tuning.space import apply_params, starting_point  # noqa: E402
+from forecasting.tuning.study import TuneConfig  # noqa: E402
 
 NAME = "speed"
 PEERS = {"neuralforecast": "neuralforecast==3.3.0", "darts": "darts[torch]==0.48.1"}
@@ -442,7 +443,7 @@ def ours_config(kind: str, epochs: int, seed: int, quick: bool, df: pd.DataFrame
     job = TrainJob(dataset="etth1-ot", horizon=s["horizon"], calendar=False, max_lookback=s["lookback"], seed=seed,
                    device="cpu", **({"tune": TuneConfig(max_epochs=2)} if quick else {}))
     base = base_config(df, "h", job, split)
-    params = starting_point(search_space(df, split, base, job))
+    params = starting_point(search_space(df, split, base, job), "gru")
     return apply_params(base, params, "gru")
 
 

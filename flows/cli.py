@@ -18,10 +18,11 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+from forecasting import families
 from forecasting.api.jobs import BacktestJob, TrainJob, check_levels, name_list
 from forecasting.core.data import IngestConfig
+from forecasting.core.home import Home
 from forecasting.core.options import add_options, from_flags, from_options
-from forecasting.families.recurrent import FAMILIES
 
 EXIT_ERROR = 2
 EXIT_NOTHING = 3  # a forecast in which every series was skipped: nothing written
@@ -105,10 +106,17 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
                    "run fastest on 1)")
 
 
+def _family(name: str) -> str:
+    """An option's parser: a registered family's name (an unknown one is the option's error)."""
+    if name not in families.names():
+        raise argparse.ArgumentTypeError(f"unknown model family {name!r}; use any of {', '.join(families.names())}")
+    return name
+
+
 def _worker_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("name")
     add_options(p, TrainJob, skip=("families", "workers", "ensemble"))
-    p.add_argument("--family", default=FAMILIES[0], choices=FAMILIES)
+    p.add_argument("--family", default=families.DEFAULT[0], type=_family, help="a registered model family")
     p.add_argument("--index", type=int, default=1, help="worker number: sampler seed offset")
     p.add_argument("--parent-run-id", help="MLflow run to nest the trials under (default: a run of its own)")
     p.add_argument("--threads", type=int, help="torch threads for this worker")
@@ -289,7 +297,7 @@ def cmd_demo(args, home: Path) -> None:
                          max_epochs=args.max_epochs, max_train_windows=args.max_train_windows,
                          max_val_windows=args.max_val_windows, plot_series=("OT",)), home)
     print("3/4 batch forecast with models:/etth1-gru@champion, 80% and 95% intervals", flush=True)
-    out = home / "data" / "forecasts" / "etth1-gru.csv"
+    out = Home.of(home).forecast_file("etth1-gru")
     f = forecast_flow("etth1-gru", r["path"], str(out), home=str(home), levels=(80, 95),
                       plot_path=str(out.with_suffix(".png")), plot_series=("OT",))
     print(f"    {f['n_forecast']} series x {args.horizon} steps -> {f['output']} (fan chart {f['plot']})")
@@ -298,7 +306,7 @@ def cmd_demo(args, home: Path) -> None:
 
 
 def _print_next_steps(home: Path, processed: str) -> None:
-    uri = f"sqlite:///{home / 'mlruns' / 'mlflow.db'}"
+    uri = Home.of(home).tracking_uri
     print("Open the MLflow UI (runs, trials, plots, comparison table, registered models):")
     print(f"    forecasting ui --home {home}        # or: mlflow ui --backend-store-uri {uri}")
     print("    then browse http://127.0.0.1:5000\n")

@@ -16,6 +16,7 @@ from flows.ingest import ingest_flow
 from flows.train import train_flow
 from forecasting.api.jobs import TrainJob, name_list
 from forecasting.core.data import FORMATS
+from forecasting.core.home import Home
 from forecasting.core.options import from_flags, option, to_dict
 
 
@@ -45,8 +46,8 @@ class ServeConfig:
 
 def build_deployments(cfg: ServeConfig, schedules: Schedules = Schedules()) -> list:
     """The ingest, train and forecast deployments with their schedules."""
-    home = str(Path(cfg.home).resolve())
-    processed = str(Path(home) / "data" / "processed" / f"{cfg.dataset}.parquet")
+    layout = Home.of(cfg.home)
+    home, processed = str(layout.root), str(layout.dataset(cfg.dataset))
     out = [
         ingest_flow.to_deployment(
             name=f"{cfg.dataset}-ingest", cron=schedules.ingest,
@@ -62,7 +63,7 @@ def build_deployments(cfg: ServeConfig, schedules: Schedules = Schedules()) -> l
         out.append(forecast_flow.to_deployment(
             name=f"{cfg.dataset}-{family}-forecast", cron=schedules.forecast,
             parameters={"model_name": f"{cfg.dataset}-{family}", "input": processed, "home": home,
-                        "output": str(Path(home) / "data" / "forecasts" / f"{cfg.dataset}-{family}.parquet")}))
+                        "output": str(layout.forecast_file(f"{cfg.dataset}-{family}", ".parquet"))}))
     return out
 
 

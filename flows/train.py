@@ -11,7 +11,7 @@ from forecasting.api.jobs import TrainJob
 from forecasting.core import datasets
 from forecasting.core.data import Split
 from forecasting.core.options import from_dict
-from forecasting.pipeline import search
+from forecasting.pipeline import plan, search
 from forecasting.pipeline import steps as pipeline
 from forecasting.pipeline.steps import RunContext
 from forecasting.tracking import runs
@@ -86,8 +86,8 @@ def train_flow(job: TrainJob | dict, home: str = ".") -> dict:
     """Tune and register every family of `job`; returns the comparison table and the registrations."""
     job = job if isinstance(job, TrainJob) else from_dict(TrainJob, job)
     df, freq = load_dataset(home, job.dataset)
-    split = pipeline.make_split(df, job)
-    pipeline.check_job(df, freq, job, split)  # seasons, lookbacks, backtest cutoffs: refused before any run
+    split = plan.make_split(df, job)
+    plan.check_job(df, freq, job, split)  # seasons, lookbacks, backtest cutoffs: refused before any run
     ctx = start(home, job, df, freq)
     try:
         rows = _families(ctx, job, df, split)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -86,6 +87,27 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PYTEST_CURRENT_TEST")}
     env.update(extra)
     return env
+
+
+def bare_python(root: Path, tracking_uri: str) -> tuple[Path, dict[str, str]]:
+    """A virtualenv under `root` with the model's dependencies but not this project (no `forecasting`
+    importable there), and the environment to run it in against the store `tracking_uri`."""
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir())
+    # The dependencies' folder on the path; its .pth files (our editable install) are not run.
+    (venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages" / "deps.pth"
+     ).write_text(site + "\n")
+    py = venv / "bin" / "python"
+    # `mlflow models serve --env-manager local` runs the `uvicorn` command: give this environment one.
+    (venv / "bin" / "uvicorn").write_text(f"#!{py}\nfrom uvicorn.main import main\nmain()\n")
+    (venv / "bin" / "uvicorn").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_REGISTRY_URI", "FORECASTING_FAMILIES")}
+    env.update(MLFLOW_TRACKING_URI=tracking_uri, PATH=f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+               MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
+    probe = subprocess.run([str(py), "-c", "import forecasting"], cwd=root, env=env, capture_output=True, text=True)
+    assert probe.returncode != 0 and "No module named 'forecasting'" in probe.stderr
+    return py, env
 
 
 # --------------------------------------------------------------------------- fixtures

@@ -18,7 +18,7 @@ from forecasting.core.evaluation import LINEAR_ALPHAS, fit_linear
 from forecasting.core.seasons import kept_periods, seasonal_periods
 from forecasting.core.training import TrainConfig
 from forecasting.families.recurrent import ModelConfig, RecurrentForecaster
-from forecasting.tuning.study import default_space
+from forecasting.tuning.space import default_space, starting_point
 
 # --------------------------------------------------------------------------- seasons
 
@@ -43,10 +43,24 @@ def test_kept_periods_need_two_seasons_of_training_history():
 
 
 def test_default_lookbacks_reach_the_longest_period():
-    space = default_space((24, 168), max_lookback=400, horizon=24)
-    assert space.lookbacks == (48, 96, 168, 336) and max(space.lookbacks) >= 168
-    assert True in space.highway and False in space.highway
+    assert default_space((24, 168), max_lookback=400, horizon=24).lookbacks == (48, 96, 168, 336)
     assert default_space((48, 336), 1000, 48).lookbacks == (96, 192, 336, 672)
+    # The longest period is reachable only when it fits under the cap: 2 x 168 does not fit in 300.
+    assert default_space((24, 168), max_lookback=300, horizon=24).lookbacks == (48, 96, 168)
+    # Without a season: two and four horizons; nothing fits: the cap itself.
+    assert default_space((), 100, 12).lookbacks == (24, 48)
+    assert default_space((24, 168), max_lookback=40, horizon=24).lookbacks == (40,)
+
+
+def test_the_recurrent_space_follows_the_periods_and_the_first_trial_fits_it():
+    space = default_space((24, 168), max_lookback=400, horizon=24)
+    assert space.own("gru").segments == (12, 24)  # half and one shortest season
+    assert space.own("lstm") == space.own("gru")  # one space for both cells: a fair comparison
+    assert default_space((4,), 100, 12).own("gru").segments == (1,)  # short periods: step by step
+    first = starting_point(space, "gru")
+    # Longest lookback within 7 segments of 24 (a week of hourly data), read in day-long segments.
+    assert (first["lookback"], first["segment"], first["highway"], first["init"]) == (168, 24, True, "linear")
+    assert set(first) == set(space.params("gru"))  # every drawn parameter has a first value
 
 
 # --------------------------------------------------------------------------- the highway
@@ -168,14 +182,16 @@ def daily_weekly_frame(n_series: int = 4, weeks: int = 12, seed: int = 0) -> pd.
 
 @pytest.mark.slow
 def test_tuned_gru_beats_weekly_seasonal_naive_on_a_daily_and_weekly_cycle(tmp_path):
-    from forecasting.tuning.study import TuneConfig, tune
+    from forecasting.tuning.objective import tune
+    from forecasting.tuning.study import TuneConfig
 
     df = daily_weekly_frame()
     split = split_fractions(df.groupby("unique_id", sort=False).size(), 0.15, 0.15)
     H = 24
     base = ForecasterConfig(model=ModelConfig(horizon=H), freq="h", calendar=False, seasons=(24, 168),
                             train=TrainConfig(device="cpu", max_train_windows=2048, patience=2))
-    space = replace(default_space((24, 168), 336, H), hidden=(8, 32), layers=(1, 1))
+    space = default_space((24, 168), 336, H)
+    space = replace(space, family=replace(space.own("gru"), hidden=(8, 32), layers=(1, 1)))
     cfg = TuneConfig(n_trials=3, max_epochs=4, storage=f"sqlite:///{tmp_path / 'o.db'}", seed=0)
     result = tune(df, split, base, "gru", "weekly-h24-gru", cfg, space, progress=False)
     f = Forecaster(replace(result.config, train=replace(result.config.train, max_epochs=4)))

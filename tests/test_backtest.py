@@ -117,7 +117,7 @@ def test_backtest_objective_sizes_validation_and_scores_only_its_cutoffs(make_si
     """`--objective backtest --backtest-windows K --backtest-step S`: the validation part holds exactly
     H + (K - 1) * S rows, and early stopping scores the K cutoff windows per series, nothing else."""
     from forecasting.core.backtest import BacktestConfig as BC
-    from forecasting.pipeline.steps import TrainJob, base_config, make_split
+    from forecasting.pipeline.plan import TrainJob, base_config, make_split
 
     df = make_sine_frame(n_series=2, length=600, seed=5)
     job = TrainJob("toy", H, ("gru",), backtest=BC(3, 6), objective="backtest", device="cpu")

@@ -8,6 +8,7 @@ data folder (../shared/data) and are skipped where it is absent.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -132,19 +133,47 @@ def test_benchmark_missing_data_dir_fails_clearly(tmp_path):
         assert not list(tmp_path.glob("*.json"))
 
 
-def test_benchmark_report_uses_only_json(tmp_path):
-    """report.py renders whatever JSON it finds and names what is missing."""
-    results = _BENCH_REPO / "benchmarks" / "results"
-    out = tmp_path / "README.md"
+_REPORT_SECTIONS = ("etth1", "etth1_h24_intervals", "m4_hourly", "demo", "speed", "scaleout")
+
+
+def _report(results: Path, out: Path) -> str:
     r = _bench_run("report.py", "--results", str(results), "--out", str(out), timeout=120)
     assert r.returncode == 0, r.stderr[-4000:]
     text = out.read_text()
     assert text.startswith("## Results")
-    for name in ("etth1", "m4_hourly", "speed"):
-        if (results / f"{name}.json").is_file():
-            assert f"[{name}.md](" in text and f"{name}.md).</sub>" in text
-        else:
-            assert f"`{name}.json` is missing" in text
+    return text
+
+
+def test_benchmark_report_links_every_committed_result(tmp_path):
+    """report.py on the committed results: every section's JSON is there, so each is rendered with its
+    run's date and a link to its detailed report, and none is called missing."""
+    results = _BENCH_REPO / "benchmarks" / "results"
+    out = tmp_path / "README.md"
+    text = _report(results, out)
+    for name in _REPORT_SECTIONS:
+        res = json.loads((results / f"{name}.json").read_text())  # committed: a missing one fails here
+        (link,) = re.findall(rf"\[{name}\.md\]\(([^)]+)\)", text)
+        assert (out.parent / link).resolve() == (results / f"{name}.md").resolve(), link  # relative to out
+        assert f"<sub>{res['date'][:10]}, " in text, name
+    assert "is missing" not in text
+
+
+def test_benchmark_report_uses_only_json_and_names_what_is_missing(tmp_path):
+    """report.py on a folder holding only etth1.json (no Markdown beside it): that section is rendered
+    from the JSON alone, and each other section says its JSON is missing, with no link."""
+    results = tmp_path / "results"
+    results.mkdir()
+    src = json.loads((_BENCH_REPO / "benchmarks" / "results" / "etth1.json").read_text())
+    (results / "etth1.json").write_text(json.dumps(src))
+    text = _report(results, tmp_path / "README.md")
+    assert re.findall(r"\[etth1\.md\]\(([^)]+)\)", text) == ["results/etth1.md"]
+    assert f"<sub>{src['date'][:10]}, " in text
+    assert f"seed {src['seed']}, wall time" in text
+    for name in _REPORT_SECTIONS[1:]:
+        assert f"`{name}.json` is missing" in text, name
+        assert f"[{name}.md](" not in text, name
+    assert text.count("is missing") == len(_REPORT_SECTIONS) - 1
+    assert sorted(p.name for p in results.iterdir()) == ["etth1.json"]  # it wrote nothing beside the JSON
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import math
 import flows_fixtures  # noqa: F401  (first: sets PREFECT_HOME before prefect is imported)
 import pandas as pd
 import pytest
-from flows_fixtures import DATASET, HORIZON, N_SERIES, train_job
+from flows_fixtures import DATASET, HORIZON, N_SERIES
 
 pytest_plugins = ["flows_fixtures"]
 
@@ -197,27 +197,46 @@ def test_register_promotes_only_a_better_model(trained_home):
     assert registry.champion_value(name, "mase") == 0.5
 
 
-def test_second_train_moves_the_alias_only_if_better(trained_home):
-    from flows.train import train_flow
+def test_a_new_version_is_gated_on_the_rescored_champion_not_its_tag(trained_home):
+    """What a second `train` relies on: the new version's metric is compared with the current champion
+    re-scored from its own model (`rescore`), not with the champion's recorded tag. Each outcome is
+    arranged with chosen scores: worse stays challenger, better moves the champion, the next gate
+    re-scores the new champion's model, and a model that cannot be re-scored falls back to its tag."""
+    from forecasting.api.forecaster import Forecaster
+    from forecasting.tracking import registry
 
-    first = {r["name"]: r for r in trained_home.train["registrations"]}
-    # Another seed: the refit (and so the test metric) differs from the first run's.
-    second = train_flow(train_job(seed=1), str(trained_home.home))
     client = client_for(trained_home.home)
-    assert list(second["table"]["model"]) == ["gru", "lstm", *BASELINES]
-    for r in second["registrations"]:
-        name, old = r["name"], first[r["name"]]
-        assert r["version"] == 2
-        assert r["previous_champion"] == pytest.approx(old["value"])
-        better = r["value"] < old["value"]
-        assert r["alias"] == ("champion" if better else "challenger"), r
-        assert str(champion(client, name).version) == ("2" if better else "1")
-        if not better:
-            assert str(client.get_model_version_by_alias(name, "challenger").version) == "2"
-        # Whatever happened, the champion holds the best metric recorded so far.
-        assert float(champion(client, name).tags["val_backtest_mase"]) == pytest.approx(min(r["value"], old["value"]))
-    tags = client.get_run(second["parent_run_id"]).data.tags
-    assert {k for k in tags if k.startswith("registered.")} == {f"registered.{DATASET}-{f}" for f in FAMILIES}
+    gru, lstm = (client.get_model_version(f"{DATASET}-{f}", "1").source for f in FAMILIES)
+    name = "rescore-gate"
+    rescored = {"gru": 0.5, "lstm": 2.0}  # what each champion scores when re-scored on "today's" data
+    seen: list[str] = []
+
+    def rescore(forecaster: Forecaster) -> float:
+        seen.append(forecaster.cfg.family)
+        return rescored[forecaster.cfg.family]
+
+    def cannot_rescore(forecaster: Forecaster) -> float:
+        seen.append(forecaster.cfg.family)
+        raise KeyError("unknown series")  # e.g. the champion was trained on other series
+
+    # (model, its value, rescore, expected alias, champion version after, previous champion's value)
+    steps = [
+        (gru, 1.0, rescore, "champion", "1", None),  # no champion yet: nothing to re-score
+        (lstm, 0.8, rescore, "challenger", "1", 0.5),  # beats the champion's tag (1.0), not its re-score
+        (lstm, 0.4, rescore, "champion", "3", 0.5),  # beats the re-score: the alias moves
+        (gru, 1.5, rescore, "champion", "4", 2.0),  # v3 (lstm) re-scored, not v1: 1.5 < 2.0 though > 0.4
+        (lstm, 1.6, cannot_rescore, "challenger", "4", 1.5),  # falls back to v4's tag 1.5
+    ]
+    for version, (uri, value, score, alias, champion_version, previous) in enumerate(steps, start=1):
+        r = registry.register(uri, name, "val_backtest_mase", value, rescore=score)
+        assert (r["version"], r["alias"], r["previous_champion"]) == (version, alias, previous), r
+        assert str(champion(client, name).version) == champion_version
+        assert str(client.get_model_version_by_alias(name, alias).version) == str(version)
+        assert client.get_model_version(name, str(version)).source == uri
+    assert seen == ["gru", "gru", "lstm", "gru"]  # always the champion of the moment, loaded from the registry
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == "5"
+    assert registry.champion_value(name, "val_backtest_mase") == 1.5
+    assert registry.champion_value(name, "val_backtest_mase", rescore) == 0.5  # v4 is a gru model
 
 
 def test_backtest_of_the_registered_champion(trained_home, tmp_path, capsys):

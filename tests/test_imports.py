@@ -41,3 +41,89 @@ def test_the_check_can_see_an_import():
     # The probe itself works: a heavy package that is imported is reported.
     pytest.importorskip("optuna")
     assert imported_after("import optuna") == ["optuna"]
+
+
+# --------------------------------------------------------------------------- layers
+
+# Bottom to top; a module may import its own layer and the ones below, never one above.
+# tuning and tracking sit side by side: neither imports the other (the pipeline combines them).
+LAYERS = {"core": 0, "families": 1, "api": 2, "tuning": 3, "tracking": 3, "pipeline": 4}
+
+
+def _module_imports(path: Path) -> set[str]:
+    """Every `forecasting...` module a file imports, at the top or inside functions."""
+    import ast
+
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("forecasting")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("forecasting"):
+            # `from forecasting.core import files` imports forecasting.core and its module files;
+            # `from forecasting.families import Choice` only the package (the graph keeps modules).
+            out |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    root = REPO / "forecasting"
+    mods = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p
+            for p in root.rglob("*.py")}
+    return {m: {i for i in _module_imports(p) if i in mods} for m, p in mods.items()}
+
+
+def _layer(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def test_every_module_lives_in_a_layer():
+    assert [m for m in _graph() if m != "forecasting" and _layer(m) is None] == []
+
+
+def test_imports_never_point_up_or_sideways_between_tuning_and_tracking():
+    bad = []
+    for mod, deps in _graph().items():
+        for dep in deps:
+            a, b = _layer(mod), _layer(dep)
+            if a and b and (LAYERS[b] > LAYERS[a] or (LAYERS[a] == LAYERS[b] and a != b)):
+                bad.append(f"{mod} -> {dep}")
+    assert bad == []
+
+
+def test_the_import_graph_has_no_cycles():
+    graph, state, cycles = _graph(), {}, []
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = "open"
+        for d in sorted(graph[m]):
+            if state.get(d) == "open":
+                cycles.append(" -> ".join(path[path.index(d):] + [d]) if d in path else f"{m} -> {d}")
+            elif d not in state:
+                visit(d, [*path, d])
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert cycles == []
+
+
+def test_the_checks_see_a_bad_import(tmp_path):
+    # The graph reader itself works: an upward and a sideways import are both found.
+    f = tmp_path / "m.py"
+    f.write_text("from forecasting.pipeline import steps\nimport forecasting.tracking.runs\n"
+                 "def g():\n    from forecasting.core.files import write_table\n")
+    assert {"forecasting.pipeline.steps", "forecasting.tracking.runs", "forecasting.core.files"} <= _module_imports(f)
+    mods = {"forecasting.core.files", "forecasting.pipeline.steps", "forecasting.tracking.runs"}
+    assert {i for i in _module_imports(f) if i in mods} == mods
+
+
+def test_the_library_never_imports_the_flows():
+    hits = [str(p) for p in (REPO / "forecasting").rglob("*.py") if "from flows" in p.read_text()
+            or "import flows" in p.read_text()]
+    assert hits == []
+
+
+def test_the_search_space_and_the_front_door_need_no_optuna_or_mlflow():
+    assert imported_after("import forecasting.tuning.space, forecasting.families, forecasting.api.forecaster") == []

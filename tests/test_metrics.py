@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from forecasting.core.metrics import mae, mase, mse, rmse, seasonal_scale, smape
+from forecasting.core.metrics import mae, mase, mse, prefix_scales, rmse, series_scale, smape
 
 Y = np.array([1.0, 2.0, 3.0, 4.0])
 Y_HAT = np.array([2.0, 2.0, 1.0, 8.0])  # errors 1, 0, -2, 4
@@ -37,17 +37,28 @@ def test_smape_m4_definition():
     assert smape([0.0, 1.0], [0.0, 3.0]) == pytest.approx((0 + 100) / 2)
 
 
-def test_seasonal_scale():
+def test_series_scale_and_its_one_fallback_rule():
     ins = np.array([1.0, 3.0, 2.0, 5.0, 4.0, 6.0])
-    assert seasonal_scale(ins, 1) == pytest.approx((2 + 1 + 3 + 1 + 2) / 5)
-    assert seasonal_scale(ins, 2) == pytest.approx((1 + 2 + 2 + 1) / 4)
-    assert seasonal_scale(ins, 5) == pytest.approx(5.0)
-    with pytest.raises(ValueError, match="m=6"):
-        seasonal_scale(ins, 6)
+    assert series_scale(ins, 1) == pytest.approx((2 + 1 + 3 + 1 + 2) / 5)
+    assert series_scale(ins, 2) == pytest.approx((1 + 2 + 2 + 1) / 4)
+    assert series_scale(ins, 5) == pytest.approx(5.0)
+    # Too short for the season (6 points, m = 6): the naive scale (m = 1), not an error.
+    assert series_scale(ins, 6) == pytest.approx((2 + 1 + 3 + 1 + 2) / 5)
+    # A zero seasonal scale falls back to the naive one, a flat series to 1% of its level, zeros to 1.
+    assert series_scale(np.array([5.0, 1.0, 5.0, 1.0]), 2) == pytest.approx(4.0)
+    assert series_scale(np.array([10.0, 10.0, 10.0]), 2) == pytest.approx(0.1)
+    assert series_scale(np.zeros(4), 2) == 1.0
+
+
+def test_prefix_scales_equal_the_scale_of_each_prefix():
+    y = np.random.default_rng(3).normal(size=40).cumsum()
+    y[[5, 6]] = 7.0  # a flat stretch
+    n = np.array([1, 2, 3, 8, 9, 25, 40])
+    assert prefix_scales(y, n, 7) == pytest.approx([series_scale(y[:k], 7) for k in n])
 
 
 def test_mase_scalar_scale():
-    scale = seasonal_scale(np.array([1.0, 3.0, 2.0, 5.0, 4.0, 6.0]), 2)  # 1.5
+    scale = series_scale(np.array([1.0, 3.0, 2.0, 5.0, 4.0, 6.0]), 2)  # 1.5
     assert mase(Y, Y_HAT, scale) == pytest.approx(1.75 / 1.5)
 
 
@@ -65,4 +76,4 @@ def test_mase_of_seasonal_naive_in_sample_is_one():
     rng = np.random.default_rng(0)
     ins = rng.normal(size=50)
     m = 7
-    assert mase(ins[m:], ins[:-m], seasonal_scale(ins, m)) == pytest.approx(1.0)
+    assert mase(ins[m:], ins[:-m], series_scale(ins, m)) == pytest.approx(1.0)

@@ -14,6 +14,7 @@ import pytest
 from forecasting.core import datasets, files
 from forecasting.core.data import check_name
 from forecasting.core.errors import DataError, ForecastingError
+from forecasting.pipeline import plan
 from forecasting.pipeline import steps as pipeline
 from forecasting.tuning.study import TuneConfig, open_study
 
@@ -25,7 +26,7 @@ def test_bad_names_are_refused_everywhere(name, tmp_path):
     with pytest.raises(DataError):
         datasets.processed_path(tmp_path, name)
     with pytest.raises(DataError):
-        pipeline.TrainJob(name, 24)
+        plan.TrainJob(name, 24)
 
 
 @pytest.mark.parametrize("name", ["etth1", "sales-2024", "m4.hourly", "A_b-1"])
@@ -74,27 +75,27 @@ def test_unreadable_optuna_store_gives_one_error_naming_the_file(tmp_path, capsy
 
 def test_a_job_without_validation_cutoffs_or_test_windows_is_refused_before_any_run(make_sine_frame):
     df = make_sine_frame(n_series=2, length=20, seed=0)
-    job = pipeline.TrainJob("tiny", 4, max_lookback=4)
-    split = pipeline.make_split(df, job)
+    job = plan.TrainJob("tiny", 4, max_lookback=4)
+    split = plan.make_split(df, job)
     with pytest.raises(DataError, match="validation part holds no backtest cutoff"):
-        pipeline.check_job(df, "h", job, split)
+        plan.check_job(df, "h", job, split)
 
 
 def test_an_interval_level_the_validation_part_cannot_calibrate_is_refused_before_any_run(make_sine_frame):
     """95 % needs 19 validation windows per horizon step: 2 series x (20 rows - 12 + 1) = 18 is one short,
     80 % needs 4. The error names the level and what to change."""
     df = make_sine_frame(n_series=2, length=200, seed=0)
-    job = pipeline.TrainJob("tiny", 12, max_lookback=24, levels=(80, 95))
-    split = pipeline.make_split(df, job)
+    job = plan.TrainJob("tiny", 12, max_lookback=24, levels=(80, 95))
+    split = plan.make_split(df, job)
     assert (split.val_end - split.train_end).tolist() == [20, 20]
     with pytest.raises(DataError, match=r"--level 95: the validation part holds 18 forecast window\(s\) per horizon "
                                         r"step, 19 are needed"):
-        pipeline.check_job(df, "h", job, split)
-    pipeline.check_job(df, "h", pipeline.TrainJob("tiny", 12, max_lookback=24, levels=(80,)), split)
+        plan.check_job(df, "h", job, split)
+    plan.check_job(df, "h", plan.TrainJob("tiny", 12, max_lookback=24, levels=(80,)), split)
 
 
 def test_nothing_is_registered_from_a_comparison_with_a_missing_score():
-    job = pipeline.TrainJob("toy", 4)
+    job = plan.TrainJob("toy", 4)
     rows = [{"model": "gru", "mase": 0.9, "val_backtest_mase": 0.8},
             {"model": "seasonal_naive_24", "mase": float("nan"), "val_backtest_mase": 1.0}]
     with pytest.raises(ForecastingError, match="seasonal_naive_24: mase is not finite"):

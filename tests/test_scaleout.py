@@ -32,8 +32,7 @@ from optuna.trial import TrialState
 
 from flows.server import free_port
 from forecasting.core import datasets
-from forecasting.pipeline import search
-from forecasting.pipeline import steps as pipeline
+from forecasting.pipeline import plan, search
 from forecasting.pipeline.steps import TrainJob
 from forecasting.tuning.study import FINISHED, TuneConfig, study_name
 
@@ -345,11 +344,12 @@ def _slow_params(home: Path, job: TrainJob) -> dict:
     """The slowest configuration of the job's search space (largest model, smallest batches and
     learning rate, so early stopping comes late): easy to catch mid-trial."""
     df, freq = datasets.load_processed(home, job.dataset)
-    split = pipeline.make_split(df, job)
-    space = pipeline.search_space(df, split, pipeline.base_config(df, freq, job, split), job)
-    return {"lookback": max(space.lookbacks), "hidden": space.hidden[1], "layers": space.layers[1],
-            "dropout": space.dropout[0], "lr": space.lr[0], "batch_size": min(space.batch_sizes),
-            "weight_decay": space.weight_decay[0], "norm": space.norms[0], "segment": min(space.segments)}
+    split = plan.make_split(df, job)
+    space = plan.search_space(df, split, plan.base_config(df, freq, job, split), job)
+    own = space.own("gru")  # the recurrent family's own ranges
+    return {"lookback": max(space.lookbacks), "hidden": own.hidden[1], "layers": own.layers[1],
+            "dropout": own.dropout[0], "lr": space.lr[0], "batch_size": min(space.batch_sizes),
+            "weight_decay": space.weight_decay[0], "norm": own.norms[0], "segment": min(own.segments)}
 
 
 def test_killed_worker_trial_is_failed_retried_and_closed(dataset, pg_url, servers, tmp_path):

@@ -7,16 +7,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import flows_fixtures  # noqa: F401  (first: sets PREFECT_HOME before prefect is imported)
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from flows_fixtures import FORECASTING_EXE, subprocess_env
+from flows_fixtures import FORECASTING_EXE, bare_python, subprocess_env
 
 from flows.server import free_port
 from forecasting.api.forecaster import Forecaster, ForecasterConfig
@@ -24,7 +22,7 @@ from forecasting.core.data import split_fractions
 from forecasting.core.intervals import calibrate_backtest
 from forecasting.core.training import TrainConfig
 from forecasting.families.recurrent import ModelConfig
-from forecasting.pipeline import steps as pipeline
+from forecasting.pipeline import plan
 from forecasting.tracking import registry, runs
 from tests.conftest import sine_frame
 
@@ -43,7 +41,7 @@ def served(tmp_path_factory):
                                     train=TrainConfig(max_epochs=1, device="cpu")))
     f.fit(df, split)
     # Calibrated as the train pipeline does: conformal on every validation window, stored in the model.
-    f.conformal_ = calibrate_backtest(pipeline.calibration_backtest(f, df, split).forecasts, df, (80, 95), f.cfg.period)
+    f.conformal_ = calibrate_backtest(plan.calibration_backtest(f, df, split).forecasts, df, (80, 95), f.cfg.period)
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         uri = runs.configure(home)
@@ -54,21 +52,7 @@ def served(tmp_path_factory):
         registry.register(model_uri, NAME, "mase", 1.0)
     csv = root / "history.csv"
     df.to_csv(csv, index=False)
-    venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    site = next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir())
-    # The dependencies' folder on the path; its .pth files (our editable install) are not run.
-    (venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages" / "deps.pth"
-     ).write_text(site + "\n")
-    py = venv / "bin" / "python"
-    # `mlflow models serve --env-manager local` runs the `uvicorn` command: give this environment one.
-    (venv / "bin" / "uvicorn").write_text(f"#!{py}\nfrom uvicorn.main import main\nmain()\n")
-    (venv / "bin" / "uvicorn").chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_REGISTRY_URI")}
-    env.update(MLFLOW_TRACKING_URI=uri, PATH=f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
-               MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
-    probe = subprocess.run([str(py), "-c", "import forecasting"], cwd=root, env=env, capture_output=True, text=True)
-    assert probe.returncode != 0 and "No module named 'forecasting'" in probe.stderr
+    py, env = bare_python(root, uri)
     return {"home": home, "uri": uri, "csv": csv, "df": df, "py": py, "env": env, "root": root, "forecaster": f}
 
 

@@ -9,9 +9,11 @@ MLflow's global URIs are reset afterwards, so no test reaches the project's own 
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
+from contextlib import closing
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,11 +29,16 @@ from forecasting.api.forecaster import Forecaster, ForecasterConfig
 from forecasting.core.data import split_fractions
 from forecasting.core.errors import ModelNotFoundError
 from forecasting.core.training import TrainConfig
-from forecasting.families.recurrent import ModelConfig
-from forecasting.pipeline import search, search_log
+from forecasting.families.recurrent import (
+    ModelConfig,
+    RecurrentSpace,  # noqa: E402
+)
+from forecasting.pipeline import plan, search, search_log
 from forecasting.pipeline import steps as pipeline
 from forecasting.tracking import registry, runs
-from forecasting.tuning.study import SearchSpace, TuneConfig, default_storage, study_name, tune
+from forecasting.tuning.objective import tune
+from forecasting.tuning.space import SearchSpace
+from forecasting.tuning.study import TuneConfig, default_storage, study_name
 from tests.conftest import sine_frame
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,11 +127,39 @@ def test_tracking_uri_env_wins_else_sqlite_under_home(monkeypatch, tmp_path):
     assert not (tmp_path / "mlruns").exists()  # a getter: nothing is created until `configure`
     monkeypatch.chdir(tmp_path)
     assert runs.tracking_uri() == expected  # absolute, whatever the working directory
-    assert expected.startswith("sqlite:////")
 
     assert runs.configure(tmp_path) == expected
     assert (tmp_path / "mlruns").is_dir()
     assert mlflow.get_tracking_uri() == expected and mlflow.get_registry_uri() == expected
+
+
+def test_a_relative_home_stores_runs_in_its_sqlite_file_after_the_cwd_changes(monkeypatch, tmp_path, home):
+    """`configure` with a relative home gives an absolute store: a run written after moving to another
+    working directory lands in `<home>/mlruns/mlflow.db` (read back with sqlite3, not through MLflow)
+    and no `mlruns` appears in either working directory."""
+    monkeypatch.chdir(home.parent)
+    uri = runs.configure(Path(home.name))
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    exp_id = runs.ensure_experiment(runs.experiment_name("relhome", H), home.name)
+    run_id = runs.start_run(exp_id, "written", tags={"kind": "check"})
+    runs.log_values(run_id, params={"lr": 0.01}, metrics={"mase": 0.75})
+    runs.end_run(run_id)
+
+    db = home / "mlruns" / "mlflow.db"
+    assert uri == f"sqlite:///{db.resolve()}"
+    with closing(sqlite3.connect(db)) as con:
+        assert con.execute("SELECT name FROM experiments WHERE experiment_id = ?", (exp_id,)).fetchall() == [
+            ("relhome-h12",)]
+        assert con.execute("SELECT name, status, experiment_id FROM runs WHERE run_uuid = ?", (run_id,)
+                           ).fetchall() == [("written", "FINISHED", int(exp_id))]
+        assert con.execute("SELECT key, value FROM params WHERE run_uuid = ?", (run_id,)).fetchall() == [
+            ("lr", "0.01")]
+        assert con.execute("SELECT key, value FROM latest_metrics WHERE run_uuid = ?", (run_id,)).fetchall() == [
+            ("mase", 0.75)]
+        assert ("kind", "check") in con.execute("SELECT key, value FROM tags WHERE run_uuid = ?", (run_id,)).fetchall()
+    assert not (elsewhere / "mlruns").exists() and not (home.parent / "mlruns").exists()
 
 
 def test_ensure_experiment_puts_artifacts_under_home(monkeypatch, tmp_path, home):
@@ -162,8 +197,10 @@ def test_trial_logger_one_nested_run_per_trial(tmp_path, home):
     name = study_name("trials", H, "gru")
     cfg = TuneConfig(n_trials=4, max_epochs=3, storage=default_storage(tmp_path), pruner="median")
     (tmp_path / "mlruns").mkdir()  # `default_storage` only names the file; `open_study` would create it
-    space = SearchSpace(lookbacks=(24,), hidden=(4, 16), layers=(1, 1), dropout=(0.0, 0.1), lr=(1e-6, 1e-1),
-                        batch_sizes=(64,), weight_decay=(1e-7, 1e-3), norms=("standard",), segments=(1,))
+    space = SearchSpace(
+        lookbacks=(24,), lr=(1e-6, 1e-1), batch_sizes=(64,), weight_decay=(1e-7, 1e-3),
+        family=RecurrentSpace(hidden=(4, 16), layers=(1, 1), dropout=(0.0, 0.1), norms=("standard",), segments=(1,)),
+    )
     good = {"lookback": 24, "hidden": 8, "layers": 1, "dropout": 0.0, "lr": 1e-2, "batch_size": 64,
             "weight_decay": 1e-6, "norm": "standard", "segment": 1}
     study = optuna.create_study(study_name=name, storage=cfg.storage, direction="minimize")
@@ -382,18 +419,19 @@ def test_pipeline_end_to_end(tmp_path, home):
     """start -> tune (gru, 2 trials) -> final model -> seasonal naive -> comparison -> register ->
     finish: runs nested under one parent, the artifacts logged, and the champion predicts on CPU."""
     df, _ = frame()
-    job = pipeline.TrainJob(dataset="toy", horizon=H, families=("gru",),
+    job = plan.TrainJob(dataset="toy", horizon=H, families=("gru",),
                             tune=TuneConfig(n_trials=2, max_epochs=2), device="cpu",
                             max_train_windows=128, max_lookback=48)
-    split = pipeline.make_split(df, job)
+    split = plan.make_split(df, job)
     # Keep the two trials small and deterministic: enqueue the smallest models of the pipeline's
     # own search space into the study it uses.
-    space = pipeline.search_space(df, split, pipeline.base_config(df, "h", job, split), job)
+    space = plan.search_space(df, split, plan.base_config(df, "h", job, split), job)
+    own = space.own("gru")  # the recurrent family's own ranges
     lookback = min(space.lookbacks)
-    smallest = {"lookback": lookback, "hidden": space.hidden[0], "layers": space.layers[0],
-                "dropout": space.dropout[0], "batch_size": min(space.batch_sizes),
-                "weight_decay": space.weight_decay[0], "norm": space.norms[-1],
-                "segment": max([s for s in space.segments if s <= lookback] or [1])}
+    smallest = {"lookback": lookback, "hidden": own.hidden[0], "layers": own.layers[0],
+                "dropout": own.dropout[0], "batch_size": min(space.batch_sizes),
+                "weight_decay": space.weight_decay[0], "norm": own.norms[-1],
+                "segment": max([s for s in own.segments if s <= lookback] or [1])}
     study = optuna.create_study(study_name=study_name("toy", H, "gru"), storage=default_storage(home),
                                 direction="minimize")
     for lr in (space.lr[1], space.lr[0]):
@@ -413,7 +451,7 @@ def test_pipeline_end_to_end(tmp_path, home):
     assert [b["model"] for b in baselines] == ["naive", "seasonal_naive_24", "linear"]
     table, summary = pipeline.comparison([row, *baselines], job, parent)
     assert table["model"].tolist() == ["gru", "naive", "seasonal_naive_24", "linear"]
-    assert list(table.columns) == pipeline.comparison_columns(job)
+    assert list(table.columns) == plan.comparison_columns(job)
     assert {"coverage_80", "coverage_95", "msis_80", "msis_95"} <= set(table.columns)
     assert table[["coverage_95", "msis_95"]].notna().all().all()  # the baselines' intervals too
     best = min(baselines, key=lambda b: b["mase"])

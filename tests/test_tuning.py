@@ -24,24 +24,22 @@ from forecasting.api.forecaster import ForecasterConfig
 from forecasting.core.data import split_fractions
 from forecasting.core.errors import ForecastingError
 from forecasting.core.training import TrainConfig
-from forecasting.families.recurrent import ModelConfig
-from forecasting.tuning.study import (
-    FINISHED,
-    SearchSpace,
-    TuneConfig,
-    _pruner,
-    study_name,
-    trials_frame,
-    tune,
+from forecasting.families.recurrent import (
+    ModelConfig,
+    RecurrentSpace,  # noqa: E402
 )
+from forecasting.tuning.objective import trials_frame, tune
+from forecasting.tuning.space import SearchSpace
+from forecasting.tuning.study import FINISHED, TuneConfig, _pruner, study_name
 from tests.conftest import sine_frame
 
 REPO = Path(__file__).resolve().parents[1]
 H = 12
 GOOD = {"lookback": 24, "hidden": 8, "layers": 1, "dropout": 0.0, "lr": 1e-2, "batch_size": 64,
         "weight_decay": 1e-6, "norm": "standard", "segment": 1, "highway": False, "init": "linear", "loss": "mse"}
-SPACE = SearchSpace(lookbacks=(24,), hidden=(4, 16), layers=(1, 1), dropout=(0.0, 0.1), lr=(1e-3, 1e-2),
-                    batch_sizes=(64,), weight_decay=(1e-7, 1e-3), norms=("standard",), segments=(1, 4))
+SPACE = SearchSpace(lookbacks=(24,), lr=(1e-3, 1e-2), batch_sizes=(64,), weight_decay=(1e-7, 1e-3),
+                    family=RecurrentSpace(hidden=(4, 16), layers=(1, 1), dropout=(0.0, 0.1), norms=("standard",),
+                                          segments=(1, 4)))
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -87,9 +85,11 @@ from forecasting.tracking import runs
 from forecasting.pipeline import search_log
 from forecasting.core.data import split_fractions
 from forecasting.api.forecaster import ForecasterConfig
-from forecasting.families.recurrent import ModelConfig
+from forecasting.families.recurrent import ModelConfig, RecurrentSpace
 from forecasting.core.training import TrainConfig
-from forecasting.tuning.study import SearchSpace, TuneConfig, study_name, tune
+from forecasting.tuning.space import SearchSpace
+from forecasting.tuning.objective import tune
+from forecasting.tuning.study import TuneConfig, study_name
 
 home, storage, n_trials, pause = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 rng = np.random.default_rng(0)
@@ -101,8 +101,9 @@ for i in range(3):
 df = pd.concat(parts, ignore_index=True)
 split = split_fractions(df.groupby("unique_id", sort=False).size(), 0.1, 0.2)
 base = ForecasterConfig(model=ModelConfig(horizon=12), calendar=False, train=TrainConfig(device="cpu", seed=0))
-space = SearchSpace(lookbacks=(24,), hidden=(4, 16), layers=(1, 1), dropout=(0.0, 0.1), lr=(1e-3, 1e-2),
-                    batch_sizes=(64,), weight_decay=(1e-7, 1e-3), norms=("standard",), segments=(1, 4))
+space = SearchSpace(lookbacks=(24,), lr=(1e-3, 1e-2), batch_sizes=(64,), weight_decay=(1e-7, 1e-3),
+                    family=RecurrentSpace(hidden=(4, 16), layers=(1, 1), dropout=(0.0, 0.1), norms=("standard",),
+                                          segments=(1, 4)))
 cfg = TuneConfig(n_trials=n_trials, max_epochs=3, storage=storage, heartbeat_interval=1, grace_period=2)
 
 runs.configure(home)

@@ -14,11 +14,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from forecasting.api.forecaster import Forecaster, ForecasterConfig, build_panel
-from forecasting.core.backtest import Backtest, BacktestConfig, cross_validation, cutoffs
-from forecasting.core.data import ID, Split
+from forecasting.api.forecaster import Fitted, Forecaster, ForecasterConfig
+from forecasting.core.backtest import Backtest, BacktestConfig, cutoffs
+from forecasting.core.columns import CUTOFF, ID, Y_HAT
+from forecasting.core.data import Split
 from forecasting.core.errors import DataError
-from forecasting.core.intervals import Conformal, backtest_intervals, choose_calibration, interval_scores
+from forecasting.core.intervals import Conformal, backtest_intervals, interval_scores
 from forecasting.core.scaling import SeriesScaler
 
 
@@ -55,23 +56,17 @@ def _scaling(f: Forecaster, df: pd.DataFrame, split: Split) -> Forecaster:
     if known.any():
         idx = f.scaler_.index([u for u, k in zip(own.scaler_.ids, known, strict=True) if k])
         mean[known], std[known] = f.scaler_.mean[idx], f.scaler_.std[idx]
-    g = Forecaster(f.cfg)
-    g.model_, g.mase_scale_ = f.model_, own.mase_scale_
-    g.scaler_ = SeriesScaler(own.scaler_.ids, mean, std)
-    return g
+    return f.rescaled(SeriesScaler(own.scaler_.ids, mean, std), own.mase_scale_)
 
 
-def run_backtest(df: pd.DataFrame, forecaster: Forecaster, split: Split, cfg: BacktestConfig) -> Backtest:
+def run_backtest(df: pd.DataFrame, forecaster: Fitted, split: Split, cfg: BacktestConfig) -> Backtest:
     """The model and the baselines (naive, seasonal naive per period, ridge fitted before the first
     cutoff) at the K cutoffs over the end of every series."""
-    panel = forecaster.scaler_.transform(build_panel(df, forecaster.cfg))
     baselines, _ = forecaster.baselines(df, split, (forecaster.cfg.model.lookback,))
-    return cross_validation(panel, [forecaster.predictor(), *baselines], forecaster.cfg.model.horizon,
-                            split.lengths, forecaster.scaler_.mean[:, 0], forecaster.scaler_.std[:, 0],
-                            forecaster.mase_scale_, cfg, lo=split.val_end)
+    return forecaster.cross_validation(df, split.lengths, split.val_end, cfg, [forecaster.predictor(), *baselines])
 
 
-def with_intervals(bt: Backtest, df: pd.DataFrame, f: Forecaster, conf: Conformal | None,
+def with_intervals(bt: Backtest, df: pd.DataFrame, f: Fitted, conf: Conformal | None,
                    levels: tuple[int, ...]) -> Backtest:
     """The backtest with the model's interval columns at `levels` (each window scaled by its series'
     history up to its cutoff) and their coverage, MSIS and pinball in the model's metrics row."""
@@ -80,32 +75,22 @@ def with_intervals(bt: Backtest, df: pd.DataFrame, f: Forecaster, conf: Conforma
     if conf is None:
         raise DataError("this model has no calibrated prediction intervals; backtest it without --level")
     frame = backtest_intervals(bt.forecasts, df, conf, levels)
-    scores = interval_scores(frame, levels, pd.Series(f.mase_scale_, index=list(f.scaler_.ids)))
+    scores = interval_scores(frame, levels, f.mase_scales())
     metrics = bt.metrics.copy()
     for k, v in scores.items():
-        metrics.loc[metrics["predictor"] == "y_hat", k] = v
+        metrics.loc[metrics["predictor"] == Y_HAT, k] = v
     return replace(bt, forecasts=frame, metrics=metrics)
 
 
-def calibrate_before_cutoffs(f: Forecaster, df: pd.DataFrame, split: Split, levels: tuple[int, ...]) -> Conformal | None:
-    """Conformal calibration on every window of the fitting rows' validation tenth (before the first cutoff),
-    in the scale mode that scores best on the later of those windows."""
-    if not levels:
-        return None
-    cal = cross_validation(f.panel(df), [f.predictor()], f.cfg.model.horizon, split.val_end, f.scaler_.mean[:, 0],
-                           f.scaler_.std[:, 0], f.mase_scale_, BacktestConfig(0, 1), lo=split.train_end)
-    return choose_calibration(cal.forecasts, df, levels, f.cfg.period)
-
-
-def backtest_registered(df: pd.DataFrame, forecaster: Forecaster, cfg: BacktestConfig, what: str,
+def backtest_registered(df: pd.DataFrame, forecaster: Fitted, cfg: BacktestConfig, what: str,
                         trained_until: pd.Timestamp | None = None, levels: tuple[int, ...] = ()) -> BacktestResult:
     """Backtest a loaded registered model (no refit) over the end of `df`, with its stored intervals."""
     m = forecaster.cfg.model
     split = cutoff_split(df, m.horizon, m.lookback, cfg)
     g = _scaling(forecaster, df, split)
     bt = with_intervals(run_backtest(df, g, split, cfg), df, g, forecaster.conformal_, levels)
-    first = bt.forecasts["cutoff"].min()
-    return BacktestResult(bt, what, int(bt.by_cutoff["cutoff"].nunique()),
+    first = bt.forecasts[CUTOFF].min()
+    return BacktestResult(bt, what, int(bt.by_cutoff[CUTOFF].nunique()),
                           bool(trained_until is not None and trained_until > first))
 
 
@@ -116,7 +101,8 @@ def backtest_family(df: pd.DataFrame, cfg: ForecasterConfig, bt_cfg: BacktestCon
     split = cutoff_split(df, cfg.model.horizon, cfg.model.lookback, bt_cfg)
     f = Forecaster(cfg)
     f.fit(df, split)
-    bt = with_intervals(run_backtest(df, f, split, bt_cfg), df, f, calibrate_before_cutoffs(f, df, split, levels),
-                        levels)
-    return BacktestResult(bt, f"{cfg.model.cell} (fitted before the first cutoff)",
-                          int(bt.by_cutoff["cutoff"].nunique()), False)
+    # Calibrated on every window of the fitting rows' validation tenth, before the first cutoff.
+    conf = f.calibrate(df, levels, split.val_end, split.train_end)
+    bt = with_intervals(run_backtest(df, f, split, bt_cfg), df, f, conf, levels)
+    return BacktestResult(bt, f"{cfg.family} (fitted before the first cutoff)", int(bt.by_cutoff[CUTOFF].nunique()),
+                          False)

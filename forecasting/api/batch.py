@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from forecasting.core.data import ID, IngestConfig, parse_long, read_table, to_long
+from forecasting.core.columns import ID
+from forecasting.core.data import IngestConfig, parse_long, read_table, to_long
 from forecasting.core.errors import DataError, NothingToForecastError
 from forecasting.core.files import write_atomic
 

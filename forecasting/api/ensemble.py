@@ -13,14 +13,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from forecasting.api.forecaster import Forecaster, ForecasterConfig
-from forecasting.core.data import ID, TIME, Split
+from forecasting.api.forecaster import Fitted, Forecaster, ForecasterConfig
+from forecasting.core.columns import ID, TIME, Y_HAT
+from forecasting.core.data import Split
 from forecasting.core.evaluation import Evaluation, Predictor
 from forecasting.core.intervals import forecast_intervals, load_conformal
+from forecasting.core.training import FitResult
 
 
-class Ensemble:
-    """The mean forecast of `members` (fitted `Forecaster`s of one dataset and horizon)."""
+class Ensemble(Fitted):
+    """The mean forecast of `members` (`Forecaster`s of one dataset and horizon), with the front
+    door of one: fit, predict, cross_validation, calibrate, save, load."""
 
     def __init__(self, members: list[Forecaster]):
         if not members:
@@ -30,10 +33,25 @@ class Ensemble:
         self.members = members
         self.conformal_ = None  # the ensemble's own interval calibration (its residuals, not a member's)
 
+    @classmethod
+    def of(cls, cfgs: list[ForecasterConfig]) -> Forecaster | Ensemble:
+        """One unfitted forecaster per configuration: itself when there is one, else their ensemble."""
+        members = [Forecaster(c) for c in cfgs]
+        return members[0] if len(members) == 1 else cls(members)
+
+    def fit(self, df: pd.DataFrame, split: Split, callback=None) -> list[FitResult]:
+        """Fit every member on the same split (each with its own early stopping)."""
+        return [m.fit(df, split, callback) for m in self.members]
+
     @property
     def cfg(self) -> ForecasterConfig:
         """The configuration of the member with the longest lookback (what the ensemble reads)."""
         return max(self.members, key=lambda m: m.cfg.model.lookback).cfg
+
+    @property
+    def family(self):
+        """The members' family (an ensemble is of one family: the best trials of its search)."""
+        return self.members[0].family
 
     @property
     def scaler_(self):
@@ -47,6 +65,12 @@ class Ensemble:
     def fit_result_(self):
         return self.members[0].fit_result_
 
+    def rescaled(self, scaler, mase_scale: np.ndarray) -> Ensemble:
+        """Every member reading series through other statistics (see `Forecaster.rescaled`)."""
+        ens = Ensemble([m.rescaled(scaler, mase_scale) for m in self.members])
+        ens.conformal_ = self.conformal_
+        return ens
+
     @property
     def n_parameters(self) -> int:
         return sum(m.n_parameters for m in self.members)
@@ -55,7 +79,7 @@ class Ensemble:
         """Mean of the members' forecasts on standardized windows x [N, L_max, F] -> [N, H]."""
         L = self.cfg.model.lookback
         preds = [m.predictor(device) for m in self.members]
-        return Predictor("y_hat", L, lambda x: np.mean([p.fn(x[:, L - p.lookback:]) for p in preds], axis=0))
+        return Predictor(Y_HAT, L, lambda x: np.mean([p.fn(x[:, L - p.lookback:]) for p in preds], axis=0))
 
     def evaluate(self, df: pd.DataFrame, split: Split, part: str = "test", device: str = "cpu") -> Evaluation:
         return self.members[0].evaluate(df, split, part, predictor=self.predictor(device))
@@ -73,8 +97,8 @@ class Ensemble:
         ensemble's intervals at `levels`."""
         outs, skipped = zip(*(m.predict(history, device) for m in self.members), strict=True)
         frame = pd.concat(outs, ignore_index=True)
-        counts = frame.groupby([ID, TIME], sort=False)["y_hat"].transform("size")
-        mean = frame[counts == len(self.members)].groupby([ID, TIME], sort=False, as_index=False)["y_hat"].mean()
+        counts = frame.groupby([ID, TIME], sort=False)[Y_HAT].transform("size")
+        mean = frame[counts == len(self.members)].groupby([ID, TIME], sort=False, as_index=False)[Y_HAT].mean()
         return forecast_intervals(mean, history, self.conformal_, levels), sorted(set().union(*map(set, skipped)))
 
     def save(self, path: str | Path) -> Path:
@@ -88,13 +112,17 @@ class Ensemble:
         return path
 
 
+    @classmethod
+    def load(cls, path: str | Path) -> Ensemble:
+        """A saved ensemble, on the CPU."""
+        path = Path(path)
+        n = json.loads((path / "ensemble.json").read_text())["members"]
+        ens = cls([Forecaster.load(path / "members" / str(i)) for i in range(n)])
+        ens.conformal_ = load_conformal(path)
+        return ens
+
+
 def load_forecaster(path: str | Path) -> Forecaster | Ensemble:
     """A saved `Forecaster` or `Ensemble`, whichever `path` holds, on the CPU."""
     path = Path(path)
-    meta = path / "ensemble.json"
-    if not meta.exists():
-        return Forecaster.load(path)
-    n = json.loads(meta.read_text())["members"]
-    ens = Ensemble([Forecaster.load(path / "members" / str(i)) for i in range(n)])
-    ens.conformal_ = load_conformal(path)
-    return ens
+    return Ensemble.load(path) if (path / "ensemble.json").exists() else Forecaster.load(path)

@@ -1,7 +1,10 @@
-"""A global forecaster over a long DataFrame: fit, evaluate, forecast, save and load.
+"""The front door: a global forecaster over a long DataFrame.
 
-It glues the core pieces together (panel, scaler, windows, model, fit loop) and
-is what the MLflow pyfunc model wraps; it needs only torch, numpy, pandas and scikit-learn.
+`fit / predict / cross_validation / calibrate / save / load`, the same for one model and for an
+`Ensemble`. It glues the core pieces together (panel, scaler, windows, the family's module, fit
+loop) and is what the MLflow pyfunc model wraps; it needs only torch, numpy, pandas and
+scikit-learn. The model family comes from the registry (`forecasting.families`): nothing here
+depends on which one it is.
 """
 
 from __future__ import annotations
@@ -9,16 +12,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from forecasting import __version__
+from forecasting import __version__, families
 from forecasting.api.inputs import Inputs, future_times, model_inputs
-from forecasting.core.backtest import BacktestConfig, cutoff_windows
-from forecasting.core.baselines import linear_start, season_length, seasonal_naive
-from forecasting.core.data import ID, TIME, Split
+from forecasting.core.backtest import Backtest, BacktestConfig, cross_validation, cutoff_windows
+from forecasting.core.baselines import season_length
+from forecasting.core.columns import ID, TIME, Y_HAT
+from forecasting.core.data import Split
 from forecasting.core.evaluation import (
     Evaluation,
     Predictor,
@@ -28,29 +33,40 @@ from forecasting.core.evaluation import (
     simple_predictors,
 )
 from forecasting.core.features import calendar_features, n_calendar_features
-from forecasting.core.intervals import Conformal, forecast_intervals, interval_columns, load_conformal
-from forecasting.core.metrics import mse, seasonal_scale
+from forecasting.core.intervals import (
+    Conformal,
+    choose_calibration,
+    forecast_intervals,
+    interval_columns,
+    load_conformal,
+)
+from forecasting.core.metrics import series_scale
 from forecasting.core.options import from_dict, to_dict
 from forecasting.core.scaling import SeriesScaler
-from forecasting.core.training import FitResult, TrainConfig, fit, predict, set_seed
+from forecasting.core.training import FitResult, TrainConfig, count_parameters, fit, predict, set_seed
 from forecasting.core.windows import Panel, Windows, make_windows, panel_from_long
-from forecasting.families.recurrent import ModelConfig, RecurrentForecaster, count_parameters
 
-FORECAST_COLUMNS = (ID, TIME, "y_hat")
+FORECAST_COLUMNS = (ID, TIME, Y_HAT)
 __all__ = ["Evaluation", "Forecaster", "ForecasterConfig", "point_metrics"]
 
 
 @dataclass(frozen=True)
 class ForecasterConfig:
-    """Everything that defines a forecaster besides its learnt state."""
+    """Everything that defines a forecaster besides its learnt state. `model` is the config of the
+    registered family `family` (by default the family whose config `model` is)."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: Any = field(default_factory=lambda: families.get(families.DEFAULT[0]).new_config())
     train: TrainConfig = field(default_factory=TrainConfig)
     freq: str = "h"
     calendar: bool = True
     covariates: tuple[str, ...] = ()
     season: int | None = None  # seasonal period of MASE; the shortest of `seasons` if None
     seasons: tuple[int, ...] = ()  # every seasonal period kept for this dataset, shortest first
+    family: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.family:
+            object.__setattr__(self, "family", families.family_of(self.model))
 
     @property
     def period(self) -> int:
@@ -61,9 +77,15 @@ class ForecasterConfig:
         return to_dict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> ForecasterConfig:
-        """The inverse of `to_dict` (the project's one dataclass deserializer: nested configs, tuples)."""
-        return from_dict(cls, d)
+    def from_dict(cls, d: dict, module: str = "") -> ForecasterConfig:
+        """The inverse of `to_dict` (the project's one dataclass deserializer: nested configs, tuples);
+        the model config is read as its family's (`module` defines a plug-in family). Configs saved
+        before families were registered hold recurrent models only, named by their cell."""
+        d = dict(d)
+        model = d.pop("model", {})
+        name = d.get("family") or model.get("cell", families.DEFAULT[0])
+        fam = families.import_family(name, module)
+        return replace(from_dict(cls, {**d, "family": name, "model": None}), model=from_dict(fam.config, model))
 
 
 def with_features(cfg: ForecasterConfig) -> ForecasterConfig:
@@ -83,20 +105,67 @@ def build_panel(df: pd.DataFrame, cfg: ForecasterConfig) -> Panel:
     return replace(panel, values=values, columns=panel.columns + names)
 
 
-class Forecaster:
-    """One global recurrent model across all series of a dataset."""
+class Fitted:
+    """What a fitted `Forecaster` and an `Ensemble` share, written once over their `panel`,
+    `predictor`, `cfg`, `scaler_` and `mase_scale_`: backtests and interval calibration."""
+
+    conformal_: Conformal | None
+
+    def cross_validation(self, df: pd.DataFrame, end: np.ndarray | None = None, lo: np.ndarray | None = None,
+                         backtest: BacktestConfig = BacktestConfig(), predictors: list[Predictor] | None = None
+                         ) -> Backtest:
+        """Rolling-origin backtest (Nixtla's `cross_validation` frame: unique_id, ds, cutoff, y, y_hat
+        and one column per extra predictor) whose targets lie in rows [lo, end) of each series
+        (default: up to each series' end); inputs may come from before `lo`."""
+        end = df.groupby(ID, sort=False).size().to_numpy() if end is None else end
+        return cross_validation(self.panel(df), predictors or [self.predictor()], self.cfg.model.horizon, end,
+                                self.scaler_.mean[:, 0], self.scaler_.std[:, 0], self.mase_scale_, backtest, lo)
+
+    def calibrate(self, df: pd.DataFrame, levels: tuple[int, ...], end: np.ndarray, lo: np.ndarray
+                  ) -> Conformal | None:
+        """Conformal intervals from every window whose targets lie in rows [lo, end) (cutoffs one row
+        apart), in the scale mode (seasonal or the series' own residuals) that scores best on the
+        later of those windows; kept in `conformal_`, saved with the model. No levels: none."""
+        self.conformal_ = None
+        if levels:
+            cal = self.cross_validation(df, end, lo, BacktestConfig(0, 1))
+            self.conformal_ = choose_calibration(cal.forecasts, df, levels, self.cfg.period)
+        return self.conformal_
+
+    def baselines(self, df: pd.DataFrame, split: Split, lookbacks: tuple[int, ...] = ()) -> tuple[
+            list[Predictor], dict]:
+        """Naive, seasonal naive at every kept period and the ridge baseline (lookback among
+        `lookbacks`, default the model's, and penalty chosen on validation); needs `fit_scaler`.
+        Returns the predictors and the ridge baseline's selection record."""
+        H = self.cfg.model.horizon
+        linear, record = fit_linear(self.panel(df), split, H, tuple(lookbacks) or (self.cfg.model.lookback,),
+                                    self.cfg.train.seed)
+        return [*simple_predictors(H, self.cfg.seasons or (self.cfg.period,)), linear], record
+
+    def mase_scales(self) -> pd.Series:
+        """Each known series' in-sample seasonal-naive MAE (MASE and MSIS denominator), by unique_id."""
+        return pd.Series(self.mase_scale_, index=list(self.scaler_.ids))
+
+
+class Forecaster(Fitted):
+    """One global model of a registered family across all series of a dataset."""
 
     def __init__(self, cfg: ForecasterConfig):
         self.cfg = with_features(cfg)
-        self.model_: RecurrentForecaster | None = None
+        self.model_: torch.nn.Module | None = None
         self.scaler_: SeriesScaler | None = None
         self.mase_scale_: np.ndarray | None = None  # [S] in original units
         self.fit_result_: FitResult | None = None
-        self.conformal_: Conformal | None = None  # interval calibration (set by the pipeline, saved)
+        self.conformal_: Conformal | None = None  # interval calibration (`calibrate`; saved)
+
+    @property
+    def family(self) -> families.Family:
+        return families.get(self.cfg.family)
 
     # ------------------------------------------------------------------ training
     def fit(self, df: pd.DataFrame, split: Split, callback=None) -> FitResult:
-        """Fit scaler (training rows only) and model; early stopping on the validation part."""
+        """Fit scaler (training rows only) and model; early stopping on the validation part. The
+        family's start (if any) sets where training begins, and competes with every epoch."""
         panel = self.fit_scaler(df, split)
         m = self.cfg.model
         train = make_windows(panel, m.lookback, m.horizon, split, "train")
@@ -104,26 +173,15 @@ class Forecaster:
         if self.cfg.train.val_cutoffs:  # the objective: the last K validation cutoffs only
             bt = BacktestConfig(self.cfg.train.val_cutoffs, self.cfg.train.val_step or None)
             val, _ = cutoff_windows(panel, m.lookback, m.horizon, split.val_end, bt, split.train_end)
-        if m.highway and m.init == "seasonal":
-            self.cfg = replace(self.cfg, model=replace(m, season=self._start_season(train)))
         set_seed(self.cfg.train.seed)  # the initial weights too, not only the fit loop
-        self.model_ = RecurrentForecaster(self.cfg.model)
-        if m.highway and m.init == "linear":
-            self.model_.start_as_linear(*linear_start(train, val, m.norm))
-        self.fit_result_ = fit(self.model_, train, val, self.cfg.train, callback, start_competes=m.highway)
+        self.model_ = self.family.build(m)
+        started = self.family.start(self.model_, m, train, val, self.cfg.seasons or (self.cfg.period,)) \
+            if self.family.start else None
+        if started is not None:
+            self.cfg = replace(self.cfg, model=started)
+        self.fit_result_ = fit(self.model_, train, val, self.cfg.train, callback, start_competes=started is not None)
         self.model_.cpu()
         return self.fit_result_
-
-    def _start_season(self, train: Windows, max_windows: int = 20_000) -> int:
-        """The kept period whose seasonal naive fits the training windows best (0: none fits the
-        lookback): the highway starts there. Chosen on training data only."""
-        m = self.cfg.model
-        periods = [p for p in self.cfg.seasons or (self.cfg.period,) if 1 < p <= m.lookback]
-        if not periods or len(train) == 0:
-            return 0
-        idx = np.linspace(0, len(train) - 1, min(len(train), max_windows)).astype(np.int64)
-        x, y = train.arrays(idx)
-        return min(periods, key=lambda p: mse(y, seasonal_naive(x[..., 0], m.horizon, p)))
 
     def fit_scaler(self, df: pd.DataFrame, split: Split) -> Panel:
         """Fit the per-series scaler and MASE scales on the training rows; returns the scaled panel.
@@ -137,17 +195,16 @@ class Forecaster:
         mean, std = scaler.mean.copy(), scaler.std.copy()
         mean[:, n_var:], std[:, n_var:] = 0.0, 1.0
         self.scaler_ = replace(scaler, mean=mean, std=std)
-        self.mase_scale_ = self._mase_scales(raw, split.train_end)
+        self.mase_scale_ = np.array([series_scale(raw.series(i)[: int(e), 0], self.cfg.period)
+                                     for i, e in enumerate(split.train_end)])
         return self.scaler_.transform(raw)
 
-    def _mase_scales(self, raw: Panel, train_end: np.ndarray) -> np.ndarray:
-        scales = []
-        for i in range(len(raw.ids)):
-            ins = raw.series(i)[: int(train_end[i]), 0]
-            m = self.cfg.period if len(ins) > self.cfg.period else 1
-            s = seasonal_scale(ins, m) if len(ins) > m else 1.0
-            scales.append(s if s > 0 else 1.0)
-        return np.array(scales)
+    def rescaled(self, scaler: SeriesScaler, mase_scale: np.ndarray) -> Forecaster:
+        """The same fitted model reading series through other statistics (a backtest of a registered
+        model over series or rows it has not seen)."""
+        g = Forecaster(self.cfg)
+        g.model_, g.scaler_, g.mase_scale_, g.conformal_ = self.model_, scaler, mase_scale, self.conformal_
+        return g
 
     @property
     def n_parameters(self) -> int:
@@ -164,17 +221,7 @@ class Forecaster:
 
     def predictor(self, device: str = "cpu") -> Predictor:
         """The fitted model as a predictor on standardized windows (column `y_hat` in backtests)."""
-        return Predictor("y_hat", self.cfg.model.lookback, lambda x: predict(self.model_, x, device))
-
-    def baselines(self, df: pd.DataFrame, split: Split, lookbacks: tuple[int, ...] = ()) -> tuple[
-            list[Predictor], dict]:
-        """Naive, seasonal naive at every kept period and the ridge baseline (lookback among
-        `lookbacks`, default the model's, and penalty chosen on validation); needs `fit_scaler`.
-        Returns the predictors and the ridge baseline's selection record."""
-        H = self.cfg.model.horizon
-        linear, record = fit_linear(self.panel(df), split, H, tuple(lookbacks) or (self.cfg.model.lookback,),
-                                    self.cfg.train.seed)
-        return [*simple_predictors(H, self.cfg.seasons or (self.cfg.period,)), linear], record
+        return Predictor(Y_HAT, self.cfg.model.lookback, lambda x: predict(self.model_, x, device))
 
     def evaluate(self, df: pd.DataFrame, split: Split, part: str = "test", device: str = "cpu",
                  predictor: Predictor | None = None) -> Evaluation:
@@ -211,7 +258,7 @@ class Forecaster:
         y_hat = predict(self.model_, inp.x, device) * inp.std[:, None] + inp.mean[:, None]  # [S, H]
         out = pd.DataFrame({ID: np.repeat(np.array(inp.ids, dtype=object), H),
                             TIME: future_times(inp.last, H, cfg.freq),
-                            "y_hat": y_hat.reshape(-1).astype(np.float64)})
+                            Y_HAT: y_hat.reshape(-1).astype(np.float64)})
         return forecast_intervals(out, history, self.conformal_, levels), inp.skipped
 
     # ------------------------------------------------------------------ persistence
@@ -219,7 +266,7 @@ class Forecaster:
         """Write config.json, weights.pt, scaler.json (and intervals.json when calibrated) into a directory."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        meta = {"config": self.cfg.to_dict(), "version": __version__,
+        meta = {"config": self.cfg.to_dict(), "version": __version__, "family_module": self.family.module,
                 "mase_scale": self.mase_scale_.tolist()}
         (path / "config.json").write_text(json.dumps(meta, indent=2))
         torch.save({k: v.cpu() for k, v in self.model_.state_dict().items()}, path / "weights.pt")
@@ -233,8 +280,8 @@ class Forecaster:
         """Rebuild a saved forecaster on the CPU (whatever device it was trained on)."""
         path = Path(path)
         meta = json.loads((path / "config.json").read_text())
-        self = cls(ForecasterConfig.from_dict(meta["config"]))
-        self.model_ = RecurrentForecaster(self.cfg.model)
+        self = cls(ForecasterConfig.from_dict(meta["config"], meta.get("family_module", "")))
+        self.model_ = self.family.build(self.cfg.model)
         state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
         self.model_.load_state_dict(state)
         self.model_.eval()

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from forecasting.core.data import ID, TARGET, TIME, parse_long
+from forecasting.core.columns import ID, TARGET, TIME
+from forecasting.core.data import parse_long
 from forecasting.core.errors import DataError
 from forecasting.core.features import calendar_features
 from forecasting.core.scaling import SeriesScaler, series_stats

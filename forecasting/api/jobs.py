@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from forecasting import families
 from forecasting.core import intervals
 from forecasting.core.backtest import BacktestConfig
 from forecasting.core.data import check_name
 from forecasting.core.errors import ForecastingError
 from forecasting.core.options import name_list, option
-from forecasting.families.recurrent import FAMILIES
 
 ABSOLUTE_METRICS = ("mase", "mae", "smape")  # scored on absolute errors: select on MAE, not MSE
 METRICS = (*ABSOLUTE_METRICS, "mse")
@@ -63,8 +63,8 @@ class TrainJob:
 
     dataset: str
     horizon: int = option(help="steps ahead to forecast")
-    families: tuple[str, ...] = option(FAMILIES, "model families, comma-separated", flag="--models",
-                                       parse=name_list)
+    families: tuple[str, ...] = option(families.DEFAULT, "model families, comma-separated (any registered "
+                                       "family: gru, lstm, ...)", flag="--models", parse=name_list)
     tune: TuneConfig = TuneConfig()
     val: float = option(0.1, "fraction of each series for validation (before the test part)")
     test: float = option(0.2, "fraction of each series for the test part (its end)")
@@ -92,9 +92,10 @@ class TrainJob:
     def __post_init__(self) -> None:
         check_name(self.dataset)
         check_levels(self.levels)
-        bad = [f for f in self.families if f not in FAMILIES]
+        known = families.names()
+        bad = [f for f in self.families if f not in known]
         if bad or not self.families:
-            raise ValueError(f"--models: unknown model family {bad}; use {' and/or '.join(FAMILIES)}")
+            raise ValueError(f"--models: unknown model family {bad}; use any of {', '.join(known)}")
         if self.horizon < 1:
             raise ValueError(f"--horizon must be positive, got {self.horizon}")
         if self.ensemble < 1:
@@ -113,7 +114,7 @@ class BacktestJob:
     dataset: str
     model: str | None = option(None, "registered model as NAME@ALIAS (e.g. etth1-gru@champion)")
     family: str | None = option(None, "fit this family (its study's best configuration, else the default) "
-                                "before the first cutoff", choices=FAMILIES)
+                                "before the first cutoff (any registered family)")
     windows: int = option(5, "number of cutoffs K")
     step: int | None = option(None, "rows between cutoffs (default: the horizon)")
     horizon: int | None = option(None, "horizon for --family (a registered model has its own)")
@@ -128,7 +129,9 @@ class BacktestJob:
         """One clear error for a backtest that cannot run, before any work."""
         check_name(self.dataset)
         if bool(self.model) == bool(self.family):
-            raise ForecastingError("backtest: give exactly one of --model NAME@ALIAS and --family gru|lstm")
+            raise ForecastingError("backtest: give exactly one of --model NAME@ALIAS and --family NAME")
+        if self.family and self.family not in families.names():
+            raise ForecastingError(f"--family {self.family!r}: unknown; use any of {', '.join(families.names())}")
         if self.model and "@" not in self.model:
             raise ForecastingError(f"--model {self.model!r}: expected NAME@ALIAS, e.g. etth1-gru@champion")
         if self.model:

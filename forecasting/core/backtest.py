@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from forecasting.core.data import ID, TIME
+from forecasting.core.columns import CUTOFF, ID, TARGET, TIME
 from forecasting.core.evaluation import Evaluation, Predictor, point_metrics, score
 from forecasting.core.metrics import mse
 from forecasting.core.options import option
@@ -103,17 +103,17 @@ def cross_validation(panel: Panel, predictors: list[Predictor], horizon: int, en
     frame = pd.DataFrame({
         ID: np.repeat(np.asarray(panel.ids, dtype=object)[series], horizon),
         TIME: _times(panel, np.repeat(series, horizon), rows.reshape(-1)),
-        "cutoff": np.repeat(_times(panel, series, local - 1), horizon),
+        CUTOFF: np.repeat(_times(panel, series, local - 1), horizon),
     })
     overall, per_cut = [], []
     for p in predictors:
         y_hat_std = p.fn(x[:, L - p.lookback:])  # [N, H]
         ev = score(y_std, y_hat_std, series, mean, std, mase_scale)
         if "y" not in frame:
-            frame["y"] = ev.y.reshape(-1)
+            frame[TARGET] = ev.y.reshape(-1)
         frame[p.name] = ev.y_hat.reshape(-1)
         overall.append({"predictor": p.name, **{k: ev.metrics[k] for k in METRICS}})
-        per_cut += _by_cutoff(p.name, frame["cutoff"].to_numpy()[::horizon], ev, y_std, y_hat_std, mase_scale)
+        per_cut += _by_cutoff(p.name, frame[CUTOFF].to_numpy()[::horizon], ev, y_std, y_hat_std, mase_scale)
     return Backtest(frame, pd.DataFrame(overall), pd.DataFrame(per_cut))
 
 
@@ -125,6 +125,6 @@ def _by_cutoff(name: str, cut: np.ndarray, ev: Evaluation, y_std: np.ndarray, y_
         k = cut == c  # [N]
         m = point_metrics(ev.y[k], ev.y_hat[k], mase_scale[ev.series[k]])
         m["mse_std"] = mse(y_std[k], y_hat_std[k])
-        out.append({"predictor": name, "cutoff": pd.Timestamp(c), **{key: m[key] for key in METRICS},
+        out.append({"predictor": name, CUTOFF: pd.Timestamp(c), **{key: m[key] for key in METRICS},
                     "n_series": int(k.sum())})
     return out

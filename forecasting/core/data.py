@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from forecasting.core.columns import ID, TARGET, TIME  # noqa: F401  (the contract's names, re-exported)
 from forecasting.core.errors import DataError
 from forecasting.core.options import name_list, option
 
-ID, TIME, TARGET = "unique_id", "ds", "y"
 # Dataset names become file names, MLflow experiment and registered-model names and Optuna study
 # names: letters, digits, '.', '_' and '-', starting with a letter or digit (no path separators).
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")

@@ -12,12 +12,13 @@ import pandas as pd
 from forecasting.core.data import IngestConfig, IngestReport, check_name, infer_freq, load
 from forecasting.core.errors import DataError
 from forecasting.core.files import write_json, write_table
+from forecasting.core.home import Home
 from forecasting.core.provenance import dataset_fingerprint
 
 
 def processed_path(home: str | Path, name: str) -> Path:
     """`<home>/data/processed/<name>.parquet`; a name that could leave that folder is refused."""
-    return Path(home).resolve() / "data" / "processed" / f"{check_name(name)}.parquet"
+    return Home.of(home).dataset(check_name(name))
 
 
 def ingest(source: str | Path, name: str, home: str | Path, cfg: IngestConfig = IngestConfig()

@@ -22,13 +22,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from forecasting.core.data import ID, TARGET, TIME, parse_long
-from forecasting.core.metrics import interval_metrics, msis
+from forecasting.core.columns import CUTOFF, ID, TARGET, TIME, Y_HAT
+from forecasting.core.data import parse_long
+from forecasting.core.metrics import interval_metrics, msis, prefix_scales, series_scale
 
-MODEL = "y_hat"
+MODEL = Y_HAT
 # A flat history has no scale: fall back to this fraction of its level (or to 1.0 at level 0), so the
 # band stays in the series' units and proportional to its size instead of dividing by zero.
-FLAT_FRACTION = 1e-2
 
 
 def column(level: int, side: str, model_col: str = MODEL) -> str:
@@ -41,25 +41,6 @@ def column(level: int, side: str, model_col: str = MODEL) -> str:
 def interval_columns(levels, model_col: str = MODEL) -> list[str]:
     """Every lo/hi column of `levels`, lowest level first: lo-80, hi-80, lo-95, hi-95."""
     return [column(lv, side, model_col) for lv in sorted(levels) for side in ("lo", "hi")]
-
-
-def _flat_scale(y: np.ndarray) -> float:
-    level = float(np.nanmean(np.abs(y))) if np.isfinite(y).any() else 0.0
-    return FLAT_FRACTION * level if level > 0 else 1.0
-
-
-def series_scale(y: np.ndarray, season: int) -> float:
-    """Mean |y_t − y_{t−m}| over the history `y` (m = `season` when the history holds more than m
-    points, else 1): the M4 MASE/MSIS denominator. NaN differences are skipped; a zero or undefined
-    seasonal scale falls back to the naive (m = 1) one, then to a small fraction of the level."""
-    y = np.asarray(y, dtype=np.float64)
-    for m in (season if len(y) > season else 1, 1):
-        if len(y) > m:
-            d = np.abs(y[m:] - y[:-m])
-            d = d[np.isfinite(d)]
-            if len(d) and d.mean() > 0:
-                return float(d.mean())
-    return _flat_scale(y)
 
 
 def history_scales(history: pd.DataFrame, season: int) -> pd.Series:
@@ -180,25 +161,7 @@ def _scales_at(history: pd.DataFrame, keys: pd.DataFrame, season: int) -> np.nda
         if uid in pos:
             idx = pos[uid]
             n = np.searchsorted(part[TIME].to_numpy(), cut[idx], side="right")  # rows with ds <= cutoff
-            out[idx] = _prefix_scales(part[TARGET].to_numpy(np.float64), n, season)
-    return out
-
-
-def _prefix_scales(y: np.ndarray, n: np.ndarray, season: int) -> np.ndarray:
-    """`series_scale(y[:k], season)` for every k in `n` [C] from cumulative sums (same results)."""
-    def prefix_mean(m: int) -> np.ndarray:
-        d = np.abs(y[m:] - y[:-m]) if len(y) > m else np.zeros(0)
-        ok = np.isfinite(d)
-        s = np.r_[0.0, np.cumsum(np.where(ok, d, 0.0))]
-        c = np.r_[0, np.cumsum(ok)]
-        j = np.clip(n - m, 0, len(d))  # differences inside the first k rows
-        return np.divide(s[j], c[j], out=np.zeros(len(n)), where=c[j] > 0)
-
-    seasonal, naive = prefix_mean(season), prefix_mean(1)
-    out = np.where(n > season, seasonal, naive)
-    out = np.where(out > 0, out, naive)
-    bad = ~(out > 0)
-    out[bad] = [_flat_scale(y[:k]) for k in n[bad]]
+            out[idx] = prefix_scales(part[TARGET].to_numpy(np.float64), n, season)
     return out
 
 
@@ -210,8 +173,8 @@ def step_index(frame: pd.DataFrame, by: list[str]) -> np.ndarray:
 def _windows(f: pd.DataFrame, history: pd.DataFrame, season: int) -> pd.DataFrame:
     """One row per (unique_id, cutoff) window of a cross-validation frame, in `ngroup` order: its
     series, cutoff, first and last target ds and the seasonal scale of the history up to its cutoff."""
-    w = f.groupby([ID, "cutoff"], sort=False).agg(first=(TIME, "min"), last=(TIME, "max")).reset_index()
-    w["seasonal"] = _scales_at(history, w[[ID, "cutoff"]].rename(columns={"cutoff": TIME}), season)
+    w = f.groupby([ID, CUTOFF], sort=False).agg(first=(TIME, "min"), last=(TIME, "max")).reset_index()
+    w["seasonal"] = _scales_at(history, w[[ID, CUTOFF]].rename(columns={CUTOFF: TIME}), season)
     return w
 
 
@@ -227,8 +190,8 @@ def calibrate_backtest(forecasts: pd.DataFrame, history: pd.DataFrame, levels, s
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     f = forecasts.reset_index(drop=True)
-    step = step_index(f, [ID, "cutoff"])  # [R]
-    window = f.groupby([ID, "cutoff"], sort=False).ngroup().to_numpy()  # [R]
+    step = step_index(f, [ID, CUTOFF])  # [R]
+    window = f.groupby([ID, CUTOFF], sort=False).ngroup().to_numpy()  # [R]
     H = int(step.max()) + 1
     resid = (f[TARGET] - f[model_col]).to_numpy(np.float64)  # [R]
     grid = np.full((int(window.max()) + 1, H), np.nan)  # [W windows, H]
@@ -251,7 +214,7 @@ def residual_scales(grid: np.ndarray, w: pd.DataFrame) -> tuple[np.ndarray, dict
     scale, gets its seasonal scale × ratio, as does an unseen series at prediction time."""
     absr = np.abs(grid)  # [W, H]
     tot, cnt = np.nansum(absr, axis=1), np.isfinite(absr).sum(axis=1)  # [W] each
-    cutoff, first, last = (w[c].to_numpy() for c in ("cutoff", "first", "last"))  # [W] each
+    cutoff, first, last = (w[c].to_numpy() for c in (CUTOFF, "first", "last"))  # [W] each
     seasonal = w["seasonal"].to_numpy(np.float64)  # [W]
     loo = np.full(len(w), np.nan)
     full, ratios = {}, []
@@ -288,8 +251,8 @@ def choose_calibration(forecasts: pd.DataFrame, history: pd.DataFrame, levels, s
     chosen = min(scores, key=scores.get) if scores else SEASONAL
     conf = calibrate_backtest(forecasts, history, levels, season, model_col, mode=chosen)
     choice = {"chosen": chosen, "level": levels[-1], "validation_msis": scores,
-              "windows": {"calibrate": int(early.groupby([ID, "cutoff"]).ngroups),
-                          "score": int(late.groupby([ID, "cutoff"]).ngroups)}}
+              "windows": {"calibrate": int(early.groupby([ID, CUTOFF]).ngroups),
+                          "score": int(late.groupby([ID, CUTOFF]).ngroups)}}
     return replace(conf, choice=choice | ({"fallback": reason} if reason else {}))
 
 
@@ -298,16 +261,16 @@ def split_windows(forecasts: pd.DataFrame, score_share: float) -> tuple[pd.DataF
     one, at most n − 1) to score, and the earlier windows whose targets end before the first of
     them starts (the windows in between would share targets with both) to calibrate."""
     f = forecasts.reset_index(drop=True)
-    w = f.groupby([ID, "cutoff"], sort=False).agg(first=(TIME, "min")).reset_index()
-    w = w.sort_values([ID, "cutoff"], kind="stable")
-    n = w.groupby(ID)["cutoff"].transform("size").to_numpy()
+    w = f.groupby([ID, CUTOFF], sort=False).agg(first=(TIME, "min")).reset_index()
+    w = w.sort_values([ID, CUTOFF], kind="stable")
+    n = w.groupby(ID)[CUTOFF].transform("size").to_numpy()
     rank = w.groupby(ID).cumcount().to_numpy()
     late = rank >= n - np.clip(np.ceil(score_share * n), 1, np.maximum(n - 1, 1))  # [W]
     start = w[late].groupby(ID)["first"].min()  # first scored target of each series
-    key = pd.MultiIndex.from_frame(f[[ID, "cutoff"]])
-    late_keys = pd.MultiIndex.from_frame(w.loc[late, [ID, "cutoff"]])
+    key = pd.MultiIndex.from_frame(f[[ID, CUTOFF]])
+    late_keys = pd.MultiIndex.from_frame(w.loc[late, [ID, CUTOFF]])
     is_late = key.isin(late_keys)
-    last = f.groupby([ID, "cutoff"], sort=False)[TIME].transform("max")
+    last = f.groupby([ID, CUTOFF], sort=False)[TIME].transform("max")
     before = (last < f[ID].map(start)).to_numpy()  # NaN start (a series with one window) compares False
     return f[~is_late & before], f[is_late]
 
@@ -317,7 +280,7 @@ def _validation_msis(early: pd.DataFrame, late: pd.DataFrame, history: pd.DataFr
     """Per mode, the MSIS at the highest level of the `late` windows with bands calibrated on `early`;
     each row scaled, as in M4, by its series' seasonal-naive MAE up to its cutoff (the same for both)."""
     late = late.reset_index(drop=True)
-    window = late.groupby([ID, "cutoff"], sort=False).ngroup().to_numpy()  # [R]
+    window = late.groupby([ID, CUTOFF], sort=False).ngroup().to_numpy()  # [R]
     scale = _windows(late, history, season)["seasonal"].to_numpy()[window]  # [R]
     lv, out = levels[-1], {}
     for mode in MODES:
@@ -397,11 +360,11 @@ def backtest_intervals(frame: pd.DataFrame, history: pd.DataFrame, conf: Conform
     RESIDUAL: the series' stored scale (seasonal up to the cutoff × ratio for an unseen series)."""
     levels = _levels_of(conf, levels)
     out = frame.reset_index(drop=True).copy()
-    step = step_index(out, [ID, "cutoff"])  # [R]
+    step = step_index(out, [ID, CUTOFF])  # [R]
     seasonal = None
     if conf.scaled:
-        window = out.groupby([ID, "cutoff"], sort=False).ngroup().to_numpy()
-        keys = out.drop_duplicates([ID, "cutoff"])[[ID, "cutoff"]].rename(columns={"cutoff": TIME})
+        window = out.groupby([ID, CUTOFF], sort=False).ngroup().to_numpy()
+        keys = out.drop_duplicates([ID, CUTOFF])[[ID, CUTOFF]].rename(columns={CUTOFF: TIME})
         seasonal = _scales_at(history, keys.reset_index(drop=True), conf.season)[window]
     return _put_bands(out, conf, levels, step, conf.band_scales(out[ID].to_numpy(), seasonal), model_col)
 

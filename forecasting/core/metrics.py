@@ -25,12 +25,44 @@ def smape(y: np.ndarray, y_hat: np.ndarray) -> float:
     return float(np.mean(np.divide(num, den, out=np.zeros_like(num), where=den > 0)))
 
 
-def seasonal_scale(insample: np.ndarray, m: int = 1) -> float:
-    """MASE denominator: mean |y_t − y_{t−m}| over the in-sample (training) part."""
-    insample = np.asarray(insample, dtype=np.float64)
-    if len(insample) <= m:
-        raise ValueError(f"in-sample part has {len(insample)} points, needs more than m={m}")
-    return float(np.mean(np.abs(insample[m:] - insample[:-m])))
+FLAT_FRACTION = 1e-2  # the scale of a flat series: this fraction of its level
+
+
+def _flat_scale(y: np.ndarray) -> float:
+    level = float(np.nanmean(np.abs(y))) if np.isfinite(y).any() else 0.0
+    return FLAT_FRACTION * level if level > 0 else 1.0
+
+
+def series_scale(y: np.ndarray, season: int) -> float:
+    """Mean |y_t − y_{t−m}| over the history `y` (m = `season` when the history holds more than m
+    points, else 1): the M4 MASE/MSIS denominator. NaN differences are skipped; a zero or undefined
+    seasonal scale falls back to the naive (m = 1) one, then to a small fraction of the level."""
+    y = np.asarray(y, dtype=np.float64)
+    for m in (season if len(y) > season else 1, 1):
+        if len(y) > m:
+            d = np.abs(y[m:] - y[:-m])
+            d = d[np.isfinite(d)]
+            if len(d) and d.mean() > 0:
+                return float(d.mean())
+    return _flat_scale(y)
+
+
+def prefix_scales(y: np.ndarray, n: np.ndarray, season: int) -> np.ndarray:
+    """`series_scale(y[:k], season)` for every k in `n` [C] from cumulative sums (same results)."""
+    def prefix_mean(m: int) -> np.ndarray:
+        d = np.abs(y[m:] - y[:-m]) if len(y) > m else np.zeros(0)
+        ok = np.isfinite(d)
+        s = np.r_[0.0, np.cumsum(np.where(ok, d, 0.0))]
+        c = np.r_[0, np.cumsum(ok)]
+        j = np.clip(n - m, 0, len(d))  # differences inside the first k rows
+        return np.divide(s[j], c[j], out=np.zeros(len(n)), where=c[j] > 0)
+
+    seasonal, naive = prefix_mean(season), prefix_mean(1)
+    out = np.where(n > season, seasonal, naive)
+    out = np.where(out > 0, out, naive)
+    bad = ~(out > 0)
+    out[bad] = [_flat_scale(y[:k]) for k in n[bad]]
+    return out
 
 
 def mase(y: np.ndarray, y_hat: np.ndarray, scale: float | np.ndarray) -> float:

@@ -29,7 +29,7 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | No
 
 
 def name_list(text: str) -> tuple[str, ...]:
-    """An option parser: `gru,lstm` -> ("gru", "lstm")."""
+    """An option parser: `a,b` -> ("a", "b")."""
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 

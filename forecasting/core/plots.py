@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from forecasting.core.columns import CUTOFF, ID, TARGET, TIME, Y_HAT
+
 
 def loss_curves(path: str | Path, history: list[dict], title: str = "") -> Path:
     """Training and validation loss per epoch."""
@@ -31,16 +33,16 @@ def backtest_plot(path: str | Path, bt, title: str = "", n_series: int = 1) -> P
     fig = Figure(figsize=(10, 6), layout="constrained")
     top, bottom = fig.subplots(2, 1)
     for name, part in bt.by_cutoff.groupby("predictor", sort=False):
-        top.plot(part["cutoff"], part["mase"], marker="o", label=name)
+        top.plot(part[CUTOFF], part["mase"], marker="o", label=name)
     top.set_ylabel("MASE per cutoff")
     top.legend(fontsize=8)
     frame = bt.forecasts
     model = bt.metrics["predictor"].iloc[0]
-    uid = frame["unique_id"].iloc[0]
-    one = frame[frame["unique_id"] == uid]
-    bottom.plot(one["ds"], one["y"], color="black", label="actual")
-    for _, part in one.groupby("cutoff"):
-        bottom.plot(part["ds"], part[model], color="tab:blue", alpha=0.8)
+    uid = frame[ID].iloc[0]
+    one = frame[frame[ID] == uid]
+    bottom.plot(one[TIME], one[TARGET], color="black", label="actual")
+    for _, part in one.groupby(CUTOFF):
+        bottom.plot(part[TIME], part[model], color="tab:blue", alpha=0.8)
     bottom.set_title(f"{uid}: forecasts from each cutoff (blue) against actuals", fontsize=9)
     if title:
         fig.suptitle(title)
@@ -50,7 +52,7 @@ def backtest_plot(path: str | Path, bt, title: str = "", n_series: int = 1) -> P
 
 def _fan_series(forecast, series, n_series: int) -> list:
     """The given series first (those present), then a fixed-seed sample of the others, n_series in all."""
-    ids = list(dict.fromkeys(forecast["unique_id"].tolist()))
+    ids = list(dict.fromkeys(forecast[ID].tolist()))
     first = [s for s in (series or []) if s in ids]
     rest = [s for s in ids if s not in first]
     k = max(min(n_series - len(first), len(rest)), 0)
@@ -60,14 +62,14 @@ def _fan_series(forecast, series, n_series: int) -> list:
 
 def _fan_panel(ax, uid, past, fc, levels, actual, band_color: str = "tab:blue") -> None:
     """One series: history, bands (widest lightest, drawn first), forecast, actuals."""
-    ax.plot(past["ds"], past["y"], color="black", lw=1, label="history")
+    ax.plot(past[TIME], past[TARGET], color="black", lw=1, label="history")
     for i, lv in enumerate(sorted(levels, reverse=True)):
         alpha = 0.15 + 0.2 * i  # nested bands: the narrower the band, the darker
-        ax.fill_between(fc["ds"], fc[f"y_hat-lo-{lv}"], fc[f"y_hat-hi-{lv}"], color=band_color, alpha=alpha,
+        ax.fill_between(fc[TIME], fc[f"y_hat-lo-{lv}"], fc[f"y_hat-hi-{lv}"], color=band_color, alpha=alpha,
                         lw=0, label=f"{lv}% interval")
-    ax.plot(fc["ds"], fc["y_hat"], color=band_color, lw=1.5, label="forecast")
+    ax.plot(fc[TIME], fc[Y_HAT], color=band_color, lw=1.5, label="forecast")
     if actual is not None and len(actual):
-        ax.plot(actual["ds"], actual["y"], color="tab:red", lw=1, ls="--", label="actual")
+        ax.plot(actual[TIME], actual[TARGET], color="tab:red", lw=1, ls="--", label="actual")
     ax.set_title(str(uid), fontsize=9)
 
 
@@ -80,11 +82,11 @@ def fan_figure(history, forecast, levels, actuals=None, series=None, n_series: i
     fig = Figure(figsize=(10, 2.8 * len(chosen)), layout="constrained")
     axes = fig.subplots(len(chosen), 1, squeeze=False)[:, 0]
     for ax, uid in zip(axes, chosen, strict=True):
-        fc = forecast[forecast["unique_id"] == uid].sort_values("ds")
+        fc = forecast[forecast[ID] == uid].sort_values(TIME)
         n_past = history_len or 4 * len(fc)  # default: four horizons of context
-        past = history[history["unique_id"] == uid].sort_values("ds").tail(n_past)
-        act = None if actuals is None else actuals[(actuals["unique_id"] == uid)
-                                                   & actuals["ds"].isin(fc["ds"])].sort_values("ds")
+        past = history[history[ID] == uid].sort_values(TIME).tail(n_past)
+        act = None if actuals is None else actuals[(actuals[ID] == uid)
+                                                   & actuals[TIME].isin(fc[TIME])].sort_values(TIME)
         _fan_panel(ax, uid, past, fc, levels, act)
         locator = mdates.AutoDateLocator()
         ax.xaxis.set_major_locator(locator)

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from forecasting.core.data import ID, TARGET, TIME, Split
+from forecasting.core.columns import ID, TARGET, TIME
+from forecasting.core.data import Split
 from forecasting.core.errors import DataError
 
 

@@ -15,20 +15,25 @@ seasonal naive, and training moves away from it only where that lowers the loss.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 from torch import nn
 
+from forecasting.core.baselines import linear_start, seasonal_naive
+from forecasting.core.metrics import mse
 from forecasting.core.scaling import WINDOW_NORMS, window_norm
+from forecasting.core.training import count_parameters  # noqa: F401  (re-exported)
+from forecasting.core.windows import Windows
+from forecasting.families.base import Choice, Family, FloatRange, IntRange, Param, register
 
 CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
-FAMILIES = tuple(CELLS)  # the model families a job can tune: one per recurrent cell
 HIGHWAY_INITS = ("default", "seasonal", "linear")
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class RecurrentConfig:
     """Architecture of a `RecurrentForecaster`.
 
     `n_features` counts the target plus covariates (calendar features included).
@@ -80,7 +85,7 @@ def seasonal_naive_weights(lookback: int, horizon: int, period: int) -> torch.Te
 class RecurrentForecaster(nn.Module):
     """x [B, L, F] -> y_hat [B, H]: normalize the window, encode, project, add the highway."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: RecurrentConfig):
         super().__init__()
         self.cfg = cfg
         step_in = cfg.n_features * cfg.segment
@@ -128,6 +133,88 @@ class RecurrentForecaster(nn.Module):
         return y.float() * scale + loc
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+ModelConfig = RecurrentConfig  # the name saved code and older callers use
+
+
+# --------------------------------------------------------------------------- the family's search and start
+
+
+@dataclass(frozen=True)
+class RecurrentSpace:
+    """The recurrent family's own ranges (GRU and LSTM are searched in the same space: a fair
+    comparison). The shared ones (lookback, learning rate, ...) are in `tuning.space.SearchSpace`."""
+
+    hidden: tuple[int, int] = (16, 128)
+    layers: tuple[int, int] = (1, 3)
+    dropout: tuple[float, float] = (0.0, 0.3)
+    norms: tuple[str, ...] = ("none", "last", "standard")
+    segments: tuple[int, ...] = (1, 24)
+    highway: tuple[bool, ...] = (True, False)
+    inits: tuple[str, ...] = ("linear", "seasonal")  # where the highway starts (when on)
+
+    def params(self) -> dict[str, Param]:
+        return {"hidden": IntRange(*self.hidden, log=True), "layers": IntRange(*self.layers),
+                "dropout": FloatRange(*self.dropout), "norm": Choice(self.norms), "segment": Choice(self.segments),
+                "highway": Choice(self.highway), "init": Choice(self.inits)}
+
+
+def default_space(periods: tuple[int, ...]) -> RecurrentSpace:
+    """Segments of half or one shortest season; the linear highway on or off.
+
+    Step-by-step reading (segment 1) is left out for seasonal data: on ETTh1 it trained many times
+    slower and ended less accurate at the same budget than season-long segments
+    (benchmarks/results/speed.md); pass a space to search it.
+    """
+    period = min(periods) if periods else 1
+    return RecurrentSpace(segments=tuple(sorted({max(period // 2, 1), period})) if period >= 8 else (1,))
+
+
+def first(space: RecurrentSpace, lookbacks: tuple[int, ...]) -> dict:
+    """A mid-size one-layer model, window standardization, the longest segment, the highway on (it
+    starts as the ridge fit) and the longest lookback up to 7 segments (one week of hourly data)."""
+    lookback = [lb for lb in lookbacks if lb <= 7 * max(space.segments)] or list(lookbacks)
+    fits = [s for s in space.segments if s <= max(lookback)]
+    return {"lookback": max(lookback), "hidden": min(max(64, space.hidden[0]), space.hidden[1]),
+            "layers": space.layers[0], "dropout": space.dropout[0],
+            "norm": "standard" if "standard" in space.norms else space.norms[0],
+            "segment": max(fits) if fits else min(space.segments),
+            "highway": True in space.highway, "init": space.inits[0]}
+
+
+def configure(cfg: RecurrentConfig, p: dict) -> RecurrentConfig:
+    """The architecture a drawn parameter set stands for (`cfg.lookback` is already the drawn one)."""
+    return replace(cfg, hidden=p["hidden"], layers=p["layers"], dropout=p["dropout"], norm=p["norm"],
+                   segment=min(p["segment"], cfg.lookback), highway=bool(p.get("highway", False)),
+                   init=p.get("init", cfg.init))
+
+
+def best_season(train: Windows, cfg: RecurrentConfig, periods: tuple[int, ...], max_windows: int = 20_000) -> int:
+    """The kept period whose seasonal naive fits the training windows best (0: none fits the
+    lookback). Chosen on training data only."""
+    periods = [p for p in periods if 1 < p <= cfg.lookback]
+    if not periods or len(train) == 0:
+        return 0
+    idx = np.linspace(0, len(train) - 1, min(len(train), max_windows)).astype(np.int64)
+    x, y = train.arrays(idx)
+    return min(periods, key=lambda p: mse(y, seasonal_naive(x[..., 0], cfg.horizon, p)))
+
+
+def start(model: RecurrentForecaster, cfg: RecurrentConfig, train: Windows, val: Windows,
+          periods: tuple[int, ...]) -> RecurrentConfig | None:
+    """With the highway on, start it as the best seasonal naive (`init="seasonal"`, the season it
+    chose recorded in the config) or as the ridge fit of the normalized windows, the recurrent head
+    at zero; that start then competes with every epoch on validation."""
+    if not cfg.highway:
+        return None
+    if cfg.init == "linear":
+        model.start_as_linear(*linear_start(train, val, cfg.norm))
+        return cfg
+    season = best_season(train, cfg, periods) if cfg.init == "seasonal" else 0
+    if season:
+        model.start_as_seasonal_naive(season)
+    return replace(cfg, season=season)
+
+
+for _cell in CELLS:
+    register(Family(_cell, RecurrentConfig, default_space, RecurrentForecaster, configure, first, start,
+                    defaults={"cell": _cell}, module=__name__))

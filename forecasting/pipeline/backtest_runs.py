@@ -14,9 +14,12 @@ import pandas as pd
 from forecasting.api.forecaster import ForecasterConfig
 from forecasting.api.jobs import TrainJob
 from forecasting.core.backtest import BacktestConfig
-from forecasting.pipeline.steps import base_config, make_split, search_space
+from forecasting.core.columns import CUTOFF, ID
+from forecasting.core.home import sqlite_path
+from forecasting.pipeline.plan import base_config, make_split, search_space
 from forecasting.tracking import runs
-from forecasting.tuning.study import apply_params, default_storage, starting_point, study_name
+from forecasting.tuning.space import apply_params, starting_point
+from forecasting.tuning.study import default_storage, study_name
 
 
 def family_config(df: pd.DataFrame, freq: str, home: str | Path, dataset: str, family: str, horizon: int,
@@ -25,11 +28,11 @@ def family_config(df: pd.DataFrame, freq: str, home: str | Path, dataset: str, f
     the default storage, else the search space's starting point."""
     job = TrainJob(dataset, horizon, (family,), seed=seed)
     split = make_split(df, job)
-    base = base_config(df, freq, job, split)
+    base = base_config(df, freq, job, split, family)
     base = replace(base, train=replace(base.train, max_epochs=max_epochs))
-    params = starting_point(search_space(df, split, base, job))
+    params = starting_point(search_space(df, split, base, job), family)
     storage = default_storage(home)
-    if not Path(storage.removeprefix("sqlite:///")).exists():  # no search has run here: nothing to load
+    if not sqlite_path(storage).exists():  # no search has run here: nothing to load
         return apply_params(base, params, family)
     try:
         study = optuna.load_study(study_name=study_name(dataset, horizon, family), storage=storage)
@@ -44,7 +47,7 @@ def log_backtest_run(home: str | Path, dataset: str, result, cfg: BacktestConfig
     """A run `backtest-<time>` in experiment `<dataset>-h<H>` holding the backtest's tables and plots
     (with interval columns and a fan chart of the last cutoff when `levels` were asked for)."""
     runs.configure(home)
-    horizon = int(result.backtest.forecasts.groupby(["unique_id", "cutoff"]).size().iloc[0])
+    horizon = int(result.backtest.forecasts.groupby([ID, CUTOFF]).size().iloc[0])
     exp = runs.ensure_experiment(runs.experiment_name(dataset, horizon), home)
     with runs.run(exp, f"backtest-{time.strftime('%Y%m%d-%H%M%S')}",
                   tags={"kind": "backtest", "what": result.what, "in_sample": result.in_sample}) as run_id:
@@ -52,6 +55,6 @@ def log_backtest_run(home: str | Path, dataset: str, result, cfg: BacktestConfig
         runs.log_backtest(run_id, result.backtest, f"{dataset}: {result.what}")
         if levels and df is not None:
             frame = result.backtest.forecasts
-            last = frame[frame["cutoff"] == frame.groupby("unique_id")["cutoff"].transform("max")]
+            last = frame[frame[CUTOFF] == frame.groupby(ID)[CUTOFF].transform("max")]
             runs.log_fan_chart(run_id, df, last, levels, (), f"{dataset}: {result.what}, last cutoff", "backtest")
     return run_id

@@ -29,9 +29,12 @@ from forecasting.core.errors import ForecastingError
 from forecasting.core.options import from_dict, to_dict
 from forecasting.core.training import torch_threads
 from forecasting.pipeline import search_log
-from forecasting.pipeline.steps import RunContext, base_config, make_split, run_context, search_space
+from forecasting.pipeline.plan import RunContext, base_config, make_split, search_space
+from forecasting.pipeline.steps import run_context
 from forecasting.tracking import runs
-from forecasting.tuning.study import TuneResult, apply_params, default_storage, study_name, tune
+from forecasting.tuning.objective import TuneResult, tune
+from forecasting.tuning.space import apply_params
+from forecasting.tuning.study import default_storage, study_name
 
 JOB_ENV = "FORECASTING_WORKER_JOB"  # the job of worker processes (keeps a storage password off `ps`)
 
@@ -47,7 +50,7 @@ def tune_family(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split, 
                 progress: bool = True, plots: bool = True) -> TuneResult:
     """Optuna search for one family, each trial a nested MLflow run (optimization plots on the parent)."""
     job = with_storage(job, ctx.home, index)
-    base = base_config(df, ctx.freq, job, split)
+    base = base_config(df, ctx.freq, job, split, family)
     hook = search_log.TrialLogger(ctx.experiment_id, ctx.parent_run_id, family)
     result = tune(df, split, base, family, study_name(job.dataset, job.horizon, family), job.tune,
                   search_space(df, split, base, job), hook, progress, on_stale=search_log.close_stale_trial_run)

@@ -13,7 +13,7 @@ import optuna
 from mlflow import MlflowClient
 
 from forecasting.tracking.runs import end_run, log_table, log_values, start_run
-from forecasting.tuning.study import trials_frame
+from forecasting.tuning.objective import trials_frame
 
 
 class TrialLogger:

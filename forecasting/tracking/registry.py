@@ -15,7 +15,9 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from forecasting.api.forecaster import Forecaster
+from forecasting.core.columns import ID, TARGET, TIME
 from forecasting.core.errors import ModelNotFoundError
+from forecasting.core.home import sqlite_path
 from forecasting.tracking import serving
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -23,9 +25,9 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 
 def input_example(df: pd.DataFrame, lookback: int, n_series: int = 2) -> pd.DataFrame:
     """The last `lookback` rows of a few series, in the pyfunc's input format."""
-    ids = df["unique_id"].drop_duplicates().head(n_series)
-    ex = df[df["unique_id"].isin(ids)].groupby("unique_id", sort=False).tail(lookback)
-    return ex[["unique_id", "ds", "y", *[c for c in df.columns if c not in ("unique_id", "ds", "y")]]].reset_index(drop=True)
+    ids = df[ID].drop_duplicates().head(n_series)
+    ex = df[df[ID].isin(ids)].groupby(ID, sort=False).tail(lookback)
+    return ex[[ID, TIME, TARGET, *[c for c in df.columns if c not in (ID, TIME, TARGET)]]].reset_index(drop=True)
 
 
 def log_model(run_id: str, forecaster: Forecaster, example: pd.DataFrame) -> str:
@@ -36,7 +38,7 @@ def log_model(run_id: str, forecaster: Forecaster, example: pd.DataFrame) -> str
             info = mlflow.pyfunc.log_model(
                 name="model", python_model=serving.ForecastModel(), artifacts={"forecaster": str(path)},
                 signature=serving.signature(forecaster.cfg.model.horizon), input_example=example,
-                pip_requirements=serving.pip_requirements(), code_paths=[serving.code_path()],
+                pip_requirements=serving.pip_requirements(), code_paths=serving.code_paths(forecaster.family.module),
             )
     return info.model_uri
 
@@ -81,8 +83,8 @@ def lock_path(name: str) -> Path:
     """The lock file of registered model `name`: beside a SQLite store, else in the user's cache
     (processes on one machine; a PostgreSQL store uses a database lock instead)."""
     uri = mlflow.get_tracking_uri()
-    folder = (Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///")
-              else Path.home() / ".cache" / "forecasting" / "locks")
+    store = sqlite_path(uri)
+    folder = store.parent if store is not None else Path.home() / ".cache" / "forecasting" / "locks"
     folder.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha1(f"{uri}|{name}".encode()).hexdigest()[:16]
     return folder / f".registry-{digest}.lock"

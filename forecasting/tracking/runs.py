@@ -25,6 +25,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from forecasting.api.forecaster import Forecaster
+from forecasting.core.columns import ID, TARGET, TIME
+from forecasting.core.home import Home, sqlite_path
 from forecasting.core.tables import to_markdown
 
 # --------------------------------------------------------------------------- store
@@ -38,7 +40,7 @@ def tracking_uri(home: str | Path = ".") -> str:
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env and env not in _SET_BY_US:
         return env
-    return f"sqlite:///{Path(home).resolve() / 'mlruns' / 'mlflow.db'}"
+    return Home.of(home).tracking_uri
 
 
 def configure(home: str | Path = ".") -> str:
@@ -48,8 +50,8 @@ def configure(home: str | Path = ".") -> str:
     processes inherit it); it is remembered so a later home is not overridden.
     """
     uri = tracking_uri(home)
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if sqlite_path(uri) is not None:
+        sqlite_path(uri).parent.mkdir(parents=True, exist_ok=True)
     user_set = os.environ.get("MLFLOW_TRACKING_URI") == uri and uri not in _SET_BY_US
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -70,7 +72,7 @@ def ensure_experiment(name: str, home: str | Path = ".") -> str:
         return exp.experiment_id
     location = None
     if tracking_uri(home).startswith("sqlite:"):
-        location = (Path(home).resolve() / "mlruns" / "artifacts" / name).as_uri()
+        location = (Home.of(home).artifacts / name).as_uri()
     try:
         return client.create_experiment(name, artifact_location=location)
     except MlflowException:  # another worker created it first
@@ -211,9 +213,9 @@ def log_fan_chart(run_id: str, history: pd.DataFrame, forecast: pd.DataFrame, le
     of the others (`forecast` holds `y` where the actuals are known)."""
     from forecasting.core.plots import fan_chart
 
-    actuals = forecast[["unique_id", "ds", "y"]] if "y" in forecast else None
-    first = forecast.groupby("unique_id")["ds"].min()  # per series, the first forecast step
-    past = history[history["ds"] < history["unique_id"].map(first)]  # what was known at the cutoff
+    actuals = forecast[[ID, TIME, TARGET]] if TARGET in forecast else None
+    first = forecast.groupby(ID)[TIME].min()  # per series, the first forecast step
+    past = history[history[TIME] < history[ID].map(first)]  # what was known at the cutoff
     with tempfile.TemporaryDirectory() as tmp:
         png = fan_chart(Path(tmp) / "fan_chart.png", past, forecast, levels, actuals, list(series), title=title)
         MlflowClient().log_artifact(run_id, str(png), folder)
@@ -228,7 +230,7 @@ def log_forecast_run(home: str | Path, model_name: str, alias: str, version: str
                                "output": output},
                metrics={"series_forecast": n_forecast, "series_skipped": len(skipped), "seconds": seconds})
     if skipped:
-        log_table(run_id, pd.DataFrame(skipped, columns=["unique_id", "reason"]), "skipped")
+        log_table(run_id, pd.DataFrame(skipped, columns=[ID, "reason"]), "skipped")
     end_run(run_id)
     return run_id
 

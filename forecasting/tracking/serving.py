@@ -10,6 +10,7 @@ conformal calibration stored in the model).
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import mlflow
@@ -17,7 +18,7 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-from forecasting.core.data import ID, TIME
+from forecasting.core.columns import ID, TIME, Y_HAT
 
 
 class ForecastModel(mlflow.pyfunc.PythonModel):
@@ -46,7 +47,7 @@ def signature(horizon: int) -> ModelSignature:
     """Output columns and the `horizon` and `level` parameters. The input is left unenforced on purpose: the
     forecaster parses `ds` itself, so a CSV's ISO-8601 strings work as well as datetimes, and any
     covariate columns it was trained with pass through."""
-    outputs = Schema([ColSpec("string", ID), ColSpec("datetime", TIME), ColSpec("double", "y_hat")])
+    outputs = Schema([ColSpec("string", ID), ColSpec("datetime", TIME), ColSpec("double", Y_HAT)])
     params = ParamSchema([ParamSpec("horizon", "long", horizon), ParamSpec("level", "long", [], shape=(-1,))])
     return ModelSignature(inputs=None, outputs=outputs, params=params)
 
@@ -62,3 +63,14 @@ def pip_requirements() -> list[str]:
 def code_path() -> str:
     """The `forecasting` package folder, bundled with every logged model."""
     return str(Path(__file__).resolve().parents[1])
+
+
+def code_paths(family_module: str) -> list[str]:
+    """What a logged model bundles: the `forecasting` package, and a plug-in family's top-level
+    module or package when the family lives outside it (so the model loads where neither is
+    installed)."""
+    top = family_module.split(".")[0]
+    if not top or top == "forecasting":
+        return [code_path()]
+    file = Path(importlib.import_module(top).__file__).resolve()
+    return [code_path(), str(file.parent if file.name == "__init__.py" else file)]
