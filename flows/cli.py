@@ -156,6 +156,9 @@ def _demo_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--horizon", type=int, default=24)
     p.add_argument("--max-train-windows", type=int, default=16384)
     p.add_argument("--max-val-windows", type=int, default=4096)
+    p.add_argument("--statistical", action=argparse.BooleanOptionalAction, default=False,
+                   help="also score statsforecast's MSTL, AutoETS and AutoTheta (adds many minutes: MSTL "
+                        "decomposes each of the ~24,000 test windows)")
 
 
 def bundled_data() -> Path:
@@ -293,7 +296,10 @@ def cmd_demo(args, home: Path) -> None:
     print(f"    {r['n_series']} series x {r['n_rows'] // r['n_series']} hourly points -> {r['path']}")
     print(f"2/4 tune GRU and LSTM ({args.trials} trials each, <= {args.max_epochs} epochs), "
           "refit, compare, register", flush=True)
+    if not args.statistical:
+        print("    (statsforecast's MSTL, AutoETS and AutoTheta are left out: add --statistical)", flush=True)
     run_train(from_flags(TrainJob, dataset="etth1", horizon=args.horizon, trials=args.trials,
+                         statistical=args.statistical,
                          max_epochs=args.max_epochs, max_train_windows=args.max_train_windows,
                          max_val_windows=args.max_val_windows, plot_series=("OT",)), home)
     print("3/4 batch forecast with models:/etth1-gru@champion, 80% and 95% intervals", flush=True)

@@ -230,7 +230,7 @@ class Forecaster(Fitted):
         pred = predictor or self.predictor(device)
         w = self.windows(df, split, part, lookback=pred.lookback)
         x, y = w.arrays()
-        return self._evaluation(w, y, pred.fn(x))
+        return self._evaluation(w, y, pred(x, w.series_index))
 
     def _evaluation(self, w: Windows, y_std: np.ndarray, y_hat_std: np.ndarray) -> Evaluation:
         return score(y_std, y_hat_std, w.series_index, self.scaler_.mean[:, 0], self.scaler_.std[:, 0],

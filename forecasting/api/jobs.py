@@ -86,6 +86,8 @@ class TrainJob:
     levels: tuple[int, ...] = option((80, 95), "prediction-interval levels in percent, e.g. --level 80 95: "
                                      "conformal, calibrated on the validation backtest and stored with the model "
                                      "(--level with no value: none)", flag="--level", parse=int, many=True)
+    statistical: bool = option(False, "also score statsforecast's MSTL (every kept season, AutoETS trend), AutoETS "
+                               "and AutoTheta as baselines (fitted per series on the training part; slower)")
     plot_series: tuple[str, ...] = option((), "series shown first in the fan charts, e.g. OT (then a sample of "
                                           "the others)", parse=name_list)
 

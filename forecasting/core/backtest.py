@@ -107,7 +107,7 @@ def cross_validation(panel: Panel, predictors: list[Predictor], horizon: int, en
     })
     overall, per_cut = [], []
     for p in predictors:
-        y_hat_std = p.fn(x[:, L - p.lookback:])  # [N, H]
+        y_hat_std = p(x[:, L - p.lookback:], series)  # [N, H]
         ev = score(y_std, y_hat_std, series, mean, std, mase_scale)
         if "y" not in frame:
             frame[TARGET] = ev.y.reshape(-1)

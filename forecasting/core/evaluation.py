@@ -8,7 +8,7 @@ the same target windows, so every row of a comparison is like for like.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,11 +27,18 @@ from forecasting.core.windows import Panel, make_windows
 
 @dataclass(frozen=True)
 class Predictor:
-    """A named forecast function on standardized windows: fn(x [N, L, F]) -> [N, H]."""
+    """A named forecast function on standardized windows: fn(x [N, L, F]) -> [N, H], or with
+    `by_series` fn(x, series [N]) -> [N, H] for predictors fitted per series (statistical models)."""
 
     name: str
     lookback: int
-    fn: Callable[[np.ndarray], np.ndarray]
+    fn: Callable[..., np.ndarray]
+    by_series: bool = False
+    params: dict = field(default_factory=dict)  # what a run records of it (lookback, penalty, model spec)
+
+    def __call__(self, x: np.ndarray, series: np.ndarray) -> np.ndarray:
+        """Forecasts [N, H] of windows x [N, L, F] of series `series` [N] (panel positions)."""
+        return self.fn(x, series) if self.by_series else self.fn(x)
 
 
 @dataclass
@@ -62,9 +69,10 @@ def score(y_std: np.ndarray, y_hat_std: np.ndarray, series: np.ndarray, mean: np
 
 def simple_predictors(horizon: int, periods: tuple[int, ...]) -> list[Predictor]:
     """Naive and seasonal naive at every period (target channel of the standardized windows)."""
-    out = [Predictor("naive", 1, lambda x: naive(x[..., 0], horizon))]
+    out = [Predictor("naive", 1, lambda x: naive(x[..., 0], horizon), params={"lookback": 1})]
     for m in periods:
-        out.append(Predictor(f"seasonal_naive_{m}", m, lambda x, m=m: seasonal_naive(x[..., 0], horizon, m)))
+        out.append(Predictor(f"seasonal_naive_{m}", m, lambda x, m=m: seasonal_naive(x[..., 0], horizon, m),
+                             params={"lookback": m}))
     return out
 
 
@@ -96,7 +104,8 @@ def fit_linear(panel: Panel, split: Split, horizon: int, lookbacks: tuple[int, .
         raise ValueError("no lookback leaves training and validation windows for the linear baseline")
     lin = best[0]
     record = {"lookback": lin.lookback, "alpha": lin.alpha, "val_mse_std": best[1], "tried": tried}
-    return Predictor("linear", lin.lookback, lambda x: lin.predict(x[..., 0])), record
+    params = {"lookback": lin.lookback, "alpha": lin.alpha, "n_parameters": lin.lookback * horizon + horizon}
+    return Predictor("linear", lin.lookback, lambda x: lin.predict(x[..., 0]), params=params), record
 
 
 def best_baseline(rows: list[dict], metric: str, models: tuple[str, ...]) -> tuple[str, float] | None:

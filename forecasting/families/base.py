@@ -82,7 +82,7 @@ class Family:
 
 
 _REGISTRY: dict[str, Family] = {}
-_BUILTIN = ("forecasting.families.recurrent",)
+_BUILTIN = ("forecasting.families.recurrent", "forecasting.families.hybrid")
 _loaded = False
 
 

@@ -158,21 +158,10 @@ class HybridForecaster(nn.Module):
         (segmented) recurrence, dominates an epoch (measured ~0.08 s forward + backward per batch of
         256 at L = 336 with two seasons on one busy CPU thread; launch-bound on a GPU).
         """
-        seasons, L = self.cfg.seasons, y.shape[1]
+        seasons = self.cfg.seasons
         alpha, beta, gamma = self.smoothing()
         gamma = gamma.unbind()  # 2 scalars (indexed once, not at every step)
-        first = seasons[0] if seasons else 1
-        level = y[:, :first].mean(dim=1)  # [B]
-        states: list[list[torch.Tensor]] = []
-        for k, m in enumerate(seasons):
-            init = y[:, :m] - level[:, None]  # [B, m]
-            if k > 0:  # what the shorter season does not explain on the longer one's first cycle
-                init = init - torch.stack([states[0][j % seasons[0]] for j in range(m)], dim=1)
-            states.append(list(init.unbind(dim=1)))  # m tensors [B]
-        trend = torch.zeros_like(level)  # [B]
-        if self.cfg.trend and seasons and L >= 2 * seasons[-1]:
-            m = seasons[-1]
-            trend = (y[:, m:2 * m].mean(dim=1) - y[:, :m].mean(dim=1)) / m
+        level, trend, states = self.initial_states(y)
         zero, applied = torch.zeros_like(level), []
         for t, y_t in enumerate(y.unbind(dim=1)):  # y_t [B]
             prior = [s[t % m] for s, m in zip(states, seasons, strict=True)]  # s_k(t - m_k), each [B]
@@ -187,6 +176,23 @@ class HybridForecaster(nn.Module):
                 s[t % m] = prior[k] + gamma[k] * error
             applied.append(total)
         return Smoothed(level, trend, states, torch.stack(applied, dim=1))
+
+    def initial_states(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[list[torch.Tensor]]]:
+        """Level [B], trend [B] and each season's m_k states (tensors [B]) at time -1, from y [B, L]
+        (the rules in `smooth`)."""
+        seasons, L = self.cfg.seasons, y.shape[1]
+        level = y[:, :seasons[0] if seasons else 1].mean(dim=1)  # [B]
+        states: list[list[torch.Tensor]] = []
+        for k, m in enumerate(seasons):
+            init = y[:, :m] - level[:, None]  # [B, m]
+            if k > 0:  # what the shorter season does not explain on the longer one's first cycle
+                init = init - torch.stack([states[0][j % seasons[0]] for j in range(m)], dim=1)
+            states.append(list(init.unbind(dim=1)))  # m tensors [B]
+        trend = torch.zeros_like(level)  # [B]
+        if self.cfg.trend and seasons and L >= 2 * seasons[-1]:
+            m = seasons[-1]
+            trend = (y[:, m:2 * m].mean(dim=1) - y[:, :m].mean(dim=1)) / m
+        return level, trend, states
 
     def extrapolate(self, sm: Smoothed, L: int) -> torch.Tensor:
         """The Holt-Winters forecast [B, H]: l_L + h b_L + sum_k s_k of the phase of L - 1 + h."""

@@ -141,9 +141,10 @@ def validation_backtest(forecaster: Fitted, df: pd.DataFrame, split: Split, job:
 
 
 def calibration_backtest(forecaster: Fitted, df: pd.DataFrame, split: Split,
-                         predictors: list[Predictor] | None = None) -> Backtest:
-    """Every validation window (cutoffs one row apart): the residuals the intervals are calibrated on."""
-    return forecaster.cross_validation(df, split.val_end, split.train_end, BacktestConfig(0, 1), predictors)
+                         predictors: list[Predictor] | None = None, step: int = 1) -> Backtest:
+    """Every validation window (cutoffs `step` rows apart, default one): the residuals the intervals
+    are calibrated on."""
+    return forecaster.cross_validation(df, split.val_end, split.train_end, BacktestConfig(0, step), predictors)
 
 
 def test_backtest(forecaster: Fitted, df: pd.DataFrame, split: Split, predictors: list[Predictor] | None = None

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from forecasting.api.ensemble import Ensemble
-from forecasting.api.forecaster import Forecaster, ForecasterConfig
+from forecasting.api.forecaster import Forecaster, ForecasterConfig, build_panel
 from forecasting.api.jobs import TrainJob
 from forecasting.core.columns import CUTOFF, ID
 from forecasting.core.data import Split
@@ -130,38 +130,58 @@ def calibration_params(conf) -> dict:
 
 
 def baseline_rows(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split) -> list[dict]:
-    """Naive, seasonal naive at every kept period and the ridge baseline, scored on the same test
-    windows and the same validation backtest as the models, with conformal intervals calibrated
-    and scored the same way; each logged as a nested run."""
+    """Naive, seasonal naive at every kept period, the ridge baseline and (with `job.statistical`)
+    statsforecast's models, scored on the same test windows and the same validation backtest as
+    the models, with conformal intervals calibrated and scored the same way; each logged as a
+    nested run."""
     base = base_config(df, ctx.freq, job, split)
     space = search_space(df, split, base, job)
     f = Forecaster(replace(base, model=replace(base.model, lookback=max(space.lookbacks))))
     f.fit_scaler(df, split)
-    predictors, linear = f.baselines(df, split, space.lookbacks)
+    simple, _ = f.baselines(df, split, space.lookbacks)
+    statistical = statistical_predictors(f, df, split, max(space.lookbacks)) if job.statistical else []
+    predictors = simple + statistical
     bt = validation_backtest(f, df, split, job, predictors)
-    widths = predictor_intervals(f, df, split, predictors, job.levels)
-    rows = []
-    for p in predictors:
-        ev = f.evaluate(df, split, "test", predictor=p)
-        val = {f"val_backtest_{k}": v for k, v in bt.metrics.set_index("predictor").loc[p.name].items()}
-        with runs.run(ctx.experiment_id, p.name, ctx.parent_run_id, tags={"kind": "baseline", "family": p.name}
-                      ) as run_id:
-            params = {"lookback": p.lookback} | ({"alpha": linear["alpha"]} if p.name == "linear" else {})
-            runs.log_values(run_id, params=params, metrics={f"test_{k}": v for k, v in ev.metrics.items()} | val
-                            | {f"test_{k}": v for k, v in widths.get(p.name, {}).items()})
-        rows.append({"model": p.name, **ev.metrics, **val, **widths.get(p.name, {}),
-                     "params": p.lookback * job.horizon + job.horizon if p.name == "linear" else 0,
-                     "train_seconds": 0.0, "peak_memory_mb": 0.0, "infer_ms_per_1000": float("nan"), "device": "-"})
-    return rows
+    # Statistical models cost a decomposition or a filter per window: their intervals are calibrated
+    # on the validation windows one horizon apart (every window for the others).
+    widths = predictor_intervals(f, df, split, simple, job.levels) | predictor_intervals(
+        f, df, split, statistical, job.levels, step=job.horizon)
+    return [baseline_row(ctx, job, f, df, split, p, bt, widths.get(p.name, {})) for p in predictors]
+
+
+def statistical_predictors(f: Forecaster, df: pd.DataFrame, split: Split, lookback: int) -> list[Predictor]:
+    """statsforecast's MSTL, AutoETS and AutoTheta, fitted per series on the training rows; they read
+    the same lookback window as the ridge baseline."""
+    from forecasting.stats.predictors import stats_predictors  # statsforecast: imported only when asked
+
+    return stats_predictors(build_panel(df, f.cfg), split, f.scaler_.mean[:, 0], f.scaler_.std[:, 0],
+                            f.cfg.model.horizon, lookback, f.cfg.seasons or (f.cfg.period,))
+
+
+def baseline_row(ctx: RunContext, job: TrainJob, f: Forecaster, df: pd.DataFrame, split: Split, p: Predictor,
+                 bt, widths: dict) -> dict:
+    """One baseline's comparison row (test metrics, validation backtest, interval scores), logged as
+    a nested run with what it is (`p.params`)."""
+    t0 = time.process_time()
+    ev = f.evaluate(df, split, "test", predictor=p)
+    cpu = time.process_time() - t0
+    val = {f"val_backtest_{k}": v for k, v in bt.metrics.set_index("predictor").loc[p.name].items()}
+    with runs.run(ctx.experiment_id, p.name, ctx.parent_run_id, tags={"kind": "baseline", "family": p.name}
+                  ) as run_id:
+        runs.log_values(run_id, params=p.params, metrics={f"test_{k}": v for k, v in ev.metrics.items()} | val
+                        | {f"test_{k}": v for k, v in widths.items()} | {"test_cpu_seconds": cpu})
+    return {"model": p.name, **ev.metrics, **val, **widths, "params": p.params.get("n_parameters", 0),
+            "train_seconds": float(p.params.get("fit_seconds", 0.0)), "peak_memory_mb": 0.0,
+            "infer_ms_per_1000": float("nan"), "device": "-"}
 
 
 def predictor_intervals(f: Forecaster, df: pd.DataFrame, split: Split, predictors: list[Predictor],
-                        levels: tuple[int, ...]) -> dict[str, dict[str, float]]:
+                        levels: tuple[int, ...], step: int = 1) -> dict[str, dict[str, float]]:
     """Each baseline's interval scores on the test part, calibrated like the models' (conformal on
     its own validation residuals): the reference every model's coverage and MSIS are shown next to."""
-    if not levels:
+    if not levels or not predictors:
         return {}
-    cal = calibration_backtest(f, df, split, predictors).forecasts
+    cal = calibration_backtest(f, df, split, predictors, step).forecasts
     test = test_backtest(f, df, split, predictors).forecasts
     out = {}
     for p in predictors:
