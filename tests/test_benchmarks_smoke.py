@@ -81,6 +81,14 @@ def test_benchmark_m4_hourly_quick(tmp_path):
         assert head["owa"] == pytest.approx(0.5 * (head["smape"] / 18.383 + head["mase"] / 2.395))
         assert res["aggregate"][key]["owa"]["mean"] == pytest.approx(head["owa"])
     assert {"Naive", "sNaive", "sNaive168", "Naive2", "Linear"} <= set(res["baselines_recomputed"])
+    # statsforecast rows, fitted per series, computed by this (first) seed and cached for later ones
+    st = res["statistical"]
+    assert set(st["rows"]) == {"MSTL", "AutoETS", "AutoTheta"} and st["computed_by_seeds"] == [0]
+    for row in st["rows"].values():
+        assert row["owa"] == pytest.approx(0.5 * (row["smape"] / 18.383 + row["mase"] / 2.395))
+        assert row["cpu_seconds"] > 0 and row["wall_seconds"] > 0
+    assert (tmp_path / "m4_hourly_statistical.json").is_file()
+    assert "MSTL (statsforecast" in (tmp_path / "m4_hourly.md").read_text()
 
 
 @pytest.mark.slow
