@@ -15,6 +15,8 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -316,3 +318,67 @@ def tuned_study(df, split, base, family: str, name: str, prior: dict, space, arg
     seconds = time.perf_counter() - t0
     return result, seconds, [t.state.name.lower() for t in result.study.get_trials(deepcopy=False)]
 
+
+
+# --------------------------------------------------------------------------- statistical rows (statsforecast)
+
+# forecasting.stats.predictors' model names and the names the tables show.
+STAT_LABELS = {"mstl": "MSTL", "autoets": "AutoETS", "autotheta": "AutoTheta"}
+AHEAD = {"better": "yes", "worse": "no", "tie": "tie"}  # S.compare of ours against a statistical row
+
+
+@contextmanager
+def timed() -> Iterator[dict]:
+    """Fills the yielded dict with the CPU (`process_time`, every thread of this process) and wall seconds
+    of the block when it ends."""
+    out: dict = {}
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    try:
+        yield out
+    finally:
+        out.update(cpu_seconds=round(time.process_time() - cpu0, 2), wall_seconds=round(time.perf_counter() - wall0, 2))
+
+
+def read_cache(path: Path) -> dict:
+    """A JSON cache file's content ({} when there is none yet)."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_cache(path: Path, cache: dict) -> None:
+    """Write a JSON cache file whole (through a temporary file, so an interrupted run leaves the old one)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(cache, indent=2, default=_jsonable) + "\n")
+    tmp.replace(path)
+
+
+def stat_meta() -> dict:
+    """Where and with what a computation of statistical rows ran (a cache entry records one per run)."""
+    return {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
+            "versions": versions("statsforecast"), "code": code_state(),
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "loadavg": loadavg()}
+
+
+def stat_warmup(y, periods: tuple[int, ...], lookback: int, horizon: int) -> dict[str, float]:
+    """Wall seconds of one small fit and forecast per statistical model on the first `lookback` points of
+    y (numba compiles statsforecast's kernels on first use): run before the timed rows, recorded apart."""
+    import numpy as np
+
+    from forecasting.stats.predictors import fitting_periods, make_model
+
+    window = np.asarray(y[:lookback], dtype=np.float64)
+    out = {}
+    for name, label in STAT_LABELS.items():
+        t0 = time.perf_counter()
+        make_model(name, fitting_periods(periods, lookback)).fit(window).forward(y=window, h=horizon)
+        out[label] = round(time.perf_counter() - t0, 2)
+    return out
+
+
+def stat_runs_text(runs: list[dict]) -> str:
+    """When, on what and with which code each computation of a cache entry ran, in words."""
+    return "; ".join(f"{r['date']} ({r['machine']['cpu_model']}, {r['machine']['cpu_count']} CPUs, load "
+                     f"{r.get('loadavg')}; statsforecast {r['versions'].get('statsforecast')}; code "
+                     f"{code_summary(r.get('code') or {})}; `{r.get('command')}`)" for r in runs)

@@ -2,7 +2,17 @@
 10 trials x 10 epochs of 16,384 windows per family) run once per seed through the real train flow,
 and each model's test MASE against the best baseline of the same run.
 
+Statistical rows beside them: statsforecast's MSTL, AutoETS and AutoTheta exactly as the train flow's
+`--statistical` baselines make them (`forecasting.pipeline.steps.statistical_predictors`: fitted once per
+series on its training rows, parameters then fixed, applied at every test origin to the lookback window
+before it), on the same split and test windows. They do not depend on the seed: computed once and cached
+in `<out>/demo_statistical.json` (keyed by the data's hash and the lookback), with their CPU seconds;
+each model's margin is then taken to the best baseline including them. A seed run computes them when the
+cache lacks them; `--statistical-only` computes only them and re-renders demo.json/demo.md from the seed
+files already in `--out`.
+
     python benchmarks/demo.py --seed S [--quick] [--out DIR]      # one seed; merges all seed files
+    python benchmarks/demo.py --statistical-only [--quick] [--out DIR]
     python benchmarks/demo.py --merge-only
 """
 
@@ -10,6 +20,9 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -22,34 +35,196 @@ NAME = "demo"
 TARGET_MARGIN = -0.10  # at least 10% under the best baseline's MASE
 BUDGET = {"horizon": 24, "trials": 10, "max_epochs": 10, "max_train_windows": 16384, "max_val_windows": 4096}
 QUICK = {"horizon": 24, "trials": 2, "max_epochs": 1, "max_train_windows": 256, "max_val_windows": 256}
+QUICK_ROWS = 2400  # the quick slice of the bundled file
+STAT_CACHE = f"{NAME}_statistical.json"
+STAT_FORMAT = 1  # of a cached row: a change recomputes them
+STAT_SETUP = ("statsforecast's MSTL (every kept season the lookback window holds twice, trend AutoETS ZZN), AutoETS "
+              "and AutoTheta (m = the shortest kept season), as the train flow's `--statistical` baselines "
+              "(forecasting.pipeline.steps.statistical_predictors). What differs from the models: each is fitted "
+              "once per series on its training rows and its parameters (ETS form and smoothing, theta, MSTL's "
+              "trend model) are then fixed, not tuned and not refit; at every test origin it is applied "
+              "(statsforecast's `forward`) to the lookback window before the origin, the longest lookback of the "
+              "flow's search space (MSTL decomposes that window anew). Same split, test windows and MASE scale as "
+              f"the models; no seed: computed once and cached in {STAT_CACHE}")
+
+
+@contextmanager
+def demo_home(quick: bool) -> Iterator[str]:
+    """A fresh home holding the bundled file ingested as dataset "etth1", as the demo does (under `quick`
+    its first QUICK_ROWS rows: numbers meaningless, the path the same)."""
+    from forecasting.core import datasets
+    from forecasting.core.data import IngestConfig
+
+    with tempfile.TemporaryDirectory() as home:
+        src = C.REPO / "data" / "ETTh1.csv"
+        if quick:
+            import pandas as pd
+
+            src = Path(home) / "etth1.csv"
+            pd.read_csv(C.REPO / "data" / "ETTh1.csv", nrows=QUICK_ROWS).to_csv(src, index=False)
+        datasets.ingest(src, "etth1", home, IngestConfig(format="wide"))
+        yield home
+
+
+def make_job(seed: int, budget: dict):
+    """The demo's training job."""
+    from forecasting.api.jobs import TrainJob
+    from forecasting.core.options import from_flags
+
+    return from_flags(TrainJob, dataset="etth1", models=FAMILIES, seed=seed, device="cpu", **budget)
 
 
 def run_seed(seed: int, budget: dict, quick: bool) -> dict:
     """Ingest the bundled file into a fresh home and run the train flow as the demo does."""
     from flows.server import prefect_api
     from flows.train import train_flow
-    from forecasting.api.jobs import TrainJob
-    from forecasting.core import datasets
-    from forecasting.core.data import IngestConfig
-    from forecasting.core.options import from_flags
 
-    with tempfile.TemporaryDirectory() as home, prefect_api():
-        src = C.REPO / "data" / "ETTh1.csv"
-        if quick:  # a short slice: numbers meaningless, the path the same
-            import pandas as pd
-
-            src = Path(home) / "etth1.csv"
-            pd.read_csv(C.REPO / "data" / "ETTh1.csv", nrows=2400).to_csv(src, index=False)
-        datasets.ingest(src, "etth1", home, IngestConfig(format="wide"))
-        job = from_flags(TrainJob, dataset="etth1", models=FAMILIES, seed=seed, device="cpu", **budget)
-        r = train_flow(job, home)
+    with demo_home(quick) as home, prefect_api():
+        r = train_flow(make_job(seed, budget), home)
     table = r["table"]
     rows = table[["model", "mase", "val_backtest_mase"]].to_dict("records")
     return {"rows": rows, "best_baseline": r["summary"]["best_baseline"],
             "best_baseline_mase": r["summary"]["best_baseline_value"], "margins": r["summary"]["margins"]}
 
 
-def merge(out: Path) -> dict:
+# --------------------------------------------------------------------------- statistical rows
+
+
+def stat_plan(home: str, quick: bool) -> tuple:
+    """What the train flow's baseline step scores on (`steps.baseline_rows`): the frame, the split, a
+    Forecaster with its scaler fitted on the training rows and the search space's longest lookback."""
+    from forecasting.api.forecaster import Forecaster
+    from forecasting.core import datasets
+    from forecasting.pipeline import plan
+
+    df, freq = datasets.load_processed(home, "etth1")
+    job = make_job(0, QUICK if quick else BUDGET)
+    split = plan.make_split(df, job)
+    base = plan.base_config(df, freq, job, split)
+    lookback = max(plan.search_space(df, split, base, job).lookbacks)
+    f = Forecaster(replace(base, model=replace(base.model, lookback=lookback)))
+    f.fit_scaler(df, split)
+    return df, split, f, lookback
+
+
+def stat_key(df, split, f, lookback: int, quick: bool) -> tuple[str, dict]:
+    """The cache key (rows, lookback, hash of the data) and what a cached entry must also match."""
+    import statsforecast
+
+    from forecasting.core.provenance import dataset_fingerprint
+
+    key = f"rows{len(df)}-lookback{lookback}-{dataset_fingerprint(df)}"
+    return key, {"quick": quick, "horizon": f.cfg.model.horizon, "lookback": lookback,
+                 "periods": list(f.cfg.seasons or (f.cfg.period,)), "series": list(split.ids),
+                 "train_end": split.train_end.tolist(), "val_end": split.val_end.tolist(),
+                 "models": C.STAT_LABELS, "statsforecast": statsforecast.__version__, "format": STAT_FORMAT}
+
+
+def stat_done(entry: dict) -> bool:
+    """Whether a cache entry holds every statistical row, in the current format."""
+    return all(entry["rows"].get(label, {}).get("format") == STAT_FORMAT for label in C.STAT_LABELS.values())
+
+
+def stat_score(entry: dict, save, df, split, f, lookback: int) -> None:
+    """Fit the three models per series (`steps.statistical_predictors`, timed together), then score each
+    row the entry lacks on every test window (timed apart, saved after each); also the naive and seasonal
+    naive rows on the same windows, a check against the seed runs' rows."""
+    from forecasting.core.evaluation import simple_predictors
+    from forecasting.pipeline.steps import statistical_predictors
+
+    entry["simple_check"] = {p.name: f.evaluate(df, split, "test", predictor=p).metrics["mase"]
+                             for p in simple_predictors(f.cfg.model.horizon, f.cfg.seasons or (f.cfg.period,))}
+    with C.timed() as fit_t:
+        predictors = statistical_predictors(f, df, split, lookback)
+    entry["fit_cpu_seconds"], entry["fit_wall_seconds"] = fit_t["cpu_seconds"], fit_t["wall_seconds"]
+    for p in predictors:
+        label = C.STAT_LABELS[p.name]
+        if entry["rows"].get(label, {}).get("format") == STAT_FORMAT:
+            continue  # scored by an earlier (interrupted) run
+        with C.timed() as t:
+            ev = f.evaluate(df, split, "test", predictor=p)
+        n = len(ev.y)
+        entry["rows"][label] = r = {
+            "model": label, **ev.metrics, "test_windows": n, "lookback": lookback, "periods": p.params["periods"],
+            "spec": p.params["model"], "fit_wall_seconds": p.params["fit_seconds"],
+            "score_cpu_seconds": t["cpu_seconds"], "score_wall_seconds": t["wall_seconds"],
+            "score_ms_per_window": round(1000 * t["cpu_seconds"] / n, 2), "format": STAT_FORMAT}
+        save()
+        print(f"[demo] {label}: test MASE {r['mase']:.4f}, scoring {r['score_cpu_seconds']:.1f} CPU s "
+              f"({r['score_ms_per_window']:.1f} ms per window, {n} windows)", file=sys.stderr, flush=True)
+
+
+def statistical_rows(out: Path, quick: bool) -> str:
+    """Make sure `<out>/demo_statistical.json` holds the statistical rows of the demo's data (computing
+    only the missing ones); returns the cache key."""
+    path = Path(out) / STAT_CACHE
+    cache = C.read_cache(path)
+    with demo_home(quick) as home:
+        df, split, f, lookback = stat_plan(home, quick)
+        key, check = stat_key(df, split, f, lookback, quick)
+        if cache.get(key, {}).get("check") != check:
+            cache[key] = {"check": check, "rows": {}, "runs": []}
+        entry = cache[key]
+        if stat_done(entry):
+            print(f"[demo] statistical rows reused from {path} ({key})", file=sys.stderr, flush=True)
+            return key
+        entry["runs"].append(C.stat_meta())
+        y = df.loc[df["unique_id"] == split.ids[0], "y"].to_numpy()
+        entry["warmup_wall_seconds"] = C.stat_warmup(y, tuple(check["periods"]), lookback, check["horizon"])
+        stat_score(entry, lambda: C.write_cache(path, cache), df, split, f, lookback)
+    entry["runs"][-1]["loadavg_end"] = C.loadavg()
+    C.write_cache(path, cache)
+    return key
+
+
+def stat_entry(out: Path, last: dict, key: str | None = None) -> tuple[str, dict] | None:
+    """The cache entry of a merge: `key` when given, else the latest of the seed runs' mode and horizon."""
+    cache = C.read_cache(Path(out) / STAT_CACHE)
+    if key is not None:
+        return (key, cache[key]) if key in cache else None
+    match = [(k, e) for k, e in cache.items() if e["check"]["quick"] == bool(last["quick"])
+             and e["check"]["horizon"] == last["budget"]["horizon"] and e["runs"]]
+    return max(match, key=lambda ke: ke[1]["runs"][-1]["date"], default=None)
+
+
+def merge_statistical(out: Path, last: dict, key: str | None = None) -> dict:
+    """The cached statistical rows for the seed runs' data (none without an entry), with their setup and
+    cost, and how far the naive and seasonal naive MASE recomputed beside them are from the seed runs'."""
+    found = stat_entry(out, last, key)
+    if found is None:
+        return {}
+    key, entry = found
+    seed = {r["model"]: r["mase"] for r in last["result"]["rows"]}
+    diffs = [abs(v - seed[m]) for m, v in entry.get("simple_check", {}).items() if m in seed]
+    keep = ("runs", "warmup_wall_seconds", "fit_cpu_seconds", "fit_wall_seconds", "simple_check")
+    return {"statistical": {"key": key, "setup": STAT_SETUP, "complete": stat_done(entry),
+                            "lookback": entry["check"]["lookback"], "periods": entry["check"]["periods"],
+                            "rows": entry["rows"], **{k: entry.get(k) for k in keep},
+                            "simple_check_max_abs_diff": max(diffs, default=None)}}
+
+
+# --------------------------------------------------------------------------- seeds and report
+
+
+def margins_with(runs: list[dict], stat: dict) -> tuple[dict, list[str]]:
+    """Each family's margin to the best baseline of its seed's rows and the statistical rows (mean ± sd
+    over seeds), and that best baseline per seed."""
+    from forecasting.core.evaluation import best_baseline
+
+    extra = [{"model": k, "mase": v["mase"]} for k, v in stat.items()]
+    margins, best = {f: [] for f in FAMILIES}, []
+    for run in runs:
+        rows = run["result"]["rows"]
+        name, value = best_baseline([*rows, *extra], "mase", tuple(FAMILIES))
+        best.append(name)
+        for f in FAMILIES:
+            margins[f] += [r["mase"] / value - 1.0 for r in rows if r["model"] == f]
+    return {f: S.mean_sd(v) for f, v in margins.items()}, best
+
+
+def merge(out: Path, key: str | None = None) -> dict:
+    """Fold every seed file in `out` into demo.json and demo.md, with the statistical rows of
+    `<out>/demo_statistical.json` (entry `key`, else the latest of the seed runs' mode)."""
     runs = S.load_seeds(out, NAME)
     if not runs:
         raise SystemExit(f"no {NAME}_seed*.json in {out}")
@@ -57,10 +232,15 @@ def merge(out: Path) -> dict:
     mase = {m: S.mean_sd([row["mase"] for run in runs for row in run["result"]["rows"] if row["model"] == m])
             for m in models}
     margins = {f: S.mean_sd([run["result"]["margins"][f] for run in runs]) for f in FAMILIES}
-    goals = {f: S.compare(margins[f], TARGET_MARGIN) for f in FAMILIES}
+    st = merge_statistical(out, runs[-1], key)
+    stat = st.get("statistical", {}).get("rows", {})
+    with_stat, best_with = margins_with(runs, stat) if stat else (margins, [r["result"]["best_baseline"] for r in runs])
     res = {**{k: v for k, v in runs[-1].items() if k != "result"}, "seeds": [r["seed"] for r in runs],
            "seed": ", ".join(str(r["seed"]) for r in runs), "runs": S.runs_meta(runs), "mase": mase,
-           "margins": margins, "best_baselines": [r["result"]["best_baseline"] for r in runs], "goals": goals,
+           "margins": margins, "best_baselines": [r["result"]["best_baseline"] for r in runs],
+           "margins_with_statistical": with_stat, "best_baselines_with_statistical": best_with, **st,
+           "goals": {f: S.compare(with_stat[f], TARGET_MARGIN) for f in FAMILIES},
+           "ahead_of_statistical": {f: {k: S.compare(mase[f], v["mase"]) for k, v in stat.items()} for f in FAMILIES},
            "per_seed": [{"seed": r["seed"], **r["result"]} for r in runs]}
     C.write(out, NAME, res, render(res))
     return res
@@ -72,17 +252,56 @@ def _verdict(v: str, mean: float) -> str:
     return "**met**" if v == "better" else "**missed**"
 
 
+def _margin(m: dict) -> str:
+    return f"{m['mean']:+.1%} ± {m['sd']:.1%}"
+
+
+def _goal_line(res: dict, f: str) -> str:
+    """One family's margin to the best baseline (the statistical rows included when there are any), its
+    verdict, the margin to the flow's own baselines, and whether it is ahead of each statistical row."""
+    m, stat = res.get("margins_with_statistical", res["margins"]), (res.get("statistical") or {}).get("rows", {})
+    best = ", ".join(sorted(set(res.get("best_baselines_with_statistical", res["best_baselines"]))))
+    line = (f"- {f.upper()} margin to the best baseline{', statsforecast rows included,' if stat else ''} ({best}): "
+            f"{_margin(m[f])}; target ≤ {TARGET_MARGIN:+.0%}: {_verdict(res['goals'][f], m[f]['mean'])}")
+    if stat:
+        flow_best = ", ".join(sorted(set(res["best_baselines"])))
+        ahead = ", ".join(f"{k} ({v['mase']:.4f}): {C.AHEAD[res['ahead_of_statistical'][f][k]]}"
+                          for k, v in stat.items())
+        line += f" (to the flow's own baselines, {flow_best}: {_margin(res['margins'][f])}); ahead of {ahead}"
+    return line + "."
+
+
+def statistical_text(res: dict) -> str:
+    """How the statistical rows were made, what differs, their cost, when and where they were computed."""
+    st = res.get("statistical")
+    if not st:
+        return ("Statistical rows (MSTL, AutoETS, AutoTheta): not computed for these data yet "
+                "(`python benchmarks/demo.py --statistical-only`).\n")
+    check = st.get("simple_check_max_abs_diff")
+    same = ("" if check is None else " The naive and seasonal naive rows recomputed beside them match the seed "
+            f"runs' test MASE (largest difference {check:.1e}): the same test windows and scale.")
+    cost = "; ".join(f"{k} {v['score_cpu_seconds']:.1f} CPU s over {v['test_windows']:,} windows "
+                     f"({v['score_ms_per_window']:.1f} ms each; fit {v['fit_wall_seconds']:.1f} s wall)"
+                     for k, v in st["rows"].items())
+    used = ", ".join(f"{k} {v['periods']}" for k, v in st["rows"].items())
+    return (f"Statistical rows: {st['setup']}. Lookback {st['lookback']}; kept seasons {st['periods']}, periods each "
+            f"model used: {used}.{same} "
+            f"Cost: the three fitted together on the training rows of every series, {st.get('fit_cpu_seconds')} "
+            f"CPU s; scoring every test window: {cost}. "
+            f"{'' if st['complete'] else 'Not all rows computed yet. '}Computed by: {C.stat_runs_text(st['runs'])}; "
+            f"cache key {st['key']}.\n")
+
+
 def summary(res: dict) -> str:
     rows = [[m, S.fmt(v, 4)] for m, v in res["mase"].items()]
+    rows += [[f"{k} (statsforecast, fitted on train, fixed)", f"{v['mase']:.4f}"]
+             for k, v in ((res.get("statistical") or {}).get("rows") or {}).items()]
     lines = [f"Test MASE, mean ± sd over seeds {res['seeds']}; the demo's budget "
-             f"({res['budget']['trials']} trials x {res['budget']['max_epochs']} epochs per family).\n",
+             f"({res['budget']['trials']} trials x {res['budget']['max_epochs']} epochs per family); the "
+             "statistical rows do not depend on the seed.\n",
              C.table(["demo (ETTh1, 7 series, H=24)", "test MASE"], rows)]
-    for f in FAMILIES:
-        m = res["margins"][f]
-        lines.append(f"- {f.upper()} margin to the best baseline ({', '.join(sorted(set(res['best_baselines'])))}): "
-                     f"{m['mean']:+.1%} ± {m['sd']:.1%}; target ≤ {TARGET_MARGIN:+.0%}: "
-                     f"{_verdict(res['goals'][f], m['mean'])}.")
-    return "\n".join(lines) + "\n"
+    lines += [_goal_line(res, f) for f in FAMILIES]
+    return "\n".join(lines) + "\n\n" + statistical_text(res)
 
 
 def render(res: dict) -> str:
@@ -92,14 +311,25 @@ def render(res: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     p = C.parser(__doc__.splitlines()[0])
     p.add_argument("--merge-only", action="store_true", help="only fold the seed files into demo.json")
+    p.add_argument("--statistical-only", action="store_true",
+                   help=f"only compute the missing statsforecast rows into {STAT_CACHE} (no training) and "
+                        "re-render demo.json/demo.md from the seed files in --out")
     args = p.parse_args(argv)
     if args.merge_only:
         return merge(args.out)
     C.set_threads(args.threads)
+    if args.statistical_only:
+        key = statistical_rows(args.out, args.quick)
+        if not S.seed_files(args.out, NAME):
+            print(f"[demo] statistical rows in {Path(args.out) / STAT_CACHE}; no seed files to merge",
+                  file=sys.stderr)
+            return {"statistical_key": key}
+        return merge(args.out, key)
     budget = QUICK if args.quick else BUDGET
-    run = C.Run(NAME, args, budget, extra_versions=("optuna", "mlflow", "prefect", "scikit-learn"))
-    out = run.finish({"result": run_seed(args.seed, budget, args.quick)})
-    return S.write_and_merge(args.out, NAME, args.seed, out, merge)
+    run = C.Run(NAME, args, budget, extra_versions=("optuna", "mlflow", "prefect", "scikit-learn", "statsforecast"))
+    key = statistical_rows(args.out, args.quick)
+    out = run.finish({"result": run_seed(args.seed, budget, args.quick), "statistical_key": key})
+    return S.write_and_merge(args.out, NAME, args.seed, out, lambda o: merge(o, key))
 
 
 if __name__ == "__main__":

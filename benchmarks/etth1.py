@@ -7,7 +7,16 @@ training mean and standard deviation; MSE and MAE on that scale over every test 
 search space, selected on validation loss only, refit with the best configuration and
 evaluated once on the test part; seasonal naive (period 24) runs on the same test windows.
 
+Statistical rows on the same test windows: statsforecast's MSTL (periods 24 and 168; AutoETS "ZZN"
+trend), AutoETS and AutoTheta (m = 24), fitted once on the training rows with their parameters then
+fixed, applied at every test origin to the lookback window before it (the longest lookback of the
+search space: 720). They do not depend on the seed: computed once per horizon and cached in
+`<out>/etth1_statistical.json` (keyed by the data's hash, the borders and the lookback), with CPU
+seconds per row; a seed run computes the missing ones, `--statistical-only` computes only them and
+re-renders etth1.json/etth1.md from the seed files already in `--out`.
+
     python benchmarks/etth1.py [--quick] [--out DIR] [--data-dir DIR] [--trials N] [--max-epochs N]
+    python benchmarks/etth1.py --statistical-only [--quick] [--out DIR] [--horizons H ...]
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import csv
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -23,7 +33,8 @@ import _common as C  # noqa: E402
 import _seeds as S  # noqa: E402
 
 from forecasting.api.ensemble import Ensemble  # noqa: E402
-from forecasting.api.forecaster import Forecaster, ForecasterConfig  # noqa: E402
+from forecasting.api.forecaster import Forecaster, ForecasterConfig, build_panel  # noqa: E402
+from forecasting.core.evaluation import simple_predictors  # noqa: E402
 from forecasting.core.intervals import calibrate  # noqa: E402
 from forecasting.core.metrics import interval_metrics  # noqa: E402
 from forecasting.core.training import TrainConfig  # noqa: E402
@@ -169,6 +180,137 @@ def run_baselines(df, split, horizon: int, args) -> list[dict]:
     return rows
 
 
+# --------------------------------------------------------------------------- statistical rows
+
+STAT_CACHE = f"{NAME}_statistical.json"
+STAT_FORMAT = 1  # of a cached row: a change recomputes them
+STAT_SETUP = ("statsforecast's MSTL (periods {periods}: those of 24 and 168 that the lookback window holds twice; "
+              "trend AutoETS ZZN), AutoETS (m = 24) and AutoTheta (m = 24), via forecasting.stats.predictors. "
+              "What differs from the models: each is fitted once on the training rows [0, {train}) and its "
+              "parameters (ETS form and smoothing, theta, MSTL's trend model) are then fixed, not tuned and not "
+              "refit; at every test origin it is applied (statsforecast's `forward`) to the {lookback} rows before "
+              "the origin (MSTL decomposes that window anew). Scored on the same test windows and scale as the "
+              f"models; no seed: computed once per horizon and cached in {STAT_CACHE}")
+
+
+def stat_setup(train_end: int, lookback: int) -> str:
+    """STAT_SETUP for this training part and lookback."""
+    from forecasting.stats.predictors import fitting_periods
+
+    return STAT_SETUP.format(train=train_end, lookback=lookback, periods=list(fitting_periods(SEASONS, lookback)))
+
+
+def stat_lookback(lookbacks: tuple[int, ...] | list[int], train_end: int) -> int:
+    """The statistical models' lookback: the longest of the search space's lookbacks the training part holds."""
+    return max(lb for lb in lookbacks if lb <= train_end)
+
+
+def stat_key(df, borders: tuple[int, int, int], lookback: int) -> tuple[str, dict]:
+    """The cache key (rows, lookback, hash of the data) and what a cached entry must also match."""
+    import statsforecast
+
+    from forecasting.core.provenance import dataset_fingerprint
+
+    key = f"rows{borders[2]}-lookback{lookback}-{dataset_fingerprint(df)}"
+    return key, {"borders": list(borders), "lookback": lookback, "seasons": list(SEASONS),
+                 "models": C.STAT_LABELS, "statsforecast": statsforecast.__version__, "format": STAT_FORMAT}
+
+
+def stat_row(f: Forecaster, df, split, name: str, lookback: int) -> dict:
+    """One statistical row at f's horizon: fitted per series on the training rows, scored on every test
+    window like the models, with the CPU and wall seconds of the fit and of the scoring."""
+    from forecasting.stats.predictors import stats_predictor
+
+    horizon = f.cfg.model.horizon
+    with C.timed() as fit_t:
+        p = stats_predictor(name, build_panel(df, f.cfg), split, f.scaler_.mean[:, 0], f.scaler_.std[:, 0],
+                            horizon, lookback, SEASONS)
+    with C.timed() as score_t:
+        ev = f.evaluate(df, split, "test", predictor=p)
+    cpu = round(fit_t["cpu_seconds"] + score_t["cpu_seconds"], 2)
+    return {"horizon": horizon, "model": C.STAT_LABELS[name], **_scores(ev), "test_windows": len(ev.y),
+            "lookback": lookback, "periods": p.params["periods"], "spec": p.params["model"],
+            "fit_cpu_seconds": fit_t["cpu_seconds"], "score_cpu_seconds": score_t["cpu_seconds"],
+            "cpu_seconds": cpu, "wall_seconds": round(fit_t["wall_seconds"] + score_t["wall_seconds"], 2),
+            "score_ms_per_window": round(1000 * score_t["cpu_seconds"] / len(ev.y), 2), "format": STAT_FORMAT}
+
+
+def stat_done(entry: dict, horizon: int) -> bool:
+    """Whether a cache entry holds every statistical row of `horizon`, in the current format."""
+    rows = entry["rows"].get(str(horizon), {})
+    return all(rows.get(label, {}).get("format") == STAT_FORMAT for label in C.STAT_LABELS.values())
+
+
+def stat_horizon(entry: dict, save: Callable[[], None], df, split, horizon: int, lookback: int, args) -> None:
+    """Fill `entry`'s rows of one horizon that are not there yet (saving after each), and the naive
+    row's test MSE on the same windows (a check that they match the seed runs' windows)."""
+    rows = entry["rows"].setdefault(str(horizon), {})
+    f = Forecaster(base_config(horizon, "gru", lookback, args))
+    f.fit_scaler(df, split)
+    naive = simple_predictors(horizon, SEASONS)[0]
+    entry["naive_check"][str(horizon)] = f.evaluate(df, split, "test", predictor=naive).metrics["mse_std"]
+    for name, label in C.STAT_LABELS.items():
+        if rows.get(label, {}).get("format") == STAT_FORMAT:
+            continue  # computed by an earlier (interrupted) run
+        rows[label] = r = stat_row(f, df, split, name, lookback)
+        save()
+        print(f"[etth1] H={horizon} {label}: test MSE {r['test_mse_std']:.4f}, {r['cpu_seconds']:.1f} CPU s "
+              f"(fit {r['fit_cpu_seconds']:.1f}, {r['score_ms_per_window']:.1f} ms per window)",
+              file=sys.stderr, flush=True)
+
+
+def statistical_rows(out: Path, df, split, borders: tuple[int, int, int], horizons: tuple[int, ...],
+                     lookback: int, args) -> str:
+    """Make sure `<out>/etth1_statistical.json` holds every statistical row of `horizons` for this data
+    (computing only the missing ones); returns the cache key."""
+    path = Path(out) / STAT_CACHE
+    cache = C.read_cache(path)
+    key, check = stat_key(df, borders, lookback)
+    if cache.get(key, {}).get("check") != check:
+        cache[key] = {"check": check, "rows": {}, "naive_check": {}, "warmup_wall_seconds": {}, "runs": []}
+    entry = cache[key]
+    todo = [h for h in horizons if not stat_done(entry, h)]
+    if not todo:
+        print(f"[etth1] statistical rows reused from {path} ({key})", file=sys.stderr, flush=True)
+        return key
+    entry["runs"].append(C.stat_meta())
+    entry["warmup_wall_seconds"] = C.stat_warmup(df["y"].to_numpy(), SEASONS, lookback, max(todo))
+    for h in todo:
+        stat_horizon(entry, lambda: C.write_cache(path, cache), df, split, h, lookback, args)
+    entry["runs"][-1]["loadavg_end"] = C.loadavg()
+    C.write_cache(path, cache)
+    return key
+
+
+def stat_entry(out: Path, borders: list[int], lookback: int, key: str | None = None) -> tuple[str, dict] | None:
+    """The cache entry of a merge: `key` when given, else the latest for these borders and lookback."""
+    cache = C.read_cache(Path(out) / STAT_CACHE)
+    if key is not None:
+        return (key, cache[key]) if key in cache else None
+    match = [(k, e) for k, e in cache.items()
+             if e["check"]["borders"] == list(borders) and e["check"]["lookback"] == lookback and e["runs"]]
+    return max(match, key=lambda ke: ke[1]["runs"][-1]["date"], default=None)
+
+
+def merge_statistical(out: Path, last: dict, key: str | None = None) -> dict:
+    """The statistical rows of the seed runs' horizons from the cache (none when it has no entry), with
+    their setup, cost and whether the naive row's test MSE matches the seed runs' (same windows)."""
+    train_end = last["borders"][0]
+    lookback = stat_lookback(last["search_space"]["lookbacks"], train_end)
+    found = stat_entry(out, last["borders"], lookback, key)
+    if found is None:
+        return {}
+    key, entry = found
+    rows = [r for h in last["horizons"] for r in entry["rows"].get(str(h), {}).values()]
+    seed_naive = {b["horizon"]: b["test_mse_std"] for b in last["baselines"] if b["model"] == "naive"}
+    diffs = [abs(v - seed_naive[int(h)]) for h, v in entry["naive_check"].items() if int(h) in seed_naive]
+    return {"statistical": {"key": key, "setup": stat_setup(train_end, lookback),
+                            "lookback": lookback, "rows": rows, "runs": entry["runs"],
+                            "warmup_wall_seconds": entry.get("warmup_wall_seconds"),
+                            "missing_horizons": [h for h in last["horizons"] if not stat_done(entry, h)],
+                            "naive_check_max_abs_diff": max(diffs, default=None)}}
+
+
 VARIANTS = (("single", "best trial"), ("ensemble", f"mean of the {ENSEMBLE} best trials"))
 
 
@@ -206,14 +348,16 @@ def interval_lines(res: dict) -> list[str]:
             C.table(["horizon", "model", "coverage 80", "coverage 95", "MSIS (95 %)", "width 95"], rows)]
 
 
-def goals(agg: list[dict], baselines: list[dict], published: list[dict]) -> dict:
+def goals(agg: list[dict], baselines: list[dict], published: list[dict], statistical: list[dict] = ()) -> dict:
     """Per horizon and family (single model): against the best published value, the LSTM-type
-    published rows and the best baseline of this run, with the two-standard-deviation tie rule."""
+    published rows, the best baseline of this run (the statistical rows included) and each statistical
+    row, with the two-standard-deviation tie rule."""
     pub = {(r["model"], r["horizon"]): r["mse"] for r in published}
     out = []
     for a in (a for a in agg if a["variant"] == "single"):
         h = a["horizon"]
-        base = min((b for b in baselines if b["horizon"] == h), key=lambda b: b["test_mse_std"], default=None)
+        base = min((b for b in [*baselines, *statistical] if b["horizon"] == h), key=lambda b: b["test_mse_std"],
+                   default=None)
         target = TARGETS.get(h)
         lstm_type = {m: pub[(m, h)] for m in LSTM_TYPE if (m, h) in pub}
         out.append({
@@ -223,6 +367,8 @@ def goals(agg: list[dict], baselines: list[dict], published: list[dict]) -> dict
             "best_baseline": None if base is None else {"model": base["model"], "mse": base["test_mse_std"],
                                                         "verdict": S.compare(a["mse"], base["test_mse_std"], 0.0001)},
             "lstm_type": {m: S.compare(a["mse"], v) for m, v in lstm_type.items()},
+            "vs_statistical": {r["model"]: {"mse": r["test_mse_std"], "verdict": S.compare(a["mse"], r["test_mse_std"])}
+                               for r in statistical if r["horizon"] == h},
         })
     return {"by_horizon": out}
 
@@ -244,6 +390,11 @@ def _grid(res: dict, metric: str, published_too: bool = True) -> str:
     for name in dict.fromkeys(b["model"] for b in res["baselines"]):
         by_h = {b["horizon"]: b[f"test_{metric}_std"] for b in res["baselines"] if b["model"] == name}
         rows.append([f"{name} (ours, baseline)"] + [f"{by_h[h]:.3f}" if h in by_h else "–" for h in horizons])
+    stat = (res.get("statistical") or {}).get("rows", [])
+    for name in dict.fromkeys(r["model"] for r in stat):
+        by_h = {r["horizon"]: r[f"test_{metric}_std"] for r in stat if r["model"] == name}
+        rows.append([f"{name} (statsforecast, fitted on train, fixed)"]
+                    + [f"{by_h[h]:.3f}" if h in by_h else "–" for h in horizons])
     if published_too:
         for label, by_h in published_series(res["published"]):
             rows.append([f"{label} (published)"] + [f"{by_h[h][metric]:.3f}" if h in by_h else "–" for h in horizons])
@@ -261,8 +412,54 @@ def _goal_lines(res: dict) -> list[str]:
         if b:
             parts.append(f"vs best baseline {b['model']} {b['mse']:.4f}: "
                          f"{_verdict(b['verdict'], g['mse']['mean'], b['mse'])}")
+        if g.get("vs_statistical"):
+            parts.append("ahead of " + ", ".join(f"{n} ({v['mse']:.4f}): {C.AHEAD[v['verdict']]}"
+                                                 for n, v in g["vs_statistical"].items()))
         lines.append("- " + "; ".join(parts) + ".")
     return lines
+
+
+def stat_cost_table(st: dict, horizons: list[int]) -> str:
+    """CPU seconds per statistical row and horizon (fit + scoring; per-window scoring cost in ms), and the
+    total of the three per horizon."""
+    by = {(r["model"], r["horizon"]): r for r in st["rows"]}
+    rows = []
+    for name in dict.fromkeys(r["model"] for r in st["rows"]):
+        rows.append([name] + [f"{by[(name, h)]['cpu_seconds']:.1f} (fit {by[(name, h)]['fit_cpu_seconds']:.1f}, "
+                              f"{by[(name, h)]['score_ms_per_window']:.1f} ms/window)" if (name, h) in by else "–"
+                              for h in horizons])
+    totals = [sum(r["cpu_seconds"] for r in st["rows"] if r["horizon"] == h) for h in horizons]
+    rows.append(["all three"] + [f"{t:.1f}" for t in totals])
+    rows.append(["test windows"] + [str(next((r["test_windows"] for r in st["rows"] if r["horizon"] == h), "–"))
+                                    for h in horizons])
+    return C.table(["CPU seconds"] + [f"H={h}" for h in horizons], rows)
+
+
+def statistical_text(res: dict, table: bool = True) -> list[str]:
+    """How the statistical rows were made and what differs from the models, when and where they were
+    computed, whether they sit on the seed runs' test windows, and (`table`) their CPU seconds."""
+    st = res.get("statistical")
+    if not st:
+        return ["Statistical rows (MSTL, AutoETS, AutoTheta): not computed for these data yet "
+                "(`python benchmarks/etth1.py --statistical-only`).\n"]
+    check = st.get("naive_check_max_abs_diff")
+    same = ("" if check is None else f" The naive row recomputed beside them matches the seed runs' test MSE "
+            f"(largest difference {check:.1e}): the same test windows and scale.")
+    missing = f" Not computed yet for H = {st['missing_horizons']}." if st.get("missing_horizons") else ""
+    lines = [f"**Statistical rows**: {st['setup']}.{same}{missing} Computed by: {C.stat_runs_text(st['runs'])}; "
+             f"cache key {st['key']}.\n"]
+    if table and st["rows"]:
+        lines += ["CPU seconds per statistical row (fit on the training rows + scoring every test window, one "
+                  "process; a first small fit before the timing, numba compilation: "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in (st.get("warmup_wall_seconds") or {}).items())
+                  + " s wall, not counted):\n", stat_cost_table(st, res["horizons"])]
+    return lines
+
+
+GOALS_HEADER = ("**Goals** (single best-trial model; best published value at each horizon, this run's best baseline, "
+                "the statistical rows included, and whether the model is ahead of each statistical row: yes (lower "
+                "by more than 2 sd), tie (within 2 sd) or no; SCINet's H=24 and H=168 values are quoted from its "
+                "paper, not from the published-results file):\n")
 
 
 def render(res: dict) -> str:
@@ -284,9 +481,7 @@ def render(res: dict) -> str:
              "on validation) are scored on the same test windows.\n",
              "**Test MSE** (standardized) by horizon:\n", _grid(res, "mse"),
              "**Test MAE** (standardized) by horizon:\n", _grid(res, "mae"),
-             "**Goals** (single best-trial model; best published value at each horizon, and this run's best "
-             "baseline; SCINet's H=24 and H=168 values are quoted from its paper, not from the published-results "
-             "file):\n", *_goal_lines(res), "", *interval_lines(res)]
+             *statistical_text(res), GOALS_HEADER, *_goal_lines(res), "", *interval_lines(res)]
     rows = []
     for run in res["per_seed"]:
         for r in sorted(run["results"], key=lambda r: (r["horizon"], r["family"])):
@@ -312,7 +507,8 @@ def summary(res: dict) -> str:
                                      if b["model"] in ("seasonal_naive_24", "seasonal_naive_168", "linear")]}
     return (f"Test MSE, mean ± sd over seeds {res['seeds']}; budget {res['budget']['n_trials']} trials x "
             f"{res['budget']['max_epochs']} epochs per model, horizon and seed.\n\n"
-            + _grid(rows_res, "mse") + "\n" + "\n".join(_goal_lines(res)) + "\n")
+            + _grid(rows_res, "mse") + "\n" + "\n".join(_goal_lines(res)) + "\n\n"
+            + "\n".join(statistical_text(res, table=False)))
 
 
 def interval_summary(res: dict) -> str:
@@ -326,22 +522,25 @@ def interval_summary(res: dict) -> str:
             "(one series, original units), scored once on the test part.\n\n" + interval_lines(res)[1])
 
 
-def merge(out: Path) -> dict:
-    """Fold every seed file in `out` into etth1.json and etth1.md."""
+def merge(out: Path, key: str | None = None) -> dict:
+    """Fold every seed file in `out` into etth1.json and etth1.md, with the statistical rows of
+    `<out>/etth1_statistical.json` (entry `key`, else the latest for the seed runs' borders)."""
     runs = S.load_seeds(out, NAME)
     if not runs:
         raise SystemExit(f"no {NAME}_seed*.json in {out}")
     last = runs[-1]
     agg = aggregate(runs)
+    stat = merge_statistical(out, last, key)
     res = {**{k: v for k, v in last.items() if k not in ("results", "seasonal_naive")},
            "seeds": [r["seed"] for r in runs], "seed": ", ".join(str(r["seed"]) for r in runs), "runs": S.runs_meta(runs), "aggregate": agg,
-           "per_seed": [{"seed": r["seed"], "results": r["results"]} for r in runs],
-           "goals": goals(agg, last["baselines"], last["published"])}
+           "per_seed": [{"seed": r["seed"], "results": r["results"]} for r in runs], **stat,
+           "goals": goals(agg, last["baselines"], last["published"], stat.get("statistical", {}).get("rows", []))}
     C.write(out, NAME, res, render(res))
     return res
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse(argv: list[str] | None):
+    """The options, with the budget's defaults filled in (smaller under --quick)."""
     p = C.parser(__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=None, help="Optuna trials per model and horizon (default 10)")
     p.add_argument("--max-epochs", type=int, default=None, help="epochs per trial (default 10)")
@@ -350,26 +549,59 @@ def main(argv: list[str] | None = None) -> dict:
                    help="seconds per study, a safety cap on a loaded machine (default 150; 0 for none)")
     p.add_argument("--horizons", type=int, nargs="+", default=None)
     p.add_argument("--merge-only", action="store_true", help="only fold the seed files into etth1.json")
+    p.add_argument("--statistical-only", action="store_true",
+                   help=f"only compute the missing statsforecast rows into {STAT_CACHE} (no training) and "
+                        "re-render etth1.json/etth1.md from the seed files in --out")
     args = p.parse_args(argv)
-    if args.merge_only:
-        return merge(args.out)
-    C.require(args.data_dir, "ett/ETTh1.csv", "published/etth1_published_results.csv")
-    C.set_threads(args.threads)
     quick = args.quick
     args.trials = args.trials or (2 if quick else 10)
     if args.study_timeout is None:
         args.study_timeout = None if quick else 150.0
     args.study_timeout = args.study_timeout or None
     args.max_epochs = args.max_epochs or (1 if quick else 10)
-    horizons = tuple(args.horizons or ((24, 48) if quick else HORIZONS))
-    space, prior = (QUICK_SPACE, QUICK_PRIOR) if quick else (SPACE, PRIOR)
-    borders = C.ETTH1_QUICK_BORDERS if quick else C.ETTH1_BORDERS
+    args.horizons = tuple(args.horizons or ((24, 48) if quick else HORIZONS))
+    return args
+
+
+def load(args) -> tuple:
+    """The data of a run: frame, split, borders, search space, prior and the statistical rows' lookback."""
+    space, prior = (QUICK_SPACE, QUICK_PRIOR) if args.quick else (SPACE, PRIOR)
+    borders = C.ETTH1_QUICK_BORDERS if args.quick else C.ETTH1_BORDERS
+    df = C.etth1_frame(args.data_dir, borders[2])
+    return df, C.etth1_split(borders), borders, space, prior, stat_lookback(space.lookbacks, borders[0])
+
+
+def statistical_only(args) -> dict:
+    """Compute the missing statistical rows, then re-render the merged result from the seed files in
+    `--out` (none there: the cache is written and nothing is merged)."""
+    C.require(args.data_dir, "ett/ETTh1.csv")
+    C.set_threads(args.threads)
+    df, split, borders, _, _, lookback = load(args)
+    key = statistical_rows(args.out, df, split, borders, args.horizons, lookback, args)
+    if not S.seed_files(args.out, NAME):
+        print(f"[etth1] statistical rows in {Path(args.out) / STAT_CACHE}; no seed files to merge",
+              file=sys.stderr)
+        return {"statistical_key": key}
+    return merge(args.out, key)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """One seed (tuned GRU and LSTM per horizon, baselines, the statistical rows), written and merged."""
+    args = parse(argv)
+    if args.merge_only:
+        return merge(args.out)
+    if args.statistical_only:
+        return statistical_only(args)
+    C.require(args.data_dir, "ett/ETTh1.csv", "published/etth1_published_results.csv")
+    C.set_threads(args.threads)
+    horizons = args.horizons
+    df, split, borders, space, prior, lookback = load(args)
     budget = {"n_trials": args.trials, "max_epochs": args.max_epochs, "patience": args.patience,
               "study_timeout": args.study_timeout, "pruner": "median", "sampler": "TPE (multivariate, seed)",
-              "horizons": list(horizons), "ensemble": ENSEMBLE}
-    run = C.Run(NAME, args, budget, extra_versions=("optuna", "scikit-learn"))
-    df = C.etth1_frame(args.data_dir, borders[2])
-    split = C.etth1_split(borders)
+              "horizons": list(horizons), "ensemble": ENSEMBLE,
+              "statistical": stat_setup(borders[0], lookback)}
+    run = C.Run(NAME, args, budget, extra_versions=("optuna", "scikit-learn", "statsforecast"))
+    key = statistical_rows(args.out, df, split, borders, horizons, lookback, args)
     results, baselines = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for h in horizons:
@@ -382,9 +614,9 @@ def main(argv: list[str] | None = None) -> dict:
                       f"{r['ensemble']['test_mse_std']:.4f}), val {r['best_val_mse_std']:.4f}, study "
                       f"{r['study_seconds']:.0f} s", file=sys.stderr, flush=True)
     out = run.finish({"borders": list(borders), "horizons": list(horizons), "search_space": asdict(space),
-                      "prior": prior, "results": results, "baselines": baselines,
+                      "prior": prior, "results": results, "baselines": baselines, "statistical_key": key,
                       "published": published_rows(args.data_dir)})
-    return S.write_and_merge(args.out, NAME, args.seed, out, merge)
+    return S.write_and_merge(args.out, NAME, args.seed, out, lambda o: merge(o, key))
 
 
 if __name__ == "__main__":

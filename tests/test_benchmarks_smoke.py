@@ -63,12 +63,45 @@ def test_benchmark_etth1_quick(tmp_path):
     assert {b["model"] for b in res["baselines"]} == {"naive", "seasonal_naive_24", "seasonal_naive_168", "linear"}
     assert {r["model"] for r in res["published"]} >= {"LSTMa", "DeepAR", "NLinear"}
     assert len(res["goals"]["by_horizon"]) == 4
-    # a second seed merges into mean and standard deviation
+    _check_etth1_statistical(res, run, tmp_path)
+    # a second seed merges into mean and standard deviation, reusing the cached statistical rows
     r2 = _bench_run("etth1.py", "--quick", "--seed", "1", "--out", str(tmp_path))
     assert r2.returncode == 0, r2.stderr[-3000:]
     merged = json.loads((tmp_path / "etth1.json").read_text())
     assert merged["seeds"] == [0, 1] and all(a["mse"]["n"] == 2 for a in merged["aggregate"])
     assert "± " in (tmp_path / "etth1.md").read_text()
+    assert merged["statistical"]["rows"] == res["statistical"]["rows"] and len(merged["statistical"]["runs"]) == 1
+    # --statistical-only: nothing recomputed, the merged files re-rendered from the seed files
+    for name in ("etth1.json", "etth1.md"):
+        (tmp_path / name).unlink()
+    r3 = _bench_run("etth1.py", "--quick", "--statistical-only", "--out", str(tmp_path))
+    assert r3.returncode == 0, r3.stderr[-3000:]
+    again = json.loads((tmp_path / "etth1.json").read_text())
+    assert again["seeds"] == [0, 1] and again["statistical"] == merged["statistical"]
+    assert "reused" in r3.stderr and "AutoTheta (statsforecast" in (tmp_path / "etth1.md").read_text()
+
+
+def _check_etth1_statistical(res: dict, run: dict, out: Path) -> None:
+    """The statsforecast rows of a quick ETTh1 run: every model at every horizon, on the models' test
+    windows, timed, in the goals and the Markdown, cached in the output folder."""
+    st = res["statistical"]
+    assert st["lookback"] == 96 and st["missing_horizons"] == [] and st["naive_check_max_abs_diff"] == 0.0
+    assert {(r["horizon"], r["model"]) for r in st["rows"]} == {
+        (h, m) for h in (24, 48) for m in ("MSTL", "AutoETS", "AutoTheta")}
+    windows = {r["horizon"]: r["test_windows"] for r in run["results"]}
+    for r in st["rows"]:
+        assert r["test_windows"] == windows[r["horizon"]] and r["test_mse_std"] > 0 and r["lookback"] == 96
+        assert r["cpu_seconds"] == pytest.approx(r["fit_cpu_seconds"] + r["score_cpu_seconds"], abs=0.02)
+        assert r["cpu_seconds"] > 0 and r["periods"] == [24]  # a 96-row window holds 24 twice, not 168
+    for g in res["goals"]["by_horizon"]:
+        assert set(g["vs_statistical"]) == {"MSTL", "AutoETS", "AutoTheta"}
+        best = min([b["test_mse_std"] for b in res["baselines"] if b["horizon"] == g["horizon"]]
+                   + [r["test_mse_std"] for r in st["rows"] if r["horizon"] == g["horizon"]])
+        assert g["best_baseline"]["mse"] == best
+    cache = json.loads((out / "etth1_statistical.json").read_text())
+    assert list(cache) == [st["key"]] and len(cache[st["key"]]["runs"]) == 1
+    md = (out / "etth1.md").read_text()
+    assert "MSTL (statsforecast, fitted on train, fixed)" in md and "ahead of MSTL" in md and "CPU seconds" in md
 
 
 @pytest.mark.slow
@@ -102,6 +135,22 @@ def test_benchmark_demo_quick(tmp_path):
     assert run["best_baseline"] == best["model"]
     gru = next(r for r in run["rows"] if r["model"] == "gru")
     assert res["margins"]["gru"]["mean"] == pytest.approx(gru["mase"] / best["mase"] - 1)
+    # statsforecast rows on the same test windows; the margins to the best baseline include them
+    st = res["statistical"]
+    assert set(st["rows"]) == {"MSTL", "AutoETS", "AutoTheta"} and st["complete"]
+    assert st["simple_check_max_abs_diff"] == pytest.approx(0.0, abs=1e-12)
+    for row in st["rows"].values():
+        assert row["mase"] > 0 and row["score_cpu_seconds"] > 0 and row["test_windows"] == 7 * (480 - 24 + 1)
+    best_all = min([best["mase"]] + [r["mase"] for r in st["rows"].values()])
+    assert res["margins_with_statistical"]["gru"]["mean"] == pytest.approx(gru["mase"] / best_all - 1)
+    assert set(res["ahead_of_statistical"]["lstm"]) == set(st["rows"])
+    assert "MSTL (statsforecast, fitted on train, fixed)" in (tmp_path / "demo.md").read_text()
+    # --statistical-only reuses the cache and re-renders demo.json/demo.md from the seed file
+    (tmp_path / "demo.json").unlink()
+    r = _bench_run("demo.py", "--quick", "--statistical-only", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    again = json.loads((tmp_path / "demo.json").read_text())
+    assert "reused" in r.stderr and again["statistical"] == st and again["seeds"] == [0]
 
 
 @pytest.mark.slow

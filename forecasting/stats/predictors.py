@@ -36,8 +36,9 @@ def make_model(name: str, periods: tuple[int, ...]):
 
 
 def fitting_periods(periods: tuple[int, ...], n: int) -> tuple[int, ...]:
-    """The periods a series of `n` points (or a window of n) holds at least twice (shortest first)."""
-    return tuple(p for p in sorted(periods) if 1 < p and 2 * p < n)
+    """The periods a series of `n` points (or a window of n) holds at least twice, shortest first
+    (STL's requirement: two full cycles)."""
+    return tuple(p for p in sorted(periods) if 1 < p and 2 * p <= n)
 
 
 def fit_series(name: str, y: np.ndarray, periods: tuple[int, ...]):
