@@ -98,7 +98,7 @@ def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
-class HybridForecaster(nn.Module):
+class HybridForecaster(recurrent.RecurrentReader):
     """x [B, L, F] -> y_hat [B, H]: Holt-Winters forecast plus a recurrent remainder."""
 
     def __init__(self, cfg: HybridConfig):
@@ -110,17 +110,7 @@ class HybridForecaster(nn.Module):
         self.raw_alpha = nn.Parameter(torch.tensor(_logit(ALPHA0)))
         self.raw_beta = nn.Parameter(torch.tensor(_logit(BETA0)))
         self.raw_gamma = nn.Parameter(torch.full((MAX_SEASONS,), _logit(GAMMA0)))
-        step_in = cfg.n_features * cfg.segment
-        self.embed = nn.Sequential(nn.Linear(step_in, cfg.hidden), nn.ReLU()) if cfg.segment > 1 else None
-        self.rnn = CELLS[cfg.cell](
-            input_size=cfg.hidden if self.embed is not None else step_in,
-            hidden_size=cfg.hidden,
-            num_layers=cfg.layers,
-            dropout=cfg.dropout if cfg.layers > 1 else 0.0,
-            batch_first=True,
-        )
-        self.drop = nn.Dropout(cfg.dropout)
-        self.head = nn.Linear(cfg.hidden, cfg.horizon)
+        self.build_reader(cfg)  # the recurrent path of recurrent.py: (segments) -> GRU/LSTM -> head
 
     # ------------------------------------------------------------------ the smoothing
     def smoothing(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -209,20 +199,12 @@ class HybridForecaster(nn.Module):
 
     # ------------------------------------------------------------------ the whole model
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        cfg = self.cfg
         y = x[..., 0]  # [B, L]
         sm = self.smooth(y)
         forecast = self.extrapolate(sm, y.shape[1])  # [B, H]
         z = y - sm.seasonal - sm.level[:, None]  # [B, L] deseasonalized, relative to the last level
         x = torch.cat([z.unsqueeze(-1), x[..., 1:]], dim=-1)  # [B, L, F]
-        if cfg.segment > 1:
-            n_seg = x.shape[1] // cfg.segment
-            x = x[:, x.shape[1] - n_seg * cfg.segment:]  # drop the oldest remainder
-            x = x.reshape(x.shape[0], n_seg, cfg.segment * x.shape[2])  # [B, L/seg, seg*F]
-            x = self.embed(x)  # [B, L/seg, hidden]
-        out, _ = self.rnn(x)  # [B, steps, hidden]
-        remainder = self.head(self.drop(out[:, -1]))  # [B, H]
-        return forecast + remainder.float()
+        return forecast + self.read(x).float()  # + the recurrent remainder [B, H]
 
     @torch.no_grad()
     def start_as_holt_winters(self, seasons: tuple[int, ...]) -> None:

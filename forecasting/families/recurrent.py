@@ -82,12 +82,12 @@ def seasonal_naive_weights(lookback: int, horizon: int, period: int) -> torch.Te
     return w
 
 
-class RecurrentForecaster(nn.Module):
-    """x [B, L, F] -> y_hat [B, H]: normalize the window, encode, project, add the highway."""
+class RecurrentReader(nn.Module):
+    """The recurrent path every recurrent family shares: x [B, L, F] -> (segments) -> GRU/LSTM ->
+    last state [B, D] -> Linear(D, H). Its config needs `n_features`, `segment`, `hidden`, `layers`,
+    `dropout`, `cell` and `horizon`."""
 
-    def __init__(self, cfg: RecurrentConfig):
-        super().__init__()
-        self.cfg = cfg
+    def build_reader(self, cfg) -> None:
         step_in = cfg.n_features * cfg.segment
         # A segment needs an embedding to mix its steps; a single step feeds the cell directly.
         self.embed = nn.Sequential(nn.Linear(step_in, cfg.hidden), nn.ReLU()) if cfg.segment > 1 else None
@@ -100,6 +100,26 @@ class RecurrentForecaster(nn.Module):
         )
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.hidden, cfg.horizon)
+
+    def read(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, L, F] -> [B, H] (in segments when `segment` > 1: the oldest L mod segment steps dropped)."""
+        seg = self.cfg.segment
+        if seg > 1:
+            n_seg = x.shape[1] // seg
+            x = x[:, x.shape[1] - n_seg * seg:]  # drop the oldest remainder
+            x = x.reshape(x.shape[0], n_seg, seg * x.shape[2])  # [B, L/seg, seg*F]
+            x = self.embed(x)  # [B, L/seg, hidden]
+        out, _ = self.rnn(x)  # [B, steps, hidden]
+        return self.head(self.drop(out[:, -1]))  # [B, H]
+
+
+class RecurrentForecaster(RecurrentReader):
+    """x [B, L, F] -> y_hat [B, H]: normalize the window, encode, project, add the highway."""
+
+    def __init__(self, cfg: RecurrentConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.build_reader(cfg)
         self.highway = nn.Linear(cfg.lookback, cfg.horizon) if cfg.highway else None
         if self.highway is not None and cfg.init == "seasonal" and cfg.season:
             self.start_as_seasonal_naive(cfg.season)
@@ -123,13 +143,7 @@ class RecurrentForecaster(nn.Module):
         cfg = self.cfg
         x, loc, scale = window_norm(x, cfg.norm)  # [B, L, F], [B, 1], [B, 1]
         linear = self.highway(x[..., 0]) if self.highway is not None else 0.0  # [B, H]
-        if cfg.segment > 1:
-            n_seg = x.shape[1] // cfg.segment
-            x = x[:, x.shape[1] - n_seg * cfg.segment:]  # drop the oldest remainder
-            x = x.reshape(x.shape[0], n_seg, cfg.segment * x.shape[2])  # [B, L/seg, seg*F]
-            x = self.embed(x)  # [B, L/seg, hidden]
-        out, _ = self.rnn(x)  # [B, steps, hidden]
-        y = self.head(self.drop(out[:, -1])) + linear  # [B, H]
+        y = self.read(x) + linear  # [B, H]
         return y.float() * scale + loc
 
 
