@@ -26,6 +26,12 @@ with their CPU and wall seconds. They do not depend on the seed: they are comput
 and cached in `<out>/m4_hourly_statistical.json` (keyed by the number of series and a hash of the
 training data), which later seeds reuse.
 
+NeuralForecast's N-HiTS in the same run (see `_nhits.py`): the library's defaults with input size
+3 x 48 = 144 and `scaler_type="robust"`, fitted on the full training series (what the final refits
+learn from), forecasting the 48 test points; one row per seed, cached in `<out>/m4_hourly_nhits.json`.
+`--nhits-only` computes only the seed's N-HiTS row and re-merges; without neuralforecast it is skipped
+and the report says so.
+
 Families: any registered one (`--families`; default GRU and LSTM). The recurrent families search the
 benchmark's own space below; any other searches the same shared ranges with its default space for the
 periods (24, 168), its first trial from `starting_point` with the shared prior values where they fit.
@@ -55,6 +61,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
+import _nhits as N  # noqa: E402
 import _seeds as S  # noqa: E402
 
 from forecasting import families  # noqa: E402
@@ -430,6 +437,30 @@ def statistical_rows(out: Path, ids: list[str], insample: list[np.ndarray], y_te
     return {**cache[key], "key": key, "cached": False}
 
 
+NHITS_INPUT = 3 * H  # NeuralForecast's N-HiTS input rule here: a small multiple of the horizon
+
+
+def nhits_key(data_key: str, quick: bool) -> str:
+    return N.key_of(data_key, H, NHITS_INPUT, N.QUICK_STEPS if quick else N.STEPS)
+
+
+def nhits_row(args: argparse.Namespace, insample: list[np.ndarray], y_test: np.ndarray, data_key: str) -> None:
+    """Compute and cache this seed's N-HiTS row unless it is cached, skipped or neuralforecast is missing."""
+    key = nhits_key(data_key, args.quick)
+    if args.nhits == "skip" or N.cached(args.out, NAME, key, args.seed) is not None:
+        return
+    python = N.interpreter()
+    if python is None:
+        print(f"[m4] N-HiTS skipped: {N.missing_reason()}", file=sys.stderr, flush=True)
+        return
+    steps = N.QUICK_STEPS if args.quick else N.STEPS
+    windows = np.stack([x[-NHITS_INPUT:] for x in insample])  # [S, 144]: the end of each training series
+    fc, rec = N.forecast(insample, windows, H, NHITS_INPUT, args.seed, steps, python)
+    N.store(args.out, NAME, key, args.seed, {**m4_scores(y_test, fc, insample), **rec})
+    print(f"[m4] seed {args.seed} N-HiTS: OWA {m4_scores(y_test, fc, insample)['owa']:.3f}", file=sys.stderr,
+          flush=True)
+
+
 # --------------------------------------------------------------------------- intervals
 
 
@@ -510,6 +541,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--families", nargs="+", choices=families.names(), default=list(FAMILIES),
                    help=f"registered families to tune (default {' '.join(FAMILIES)})")
     p.add_argument("--merge-only", action="store_true", help="only fold the seed files into m4_hourly.json")
+    p.add_argument("--nhits", choices=("run", "skip"), default="run",
+                   help="the seed's N-HiTS row: computed when neuralforecast is installed (default), or skipped")
+    p.add_argument("--nhits-only", action="store_true", help="only compute the seed's N-HiTS row and re-merge")
     args = p.parse_args(argv)
     quick = args.quick
     args.trials = args.trials or (2 if quick else 8)
@@ -596,8 +630,12 @@ def main(argv: list[str] | None = None) -> dict:
         return merge(args.out)
     ids, insample, y_test = load(args)
     C.set_threads(args.threads)
+    if args.nhits_only:
+        nhits_row(args, insample, y_test, _stat_key(ids, insample, y_test)[0])
+        return merge(args.out)
     run = C.Run(NAME, args, budget_of(args), extra_versions=("optuna", "scikit-learn", "statsforecast"))
     statistical = statistical_rows(args.out, ids, insample, y_test)
+    nhits_row(args, insample, y_test, statistical["key"])
     df, lengths = long_frame(dict(zip(ids, insample, strict=True))), np.array([len(x) for x in insample])
     # Validation = the last H points of each training series; no test part inside the training file.
     split_val = Split(tuple(ids), lengths, train_end=lengths - H, val_end=lengths)
@@ -648,15 +686,17 @@ def stat_rows(run: dict) -> dict:
     return (run.get("statistical") or {}).get("rows", {})
 
 
-def point_goals(agg: dict, run: dict) -> tuple[str, float, dict]:
+def point_goals(agg: dict, run: dict, nhits: dict) -> tuple[str, float, dict]:
     """The best comparator row (recomputed baselines and statistical rows, by OWA), its OWA, and per row
-    of ours: the OWA target, the best comparator, seasonal naive and each statistical row."""
+    of ours: the OWA target, the best comparator, seasonal naive, each statistical row and N-HiTS (mean
+    ± sd over its seeds, when it ran)."""
     others = {k: v["owa"] for k, v in run["baselines_recomputed"].items()} | {
         k: v["owa"] for k, v in stat_rows(run).items()}
     best = min(others, key=others.get)
     goals = {k: {"owa_target": S.compare(v["owa"], OWA_TARGET), "vs_best_baseline": S.compare(v["owa"], others[best]),
                  "vs_snaive": S.compare(v["owa"], others["sNaive"]),
-                 "vs_statistical": {n: S.compare(v["owa"], r["owa"]) for n, r in stat_rows(run).items()}}
+                 "vs_statistical": {n: S.compare(v["owa"], r["owa"]) for n, r in stat_rows(run).items()},
+                 "vs_nhits": S.compare(v["owa"], nhits["aggregate"]["owa"]) if nhits.get("aggregate") else None}
              for k, v in agg.items()}
     return best, others[best], goals
 
@@ -671,6 +711,24 @@ def merge_statistical(runs: list[dict]) -> dict:
                             "reused_by_seeds": [r["seed"] for r in has if r["statistical"]["cached"]]}}
 
 
+NHITS_SETUP = (f"NeuralForecast N-HiTS, library defaults ({N.STEPS:,} steps, no early stopping) except input size "
+               f"{NHITS_INPUT} (3 x horizon) and scaler_type=\"robust\"; fitted on the full training series, one "
+               "global model, forecasting the 48 test points; one run per seed, cached in m4_hourly_nhits.json")
+
+
+def merge_nhits(out: Path, runs: list[dict]) -> dict:
+    """N-HiTS's rows of every seed cached for this data (mean ± sd of each score), or why there are none."""
+    st = runs[-1].get("statistical")
+    rows = N.seeds_of(out, NAME, nhits_key(st["key"], runs[-1]["quick"])) if st else {}
+    if not rows:
+        return {"missing": N.missing_reason() if N.interpreter() is None else "not computed for this data yet"}
+    steps = next(iter(rows.values()))["max_steps"]
+    return {"seeds": sorted(int(k) for k in rows), "setup": NHITS_SETUP.replace(f"{N.STEPS:,} steps", f"{steps:,} steps"),
+            "aggregate": {m: S.mean_sd([r[m] for r in rows.values()]) for m in ("smape", "mase", "owa")},
+            "cost": N.cost_text(rows), "rows": {k: {kk: vv for kk, vv in r.items() if kk != "run"} for k, r in rows.items()},
+            "runs": {k: r.get("run") for k, r in rows.items()}}
+
+
 def merge(out: Path) -> dict:
     """Fold every seed file in `out` into m4_hourly.json and m4_hourly.md."""
     runs = S.load_seeds(out, NAME)
@@ -678,11 +736,12 @@ def merge(out: Path) -> dict:
         raise SystemExit(f"no {NAME}_seed*.json in {out}")
     agg = {k: {m: S.mean_sd([r["ours"][k][m] for r in runs if k in r["ours"]]) for m in ("smape", "mase", "owa")}
            for k in runs[-1]["ours"]}
-    best_base, best_owa, goals = point_goals(agg, runs[-1])
+    nhits = merge_nhits(out, runs)
+    best_base, best_owa, goals = point_goals(agg, runs[-1], nhits)
     res = {**{k: v for k, v in runs[-1].items() if k not in ("ours", "tuning")}, "seeds": [r["seed"] for r in runs],
            "seed": ", ".join(str(r["seed"]) for r in runs),
            "runs": S.runs_meta(runs), "aggregate": agg, "best_baseline": best_base, "best_baseline_owa": best_owa,
-           "goals": goals,
+           "goals": goals, "nhits": nhits,
            "per_seed": [{"seed": r["seed"], "ours": r["ours"], "tuning": r["tuning"],
                          "intervals": r.get("intervals")} for r in runs]}
     res.update(merge_intervals(runs))
@@ -721,6 +780,10 @@ def _rows(res: dict, official_too: bool) -> list[list[str]]:
     for k, v in stat_rows(res).items():
         rows.append([f"{k} (statsforecast, per series; {v['cpu_seconds']:.1f} CPU s)", f"{v['smape']:.3f}",
                      f"{v['mase']:.3f}", f"{v['owa']:.3f}", "this data (computed once, cached)"])
+    nh = (res.get("nhits") or {}).get("aggregate")
+    if nh:
+        rows.append([f"N-HiTS (neuralforecast, seeds {res['nhits']['seeds']})", S.fmt(nh["smape"]), S.fmt(nh["mase"]),
+                     S.fmt(nh["owa"]), "this data"])
     if official_too:
         by = {o["name"]: o for o in res["official"]}
         for n in SHOWN:
@@ -783,6 +846,8 @@ def _goal_text(res: dict) -> str:
     for k, g in res["goals"].items():
         owa = res["aggregate"][k]["owa"]
         ahead = ", ".join(f"{n} ({stat[n]['owa']:.3f}) {AHEAD[c]}" for n, c in g.get("vs_statistical", {}).items())
+        if g.get("vs_nhits"):
+            ahead += f", N-HiTS ({S.fmt(res['nhits']['aggregate']['owa'])}) {AHEAD[g['vs_nhits']]}"
         parts.append(f"{label(k)} OWA {S.fmt(owa)}: target ≤ {OWA_TARGET} "
                      f"{_verdict(g['owa_target'], owa['mean'], OWA_TARGET)}; against the best baseline "
                      f"({res['best_baseline']}, {best_owa:.3f}) {g['vs_best_baseline']}"
@@ -800,6 +865,14 @@ def _statistical_text(res: dict) -> str:
             f"(cache key {st['key']}); seeds {st.get('computed_by_seeds')} computed them, seeds "
             f"{st.get('reused_by_seeds')} reused them. Fit + predict over the {st['n_series']} series: {cost} "
             "(a first fit before the timing, numba compilation, is not counted).\n")
+
+
+def _nhits_text(res: dict) -> str:
+    """How the N-HiTS row was made and what it cost, or why it is missing."""
+    nh = res.get("nhits") or {}
+    if not nh.get("aggregate"):
+        return f"N-HiTS: no row ({nh.get('missing', 'not computed')}).\n" if nh else ""
+    return f"N-HiTS row: {nh['setup']}. Fit + predict: {nh['cost']}.\n"
 
 
 def _header(res: dict) -> str:
@@ -842,7 +915,7 @@ def render(res: dict) -> str:
     """The full Markdown report of a merged result."""
     lines = ["## M4 Hourly\n", C.conditions(res), _header(res),
              C.table(["method", "sMAPE", "MASE", "OWA", "source"], _rows(res, True)), _goal_text(res) + "\n",
-             _statistical_text(res), _interval_text(res), _tuning_table(res),
+             _statistical_text(res), _nhits_text(res), _interval_text(res), _tuning_table(res),
              f"Ridge baseline: {res.get('linear')}. {_spaces_text(res)}\n"]
     return "\n".join(lines)
 
@@ -854,7 +927,7 @@ def summary(res: dict) -> str:
             f"{res['budget']['max_epochs']} epochs per family and seed.\n\n"
             + C.table(["M4 Hourly", "sMAPE", "MASE", "OWA", "source"], _rows(res, False))
             + "\n" + _goal_text(res) + " Official: Smyl (M4 winner) 0.440, best Hourly entry (Doornik) 0.410, "
-            "sNaive 0.627.\n" + _statistical_text(res) + _interval_text(res))
+            "sNaive 0.627.\n" + _statistical_text(res) + _nhits_text(res) + _interval_text(res))
 
 
 if __name__ == "__main__":
