@@ -15,6 +15,11 @@ search space: 720). They do not depend on the seed: computed once per horizon an
 seconds per row; a seed run computes the missing ones, `--statistical-only` computes only them and
 re-renders etth1.json/etth1.md from the seed files already in `--out`.
 
+NeuralForecast's N-HiTS in the same run (see `_nhits.py`): the library's defaults with input size
+5 x horizon (its long-horizon recipe) and `scaler_type="robust"`, fitted on the training rows, scored on
+the same test windows; one row per seed and horizon, cached in `<out>/etth1_nhits.json`; `--nhits-only`
+computes only the seed's rows and re-merges.
+
     python benchmarks/etth1.py [--quick] [--out DIR] [--data-dir DIR] [--trials N] [--max-epochs N]
     python benchmarks/etth1.py --statistical-only [--quick] [--out DIR] [--horizons H ...]
 """
@@ -30,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
+import _nhits as N  # noqa: E402
 import _seeds as S  # noqa: E402
 
 from forecasting.api.ensemble import Ensemble  # noqa: E402
@@ -311,6 +317,69 @@ def merge_statistical(out: Path, last: dict, key: str | None = None) -> dict:
                             "naive_check_max_abs_diff": max(diffs, default=None)}}
 
 
+# --------------------------------------------------------------------------- N-HiTS rows
+
+NHITS_INPUT = 5  # x horizon: NeuralForecast's long-horizon recipe for N-HiTS
+NHITS_SETUP = ("NeuralForecast N-HiTS, library defaults ({steps:,} steps, no early stopping) except input size "
+               f"{NHITS_INPUT} x horizon and scaler_type=\"robust\"; fitted on the training rows (the rows our "
+               "models learn from), scored on the same test windows; one run per seed and horizon, cached in "
+               f"{NAME}_nhits.json")
+
+
+def nhits_key(fingerprint: str, borders, horizon: int, quick: bool) -> str:
+    steps = N.QUICK_STEPS if quick else N.STEPS
+    return N.key_of(f"rows{borders[2]}-{fingerprint}", horizon, NHITS_INPUT * horizon, steps)
+
+
+def nhits_row(df, split, horizon: int, args, python: Path) -> dict:
+    """N-HiTS fitted on the training rows and scored on every test window of one horizon."""
+    size = NHITS_INPUT * horizon
+    f = Forecaster(base_config(horizon, "gru", size, args))
+    f.fit_scaler(df, split)
+    train = [build_panel(df, f.cfg).series(0)[: int(split.train_end[0]), 0]]
+    rec: dict = {}
+    p = N.predictor(train, f.scaler_.mean[:, 0], f.scaler_.std[:, 0], horizon, size, args.seed,
+                    N.QUICK_STEPS if args.quick else N.STEPS, python, rec)
+    ev = f.evaluate(df, split, "test", predictor=p)
+    return {"horizon": horizon, **_scores(ev), "test_windows": len(ev.y), **rec}
+
+
+def nhits_rows(args, df, split, borders) -> None:
+    """This seed's N-HiTS row of every horizon not cached yet (none when skipped or not installed)."""
+    from forecasting.core.provenance import dataset_fingerprint
+
+    python = N.interpreter()
+    if args.nhits == "skip" or python is None:
+        print(f"[etth1] N-HiTS skipped: {'--nhits skip' if python else N.missing_reason()}", file=sys.stderr)
+        return
+    fp = dataset_fingerprint(df)
+    for h in args.horizons:
+        key = nhits_key(fp, borders, h, args.quick)
+        if N.cached(args.out, NAME, key, args.seed) is None:
+            row = nhits_row(df, split, h, args, python)
+            N.store(args.out, NAME, key, args.seed, row)
+            print(f"[etth1] seed {args.seed} H={h} N-HiTS: test MSE {row['test_mse_std']:.4f}, "
+                  f"{row['fit_cpu_seconds'] + row['predict_cpu_seconds']:.0f} CPU s", file=sys.stderr, flush=True)
+
+
+def merge_nhits(out: Path, last: dict, stat_key: str | None) -> dict:
+    """Per horizon: N-HiTS's test MSE and MAE (mean ± sd over the seeds cached for this data)."""
+    if not stat_key:
+        return {}
+    fp, rows = stat_key.rsplit("-", 1)[1], {}
+    for h in last["horizons"]:
+        seeds = N.seeds_of(out, NAME, nhits_key(fp, last["borders"], h, last["quick"]))
+        if seeds:
+            rows[h] = {"seeds": sorted(int(k) for k in seeds), "cost": N.cost_text(seeds),
+                       "mse": S.mean_sd([r["test_mse_std"] for r in seeds.values()]),
+                       "mae": S.mean_sd([r["test_mae_std"] for r in seeds.values()]),
+                       "max_steps": next(iter(seeds.values()))["max_steps"]}
+    if not rows:
+        return {"nhits": {"missing": N.missing_reason() if N.interpreter() is None else "not computed yet"}}
+    steps = next(iter(rows.values()))["max_steps"]
+    return {"nhits": {"setup": NHITS_SETUP.format(steps=steps), "by_horizon": rows}}
+
+
 VARIANTS = (("single", "best trial"), ("ensemble", f"mean of the {ENSEMBLE} best trials"))
 
 
@@ -348,7 +417,8 @@ def interval_lines(res: dict) -> list[str]:
             C.table(["horizon", "model", "coverage 80", "coverage 95", "MSIS (95 %)", "width 95"], rows)]
 
 
-def goals(agg: list[dict], baselines: list[dict], published: list[dict], statistical: list[dict] = ()) -> dict:
+def goals(agg: list[dict], baselines: list[dict], published: list[dict], statistical: list[dict] = (),
+          nhits: dict | None = None) -> dict:
     """Per horizon and family (single model): against the best published value, the LSTM-type
     published rows, the best baseline of this run (the statistical rows included) and each statistical
     row, with the two-standard-deviation tie rule."""
@@ -369,6 +439,8 @@ def goals(agg: list[dict], baselines: list[dict], published: list[dict], statist
             "lstm_type": {m: S.compare(a["mse"], v) for m, v in lstm_type.items()},
             "vs_statistical": {r["model"]: {"mse": r["test_mse_std"], "verdict": S.compare(a["mse"], r["test_mse_std"])}
                                for r in statistical if r["horizon"] == h},
+            "vs_nhits": None if h not in (nhits or {}) else {"mse": nhits[h]["mse"],
+                                                             "verdict": S.compare(a["mse"], nhits[h]["mse"])},
         })
     return {"by_horizon": out}
 
@@ -395,6 +467,10 @@ def _grid(res: dict, metric: str, published_too: bool = True) -> str:
         by_h = {r["horizon"]: r[f"test_{metric}_std"] for r in stat if r["model"] == name}
         rows.append([f"{name} (statsforecast, fitted on train, fixed)"]
                     + [f"{by_h[h]:.3f}" if h in by_h else "–" for h in horizons])
+    nh = (res.get("nhits") or {}).get("by_horizon", {})
+    if nh:
+        by_h = {int(h): v[metric] for h, v in nh.items()}
+        rows.append(["N-HiTS (neuralforecast, input 5H)"] + [S.fmt(by_h.get(h)) for h in horizons])
     if published_too:
         for label, by_h in published_series(res["published"]):
             rows.append([f"{label} (published)"] + [f"{by_h[h][metric]:.3f}" if h in by_h else "–" for h in horizons])
@@ -415,6 +491,9 @@ def _goal_lines(res: dict) -> list[str]:
         if g.get("vs_statistical"):
             parts.append("ahead of " + ", ".join(f"{n} ({v['mse']:.4f}): {C.AHEAD[v['verdict']]}"
                                                  for n, v in g["vs_statistical"].items()))
+        if g.get("vs_nhits"):
+            v = g["vs_nhits"]
+            parts.append(f"ahead of N-HiTS ({S.fmt(v['mse'], 4)}): {C.AHEAD[v['verdict']]}")
         lines.append("- " + "; ".join(parts) + ".")
     return lines
 
@@ -462,6 +541,17 @@ GOALS_HEADER = ("**Goals** (single best-trial model; best published value at eac
                 "paper, not from the published-results file):\n")
 
 
+def nhits_text(res: dict) -> list[str]:
+    """How the N-HiTS rows were made and their CPU seconds per horizon, or why there are none."""
+    nh = res.get("nhits")
+    if not nh:
+        return []
+    if "by_horizon" not in nh:
+        return [f"N-HiTS: no rows ({nh['missing']}).\n"]
+    cost = "; ".join(f"H={h}: {v['cost']}" for h, v in nh["by_horizon"].items())
+    return [f"**N-HiTS rows**: {nh['setup']}. Fit + predict CPU seconds: {cost}.\n"]
+
+
 def render(res: dict) -> str:
     b = res["budget"]
     cap = f", at most {b['study_timeout']:.0f} s per study" if b.get("study_timeout") else ""
@@ -481,7 +571,7 @@ def render(res: dict) -> str:
              "on validation) are scored on the same test windows.\n",
              "**Test MSE** (standardized) by horizon:\n", _grid(res, "mse"),
              "**Test MAE** (standardized) by horizon:\n", _grid(res, "mae"),
-             *statistical_text(res), GOALS_HEADER, *_goal_lines(res), "", *interval_lines(res)]
+             *statistical_text(res), *nhits_text(res), GOALS_HEADER, *_goal_lines(res), "", *interval_lines(res)]
     rows = []
     for run in res["per_seed"]:
         for r in sorted(run["results"], key=lambda r: (r["horizon"], r["family"])):
@@ -508,7 +598,7 @@ def summary(res: dict) -> str:
     return (f"Test MSE, mean ± sd over seeds {res['seeds']}; budget {res['budget']['n_trials']} trials x "
             f"{res['budget']['max_epochs']} epochs per model, horizon and seed.\n\n"
             + _grid(rows_res, "mse") + "\n" + "\n".join(_goal_lines(res)) + "\n\n"
-            + "\n".join(statistical_text(res, table=False)))
+            + "\n".join([*statistical_text(res, table=False), *nhits_text(res)]))
 
 
 def interval_summary(res: dict) -> str:
@@ -531,10 +621,12 @@ def merge(out: Path, key: str | None = None) -> dict:
     last = runs[-1]
     agg = aggregate(runs)
     stat = merge_statistical(out, last, key)
+    nhits = merge_nhits(out, last, stat.get("statistical", {}).get("key"))
     res = {**{k: v for k, v in last.items() if k not in ("results", "seasonal_naive")},
            "seeds": [r["seed"] for r in runs], "seed": ", ".join(str(r["seed"]) for r in runs), "runs": S.runs_meta(runs), "aggregate": agg,
-           "per_seed": [{"seed": r["seed"], "results": r["results"]} for r in runs], **stat,
-           "goals": goals(agg, last["baselines"], last["published"], stat.get("statistical", {}).get("rows", []))}
+           "per_seed": [{"seed": r["seed"], "results": r["results"]} for r in runs], **stat, **nhits,
+           "goals": goals(agg, last["baselines"], last["published"], stat.get("statistical", {}).get("rows", []),
+                          nhits.get("nhits", {}).get("by_horizon"))}
     C.write(out, NAME, res, render(res))
     return res
 
@@ -552,6 +644,9 @@ def parse(argv: list[str] | None):
     p.add_argument("--statistical-only", action="store_true",
                    help=f"only compute the missing statsforecast rows into {STAT_CACHE} (no training) and "
                         "re-render etth1.json/etth1.md from the seed files in --out")
+    p.add_argument("--nhits", choices=("run", "skip"), default="run",
+                   help="the seed's N-HiTS rows: computed when neuralforecast is installed (default), or skipped")
+    p.add_argument("--nhits-only", action="store_true", help="only compute the seed's N-HiTS rows and re-merge")
     args = p.parse_args(argv)
     quick = args.quick
     args.trials = args.trials or (2 if quick else 10)
@@ -592,6 +687,11 @@ def main(argv: list[str] | None = None) -> dict:
         return merge(args.out)
     if args.statistical_only:
         return statistical_only(args)
+    if args.nhits_only:
+        C.set_threads(args.threads)
+        df, split, borders, *_ = load(args)
+        nhits_rows(args, df, split, borders)
+        return merge(args.out)
     C.require(args.data_dir, "ett/ETTh1.csv", "published/etth1_published_results.csv")
     C.set_threads(args.threads)
     horizons = args.horizons
@@ -602,6 +702,7 @@ def main(argv: list[str] | None = None) -> dict:
               "statistical": stat_setup(borders[0], lookback)}
     run = C.Run(NAME, args, budget, extra_versions=("optuna", "scikit-learn", "statsforecast"))
     key = statistical_rows(args.out, df, split, borders, horizons, lookback, args)
+    nhits_rows(args, df, split, borders)
     results, baselines = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for h in horizons:
