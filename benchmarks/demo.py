@@ -11,6 +11,10 @@ each model's margin is then taken to the best baseline including them. A seed ru
 cache lacks them; `--statistical-only` computes only them and re-renders demo.json/demo.md from the seed
 files already in `--out`.
 
+NeuralForecast's N-HiTS beside them (see `_nhits.py`): library defaults with input size 5 x horizon and
+`scaler_type="robust"`, one global model fitted on every series' training rows, scored on the same test
+windows; one row per seed, cached in `<out>/demo_nhits.json`; `--nhits-only` computes only that.
+
     python benchmarks/demo.py --seed S [--quick] [--out DIR]      # one seed; merges all seed files
     python benchmarks/demo.py --statistical-only [--quick] [--out DIR]
     python benchmarks/demo.py --merge-only
@@ -27,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
+import _nhits as N  # noqa: E402
 import _seeds as S  # noqa: E402
 
 from forecasting.families import DEFAULT as FAMILIES  # noqa: E402  (the families `train` tunes by default)
@@ -205,6 +210,58 @@ def merge_statistical(out: Path, last: dict, key: str | None = None) -> dict:
                             "simple_check_max_abs_diff": max(diffs, default=None)}}
 
 
+# --------------------------------------------------------------------------- N-HiTS rows
+
+NHITS_INPUT = 5  # x horizon: NeuralForecast's long-horizon recipe for N-HiTS
+NHITS_SETUP = ("NeuralForecast N-HiTS, library defaults ({steps:,} steps, no early stopping) except input size "
+               f"{NHITS_INPUT} x horizon and scaler_type=\"robust\"; one global model fitted on every series' "
+               "training rows (what the flow's models learn from), scored on the same test windows; one run per "
+               f"seed, cached in {NAME}_nhits.json")
+
+
+def nhits_key(data_key: str, horizon: int, quick: bool) -> str:
+    return N.key_of(data_key, horizon, NHITS_INPUT * horizon, N.QUICK_STEPS if quick else N.STEPS)
+
+
+def nhits_row(args) -> None:
+    """This seed's N-HiTS row, unless it is cached, skipped or neuralforecast is missing."""
+    from forecasting.api.forecaster import Forecaster, build_panel
+    from forecasting.core.provenance import dataset_fingerprint
+
+    python = N.interpreter()
+    if args.nhits == "skip" or python is None:
+        print(f"[demo] N-HiTS skipped: {'--nhits skip' if python else N.missing_reason()}", file=sys.stderr)
+        return
+    with demo_home(args.quick) as home:
+        df, split, f, _ = stat_plan(home, args.quick)
+        h = f.cfg.model.horizon
+        key = nhits_key(f"rows{len(df)}-{dataset_fingerprint(df)}", h, args.quick)
+        if N.cached(args.out, NAME, key, args.seed) is not None:
+            return
+        g = Forecaster(replace(f.cfg, model=replace(f.cfg.model, lookback=NHITS_INPUT * h)))
+        g.fit_scaler(df, split)
+        panel, rec = build_panel(df, g.cfg), {}
+        train = [panel.series(i)[: int(e), 0] for i, e in enumerate(split.train_end)]
+        p = N.predictor(train, g.scaler_.mean[:, 0], g.scaler_.std[:, 0], h, NHITS_INPUT * h, args.seed,
+                        N.QUICK_STEPS if args.quick else N.STEPS, python, rec)
+        ev = g.evaluate(df, split, "test", predictor=p)
+    N.store(args.out, NAME, key, args.seed, {**ev.metrics, "test_windows": len(ev.y), **rec})
+    print(f"[demo] seed {args.seed} N-HiTS: test MASE {ev.metrics['mase']:.4f}", file=sys.stderr, flush=True)
+
+
+def merge_nhits(out: Path, last: dict, stat_key: str | None) -> dict:
+    """N-HiTS's test MASE over the seeds cached for the seed runs' data (mean ± sd), or why there is none."""
+    rows = {}
+    if stat_key:
+        n_rows, _, fp = stat_key.split("-", 2)
+        rows = N.seeds_of(out, NAME, nhits_key(f"{n_rows}-{fp}", last["budget"]["horizon"], last["quick"]))
+    if not rows:
+        return {"nhits": {"missing": N.missing_reason() if N.interpreter() is None else "not computed yet"}}
+    steps = next(iter(rows.values()))["max_steps"]
+    return {"nhits": {"setup": NHITS_SETUP.format(steps=steps), "seeds": sorted(int(k) for k in rows),
+                      "mase": S.mean_sd([r["mase"] for r in rows.values()]), "cost": N.cost_text(rows)}}
+
+
 # --------------------------------------------------------------------------- seeds and report
 
 
@@ -235,12 +292,14 @@ def merge(out: Path, key: str | None = None) -> dict:
             for m in models}
     margins = {f: S.mean_sd([run["result"]["margins"][f] for run in runs]) for f in FAMILIES}
     st = merge_statistical(out, runs[-1], key)
+    nh = merge_nhits(out, runs[-1], st.get("statistical", {}).get("key"))
     stat = st.get("statistical", {}).get("rows", {})
     with_stat, best_with = margins_with(runs, stat) if stat else (margins, [r["result"]["best_baseline"] for r in runs])
     res = {**{k: v for k, v in runs[-1].items() if k != "result"}, "seeds": [r["seed"] for r in runs],
            "seed": ", ".join(str(r["seed"]) for r in runs), "runs": S.runs_meta(runs), "mase": mase,
            "margins": margins, "best_baselines": [r["result"]["best_baseline"] for r in runs],
-           "margins_with_statistical": with_stat, "best_baselines_with_statistical": best_with, **st,
+           "margins_with_statistical": with_stat, "best_baselines_with_statistical": best_with, **st, **nh,
+           "ahead_of_nhits": {f: S.compare(mase[f], nh["nhits"]["mase"]) for f in FAMILIES if "mase" in nh["nhits"]},
            "goals": {f: S.compare(with_stat[f], TARGET_MARGIN) for f in FAMILIES},
            "ahead_of_statistical": {f: {k: S.compare(mase[f], v["mase"]) for k, v in stat.items()} for f in FAMILIES},
            "per_seed": [{"seed": r["seed"], **r["result"]} for r in runs]}
@@ -270,6 +329,8 @@ def _goal_line(res: dict, f: str) -> str:
         ahead = ", ".join(f"{k} ({v['mase']:.4f}): {C.AHEAD[res['ahead_of_statistical'][f][k]]}"
                           for k, v in stat.items())
         line += f" (to the flow's own baselines, {flow_best}: {_margin(res['margins'][f])}); ahead of {ahead}"
+    if f in res.get("ahead_of_nhits", {}):
+        line += f"; ahead of N-HiTS ({S.fmt(res['nhits']['mase'], 4)}): {C.AHEAD[res['ahead_of_nhits'][f]]}"
     return line + "."
 
 
@@ -298,12 +359,17 @@ def summary(res: dict) -> str:
     rows = [[m, S.fmt(v, 4)] for m, v in res["mase"].items()]
     rows += [[f"{k} (statsforecast, fitted on train, fixed)", f"{v['mase']:.4f}"]
              for k, v in ((res.get("statistical") or {}).get("rows") or {}).items()]
+    nh = res.get("nhits") or {}
+    if "mase" in nh:
+        rows.append([f"N-HiTS (neuralforecast, seeds {nh['seeds']})", S.fmt(nh["mase"], 4)])
     lines = [f"Test MASE, mean ± sd over seeds {res['seeds']}; the demo's budget "
              f"({res['budget']['trials']} trials x {res['budget']['max_epochs']} epochs per family); the "
              "statistical rows do not depend on the seed.\n",
              C.table(["demo (ETTh1, 7 series, H=24)", "test MASE"], rows)]
     lines += [_goal_line(res, f) for f in FAMILIES]
-    return "\n".join(lines) + "\n\n" + statistical_text(res)
+    nh_text = (f"N-HiTS row: {nh['setup']}. Fit + predict: {nh['cost']}.\n" if "mase" in nh
+               else f"N-HiTS: no row ({nh['missing']}).\n" if nh else "")
+    return "\n".join(lines) + "\n\n" + statistical_text(res) + nh_text
 
 
 def render(res: dict) -> str:
@@ -316,10 +382,16 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--statistical-only", action="store_true",
                    help=f"only compute the missing statsforecast rows into {STAT_CACHE} (no training) and "
                         "re-render demo.json/demo.md from the seed files in --out")
+    p.add_argument("--nhits", choices=("run", "skip"), default="run",
+                   help="the seed's N-HiTS row: computed when neuralforecast is installed (default), or skipped")
+    p.add_argument("--nhits-only", action="store_true", help="only compute the seed's N-HiTS row and re-merge")
     args = p.parse_args(argv)
     if args.merge_only:
         return merge(args.out)
     C.set_threads(args.threads)
+    if args.nhits_only:
+        nhits_row(args)
+        return merge(args.out)
     if args.statistical_only:
         key = statistical_rows(args.out, args.quick)
         if not S.seed_files(args.out, NAME):
@@ -330,6 +402,7 @@ def main(argv: list[str] | None = None) -> dict:
     budget = QUICK if args.quick else BUDGET
     run = C.Run(NAME, args, budget, extra_versions=("optuna", "mlflow", "prefect", "scikit-learn", "statsforecast"))
     key = statistical_rows(args.out, args.quick)
+    nhits_row(args)
     out = run.finish({"result": run_seed(args.seed, budget, args.quick), "statistical_key": key})
     return S.write_and_merge(args.out, NAME, args.seed, out, lambda o: merge(o, key))
 
