@@ -99,11 +99,29 @@ def _ingest_parser(p: argparse.ArgumentParser) -> None:
     add_options(p, IngestConfig)
 
 
+THREADS_HELP = ("torch threads (default: the CPUs this process may use, by affinity and cgroup quota, less "
+                "those other work keeps busy; split between workers)")
+
+
+def _threads_option(p: argparse.ArgumentParser, what: str = "") -> None:
+    p.add_argument("--threads", type=_positive, help=THREADS_HELP + what)
+
+
+def _positive(text: str) -> int:
+    """An option's parser: a whole number of at least 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return n
+
+
 def _train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("name")
     add_options(p, TrainJob)
-    p.add_argument("--threads", type=int, help="torch threads in this process (small models on a busy CPU "
-                   "run fastest on 1)")
+    _threads_option(p)
 
 
 def _family(name: str) -> str:
@@ -119,7 +137,7 @@ def _worker_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--family", default=families.DEFAULT[0], type=_family, help="a registered model family")
     p.add_argument("--index", type=int, default=1, help="worker number: sampler seed offset")
     p.add_argument("--parent-run-id", help="MLflow run to nest the trials under (default: a run of its own)")
-    p.add_argument("--threads", type=int, help="torch threads for this worker")
+    _threads_option(p, " for this worker")
 
 
 def _backtest_parser(p: argparse.ArgumentParser) -> None:
@@ -159,6 +177,7 @@ def _demo_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--statistical", action=argparse.BooleanOptionalAction, default=False,
                    help="also score statsforecast's MSTL, AutoETS and AutoTheta (adds many minutes: MSTL "
                         "decomposes each of the ~24,000 test windows)")
+    _threads_option(p)
 
 
 def bundled_data() -> Path:
@@ -192,11 +211,12 @@ def cmd_train(args, home: Path) -> dict:
 def run_train(job: TrainJob, home: Path, threads: int | None = None) -> dict:
     """Run the train flow and print the comparison, the best baseline and the registrations."""
     from flows.train import train_flow
+    from forecasting.core.cpus import default_threads
     from forecasting.core.tables import to_markdown
     from forecasting.core.training import resolve_device, torch_threads
 
     resolve_device(job.device)  # refuse --device cuda on a machine without CUDA before any work
-    with torch_threads(threads):
+    with torch_threads(threads or default_threads()):
         r = train_flow(job, str(home))
     print("\nComparison on the test part (original scale; mse_std/mae_std on the standardized scale; "
           "val_backtest_* over the validation cutoffs, which decide the champion):\n")
@@ -226,7 +246,9 @@ def cmd_tune_worker(args, home: Path) -> None:
     job = from_options(TrainJob, args, dataset=args.name, families=(args.family,))
     if not job.tune.storage:
         raise ForecastingError("tune-worker needs --storage: the study's Optuna storage URL (e.g. postgresql://...)")
-    r = join_study(home, job, args.family, args.parent_run_id, args.index, args.threads)
+    from forecasting.core.cpus import default_threads
+
+    r = join_study(home, job, args.family, args.parent_run_id, args.index, args.threads or default_threads())
     print(f"study {r.study.study_name}: best val_loss {r.study.best_value:.5f} with {r.best_params}")
 
 
@@ -301,7 +323,7 @@ def cmd_demo(args, home: Path) -> None:
     run_train(from_flags(TrainJob, dataset="etth1", horizon=args.horizon, trials=args.trials,
                          statistical=args.statistical,
                          max_epochs=args.max_epochs, max_train_windows=args.max_train_windows,
-                         max_val_windows=args.max_val_windows, plot_series=("OT",)), home)
+                         max_val_windows=args.max_val_windows, plot_series=("OT",)), home, args.threads)
     print("3/4 batch forecast with models:/etth1-gru@champion, 80% and 95% intervals", flush=True)
     out = Home.of(home).forecast_file("etth1-gru")
     f = forecast_flow("etth1-gru", r["path"], str(out), home=str(home), levels=(80, 95),

@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 
 from forecasting.api.forecaster import ForecasterConfig
 from forecasting.api.jobs import TrainJob
+from forecasting.core.cpus import default_threads
 from forecasting.core.data import Split
 from forecasting.core.datasets import load_processed
 from forecasting.core.errors import ForecastingError
@@ -62,8 +63,8 @@ def tune_family(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split, 
 
 
 def threads_per_worker(workers: int) -> int:
-    """Split the cores between workers so they do not oversubscribe the CPU."""
-    return max(1, (os.cpu_count() or 1) // max(workers, 1))
+    """Split the CPUs this process may use between workers so they do not oversubscribe them."""
+    return default_threads(workers)
 
 
 def worker_command(home: str | Path, job: TrainJob | None, family: str, parent_run_id: str | None,
