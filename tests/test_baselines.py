@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from forecasting.core.baselines import naive, season_length, seasonal_naive
 
@@ -50,3 +51,36 @@ def test_naive():
 )
 def test_season_length(freq, period):
     assert season_length(freq) == period
+
+
+def test_a_ridge_start_is_fitted_once_per_process_for_the_same_windows(monkeypatch):
+    """Trials with the same lookback (and the refit on the same data) reuse the ridge start; other
+    data, windows or normalization fit anew; callers get copies they may change."""
+    from forecasting.core import baselines
+    from forecasting.core.windows import make_windows, panel_from_long
+
+    calls = []
+    real = baselines.best_ridge
+    monkeypatch.setattr(baselines, "best_ridge", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(baselines, "_STARTS", type(baselines._STARTS)())
+
+    def windows(scale: float = 1.0, lookback: int = 24):
+        import pandas as pd
+
+        rng = np.random.default_rng(0)
+        y = scale * (np.sin(np.arange(300) * 2 * np.pi / 24) + 0.1 * rng.normal(size=300))
+        df = pd.DataFrame({"unique_id": "a", "ds": pd.date_range("2024-01-01", periods=300, freq="h"), "y": y})
+        panel = panel_from_long(df, "h")  # a new panel object every call
+        w = make_windows(panel, lookback, 6)
+        return baselines.Windows(panel, lookback, 6, w.starts[:200]), baselines.Windows(panel, lookback, 6, w.starts[200:])
+
+    first = baselines.linear_start(*windows(), "last")
+    first[0].zero_()  # the caller's copy
+    again = baselines.linear_start(*windows(), "last")
+    assert len(calls) == 1 and again[0].abs().sum() > 0
+    fresh = baselines._fit_linear_start(*windows(), "last")
+    torch.testing.assert_close(again, fresh)
+    baselines.linear_start(*windows(scale=2.0), "last")  # other values
+    baselines.linear_start(*windows(lookback=48), "last")  # other windows
+    baselines.linear_start(*windows(), "standard")  # other normalization
+    assert len(calls) == 5  # the first, the direct fit beside it, and the three others

@@ -5,6 +5,8 @@ All work on batches of windows on the per-series standardized scale: history [..
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +18,11 @@ from forecasting.core.windows import Windows
 
 LINEAR_ALPHAS = (0.1, 1.0, 10.0, 100.0)  # ridge penalties tried, chosen on validation
 MAX_LINEAR_WINDOWS = 50_000  # windows sampled to fit a ridge map (the fit is O(N L^2))
+# Ridge starts already fitted in this process, by the windows' content and the normalization: every
+# trial of a search with the same lookback, and the refit, start from the same map. A few seconds
+# each on the demo; bounded, since each holds an [H, L] map.
+_STARTS: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+MAX_STARTS = 16
 
 
 def naive(history: np.ndarray, horizon: int) -> np.ndarray:
@@ -84,10 +91,33 @@ def best_ridge(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray,
     return fits[int(np.argmin(errs))], errs
 
 
+def windows_key(*windows: Windows) -> str:
+    """A digest of what a ridge start reads from windows: the target column of their panel, their
+    starts, lookback and horizon (equal data gives an equal key, whichever objects hold it)."""
+    h = hashlib.blake2b(digest_size=16)
+    for w in windows:
+        h.update(np.ascontiguousarray(w.panel.values[:, 0]).tobytes())
+        h.update(np.ascontiguousarray(w.starts, dtype=np.int64).tobytes())
+        h.update(f"|{w.lookback}|{w.horizon}|".encode())
+    return h.hexdigest()
+
+
 def linear_start(train: Windows, val: Windows, norm: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Ridge map [H, L] and bias [H] from the window-normalized lookback to the normalized horizon,
     fitted on training windows with the penalty that scores best on validation windows: the
-    highway's starting point for `init="linear"` (the model then starts as the linear baseline)."""
+    highway's starting point for `init="linear"` (the model then starts as the linear baseline).
+    Fitted once per process for the same windows and normalization (`_STARTS`); copies are returned."""
+    key = f"{windows_key(train, val)}-{norm}"
+    if key not in _STARTS:
+        _STARTS[key] = _fit_linear_start(train, val, norm)
+        while len(_STARTS) > MAX_STARTS:
+            _STARTS.popitem(last=False)
+    _STARTS.move_to_end(key)
+    coef, bias = _STARTS[key]
+    return coef.clone(), bias.clone()
+
+
+def _fit_linear_start(train: Windows, val: Windows, norm: str) -> tuple[torch.Tensor, torch.Tensor]:
     def normalized(w: Windows) -> tuple[np.ndarray, np.ndarray]:
         x, y = w.arrays(np.linspace(0, len(w) - 1, min(len(w), MAX_LINEAR_WINDOWS)).astype(np.int64))
         xn, loc, scale = window_norm(torch.from_numpy(np.ascontiguousarray(x[..., :1])), norm)
