@@ -4,6 +4,7 @@
     <home>/data/forecasts/                           batch forecasts the commands write by default
     <home>/mlruns/mlflow.db, mlruns/artifacts/       the MLflow store (SQLite) and its artifacts
     <home>/mlruns/optuna.db                          the Optuna studies (SQLite)
+    <home>/mlruns/fits/<digest>/                     finished trials' forecasters, reused by the refit
     <home>/mlruns/.registry-<digest>.lock            the champion rule's lock, beside the store
 
 Nothing is created here: the modules that write a path create its folder.
@@ -56,6 +57,11 @@ class Home:
     @property
     def mlflow_db(self) -> Path:
         return self.mlruns / "mlflow.db"
+
+    @property
+    def fits(self) -> Path:
+        """Fitted forecasters kept by configuration, dataset and split (`api.fitcache`)."""
+        return self.mlruns / "fits"
 
     @property
     def optuna_db(self) -> Path:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from forecasting import families
 from forecasting.api.ensemble import Ensemble
+from forecasting.api.fitcache import FitCache, fit_or_load
 from forecasting.api.forecaster import Fitted, Forecaster, ForecasterConfig
 from forecasting.api.jobs import ABSOLUTE_METRICS, TrainJob
 from forecasting.core.backtest import Backtest, BacktestConfig, cutoffs
@@ -22,6 +23,7 @@ from forecasting.core.columns import CUTOFF, ID, TARGET, TIME
 from forecasting.core.data import Split, split_fractions
 from forecasting.core.errors import DataError
 from forecasting.core.evaluation import Predictor
+from forecasting.core.home import Home
 from forecasting.core.seasons import kept_periods
 from forecasting.core.training import TrainConfig
 from forecasting.tuning.space import SearchSpace, default_space
@@ -121,15 +123,23 @@ def inference_ms_per_1000(forecaster: Forecaster | Ensemble, x: np.ndarray, repe
     return best * 1000
 
 
-def fit_final(df: pd.DataFrame, split: Split, cfgs: list[ForecasterConfig]) -> tuple[Forecaster | Ensemble, dict]:
-    """Refit one configuration, or each of several as an equal-weight ensemble; returns the model
-    and its cost (seconds, peak memory, best epoch of the first member)."""
-    model = Ensemble.of(cfgs)
-    fits = model.fit(df, split)
-    fits = fits if isinstance(fits, list) else [fits]
+def fit_cache(ctx: RunContext) -> FitCache:
+    """Where a run's trials keep their fitted forecasters, for the refit to load."""
+    return FitCache(Home.of(ctx.home).fits, ctx.fingerprint)
+
+
+def fit_final(df: pd.DataFrame, split: Split, cfgs: list[ForecasterConfig], cache: FitCache | None = None
+              ) -> tuple[Forecaster | Ensemble, dict]:
+    """Refit one configuration, or each of several as an equal-weight ensemble, loading the fits a
+    trial already made of the same configuration on the same data (`cache`); returns the model and
+    its cost (seconds, peak memory and best epoch of the fits, how many were loaded)."""
+    fitted = [fit_or_load(c, df, split, cache) for c in cfgs]
+    members = [f for f, _ in fitted]
+    fits = [f.fit_result_ for f in members]
     cost = {"train_seconds": sum(r.seconds for r in fits), "peak_memory_mb": max(r.peak_memory_mb for r in fits),
-            "best_epoch": fits[0].best_epoch, "device": fits[0].device, "ensemble_size": len(cfgs)}
-    return model, cost
+            "best_epoch": fits[0].best_epoch, "device": fits[0].device, "ensemble_size": len(cfgs),
+            "loaded_fits": sum(kept for _, kept in fitted)}
+    return (members[0] if len(members) == 1 else Ensemble(members)), cost
 
 
 def validation_backtest(forecaster: Fitted, df: pd.DataFrame, split: Split, job: TrainJob,

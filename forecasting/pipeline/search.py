@@ -30,7 +30,7 @@ from forecasting.core.errors import ForecastingError
 from forecasting.core.options import from_dict, to_dict
 from forecasting.core.training import torch_threads
 from forecasting.pipeline import search_log
-from forecasting.pipeline.plan import RunContext, base_config, make_split, search_space
+from forecasting.pipeline.plan import RunContext, base_config, fit_cache, make_split, search_space
 from forecasting.pipeline.steps import run_context
 from forecasting.tracking import runs
 from forecasting.tuning.objective import TuneResult, tune
@@ -54,7 +54,8 @@ def tune_family(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split, 
     base = base_config(df, ctx.freq, job, split, family)
     hook = search_log.TrialLogger(ctx.experiment_id, ctx.parent_run_id, family)
     result = tune(df, split, base, family, study_name(job.dataset, job.horizon, family), job.tune,
-                  search_space(df, split, base, job), hook, progress, on_stale=search_log.close_stale_trial_run)
+                  search_space(df, split, base, job), hook, progress, on_stale=search_log.close_stale_trial_run,
+                  cache=fit_cache(ctx))
     # Which study trials this run continued (a resumed search) is said on the parent run.
     runs.log_values(ctx.parent_run_id, tags={f"{family}.resumed_trials": result.resumed})
     if plots:

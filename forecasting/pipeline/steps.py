@@ -32,6 +32,7 @@ from forecasting.pipeline.plan import (
     base_config,
     calibration_backtest,
     comparison_columns,
+    fit_cache,
     fit_final,
     gate_metric,
     inference_ms_per_1000,
@@ -75,7 +76,7 @@ def final_model(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split, 
     a pyfunc model by the next steps)."""
     with runs.run(ctx.experiment_id, f"{family}-final", ctx.parent_run_id,
                   tags={"kind": "final", "family": family}) as run_id:
-        forecaster, cost = fit_final(df, split, cfgs)
+        forecaster, cost = fit_final(df, split, cfgs, fit_cache(ctx))
         ev = forecaster.evaluate(df, split, "test")
         x, _ = forecaster.windows(df, split, "test").arrays()
         row = {"model": family, **ev.metrics, "params": forecaster.n_parameters, **cost,
@@ -83,7 +84,7 @@ def final_model(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split, 
         runs.log_values(run_id, params=runs.params_of(forecaster) | {"ensemble_size": len(cfgs)},
                         metrics={f"test_{k}": v for k, v in ev.metrics.items()} | {
                             k: row[k] for k in ("train_seconds", "peak_memory_mb", "best_epoch",
-                                                "infer_ms_per_1000")} | {"n_parameters": row["params"]})
+                                                "infer_ms_per_1000", "loaded_fits")} | {"n_parameters": row["params"]})
         runs.log_history(run_id, forecaster.fit_result_.history)
         runs.log_loss_curves(run_id, forecaster, f"{job.dataset} {family} H={job.horizon}")
     return row, forecaster

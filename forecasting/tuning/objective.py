@@ -18,6 +18,7 @@ import pandas as pd
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from forecasting.api.fitcache import FitCache
 from forecasting.api.forecaster import Forecaster, ForecasterConfig
 from forecasting.api.jobs import TuneConfig
 from forecasting.core.data import Split
@@ -134,6 +135,7 @@ class _Objective:
     space: SearchSpace
     hook: TrialHook | None
     bar: Progress | None
+    cache: FitCache | None = None  # where each finished trial's forecaster is kept for the refit
 
     def __call__(self, trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", f"{socket.gethostname()}-{os.getpid()}")  # many workers share a study
@@ -142,8 +144,11 @@ class _Objective:
         fcfg = apply_params(self.base, params, self.family)
         fcfg = replace(fcfg, train=replace(fcfg.train, max_epochs=self.cfg.max_epochs))
         trial.set_user_attr("config", fcfg.to_dict())
+        f = Forecaster(fcfg)
         with self.hook(trial, params) if self.hook else nullcontext(lambda *a: None) as log_epoch:
-            result = Forecaster(fcfg).fit(self.df, self.split, callback=self._on_epoch(trial, log_epoch))
+            result = f.fit(self.df, self.split, callback=self._on_epoch(trial, log_epoch))
+        if self.cache:  # a pruned or failed trial raised above: only finished fits are kept
+            self.cache.save(self.cache.key(fcfg, self.split), f)
         trial.set_user_attr("train_seconds", result.seconds)
         # A highway that starts as a baseline competes before epoch 0: the value may be that score.
         trial.set_user_attr("start_val_loss", result.start_val_loss)
@@ -176,8 +181,9 @@ class _Objective:
 
 def tune(df: pd.DataFrame, split: Split, base: ForecasterConfig, family: str, name: str,
          cfg: TuneConfig = TuneConfig(), space: SearchSpace | None = None, trial_hook: TrialHook | None = None,
-         progress: bool = True, on_stale: StaleHook | None = None) -> TuneResult:
+         progress: bool = True, on_stale: StaleHook | None = None, cache: FitCache | None = None) -> TuneResult:
     """Search until the study holds `cfg.n_trials` finished trials (or `cfg.timeout` passes).
+    With `cache`, every finished trial's forecaster is kept there for a refit to load.
 
     Validation loss is reported each epoch and the pruner may stop a trial; a
     trial whose loss is NaN or infinite fails alone and the search goes on.
@@ -190,7 +196,7 @@ def tune(df: pd.DataFrame, split: Split, base: ForecasterConfig, family: str, na
         bar = Progress(name, cfg.n_trials, done) if progress else None
         if bar and done:
             _say_reused(bar, name, cfg, done)
-        objective = _Objective(study, df, split, base, family, cfg, space, trial_hook, bar)
+        objective = _Objective(study, df, split, base, family, cfg, space, trial_hook, bar, cache)
         if cfg.n_trials > done:
             # MaxTrialsCallback stops every worker once the study holds enough finished trials;
             # the cap bounds a search whose trials keep failing.
