@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pandas as pd
 from prefect import flow, task
 
@@ -15,6 +17,11 @@ from forecasting.pipeline import plan, search
 from forecasting.pipeline import steps as pipeline
 from forecasting.pipeline.steps import RunContext
 from forecasting.tracking import runs
+
+
+def say(text: str) -> None:
+    """A line on what a step did not need to redo (stderr, beside the step lines)."""
+    print(f"[{text}]", file=sys.stderr, flush=True)
 
 
 @task(**IO)
@@ -71,6 +78,9 @@ def _families(ctx: RunContext, job: TrainJob, df, split: Split) -> list[dict]:
         members = f" ({len(cfgs)} members)" if len(cfgs) > 1 else ""
         with step(f"{job.dataset}: refit {family}{members}, score the test part once"):
             row, forecaster = final_model(ctx, job, df, split, cfgs, family)
+        if row.get("loaded_fits"):
+            say(f"{job.dataset}: {family}: {row['loaded_fits']} of {len(cfgs)} fit(s) loaded from the trials that "
+                "trained the same configuration on the same data (not retrained)")
         with step(f"{job.dataset}: backtest {family} over the validation part"):
             row = backtest(forecaster, row, df, split, job)
         levels = "/".join(map(str, job.levels))
@@ -92,7 +102,10 @@ def train_flow(job: TrainJob | dict, home: str = ".") -> dict:
     try:
         rows = _families(ctx, job, df, split)
         with step(f"{job.dataset}: baselines (naive, seasonal naive, ridge) on the same windows"):
-            rows += baselines(ctx, job, df, split)
+            base_rows = baselines(ctx, job, df, split)
+        if base_rows and all(r.get("reused") for r in base_rows):
+            say(f"{job.dataset}: baselines: scores reused (same data, code and settings as an earlier run)")
+        rows += base_rows
         table, summary = compare(rows, job, ctx)
         pipeline.check_comparison(rows, job)
         with step(f"{job.dataset}: register and gate the champion on the validation backtest"):

@@ -4,6 +4,7 @@ they learn from the training rows only, and a forecast reads nothing after its c
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from statsforecast.models import MSTL, AutoETS, AutoTheta
 
@@ -116,3 +117,34 @@ def test_the_pipeline_compares_every_model_with_them_and_names_the_best_baseline
     logged = {r.data.tags["family"]: r for r in runs}
     assert {"mstl", "autoets", "autotheta"} <= set(logged)
     assert "MSTL" in logged["mstl"].data.params["model"] and logged["mstl"].data.metrics["test_cpu_seconds"] > 0
+
+
+def test_a_second_run_on_the_same_data_and_settings_reuses_the_baseline_scores(tmp_path, monkeypatch):
+    """The baselines are scored once per (data, code, settings) in a home: a second pipeline run reads the
+    scores back (same rows, logged again under the new run); other settings or data are scored anew."""
+    from dataclasses import replace
+
+    from mlflow import MlflowClient
+
+    from forecasting.api.jobs import TrainJob
+    from forecasting.pipeline import plan, steps
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    calls = []
+    real = steps.score_baselines
+    monkeypatch.setattr(steps, "score_baselines", lambda *a: calls.append(1) or real(*a))
+    df = sine_frame(n_series=2, length=400, seed=5)
+    job = TrainJob("toy", H, ("gru",), levels=(80,), max_lookback=48, seasons=(24,))
+    split = plan.make_split(df, job)
+    first = steps.baseline_rows(steps.start_pipeline(tmp_path, job, df, "h"), job, df, split)
+    ctx = steps.start_pipeline(tmp_path, replace(job, tune=replace(job.tune, n_trials=99)), df, "h")
+    second = steps.baseline_rows(ctx, job, df, split)  # another search budget: the same baselines
+    assert len(calls) == 1 and all(r["reused"] for r in second) and not any(r["reused"] for r in first)
+    pd.testing.assert_frame_equal(pd.DataFrame(second).drop(columns="reused"),
+                                  pd.DataFrame(first).drop(columns="reused"))
+    logged = MlflowClient().search_runs([ctx.experiment_id], f"tags.mlflow.parentRunId = '{ctx.parent_run_id}'")
+    assert {r.data.tags["family"] for r in logged} == {r["model"] for r in second}
+    steps.baseline_rows(ctx, replace(job, levels=(90,)), df, split)  # another interval level
+    changed = df.assign(y=df["y"] + np.where(df["ds"] == df["ds"].max(), 1.0, 0.0))  # one value differs
+    steps.baseline_rows(steps.start_pipeline(tmp_path, job, changed, "h"), job, changed, split)
+    assert len(calls) == 3

@@ -5,6 +5,7 @@
     <home>/mlruns/mlflow.db, mlruns/artifacts/       the MLflow store (SQLite) and its artifacts
     <home>/mlruns/optuna.db                          the Optuna studies (SQLite)
     <home>/mlruns/fits/<digest>/                     finished trials' forecasters, reused by the refit
+    <home>/mlruns/baselines/<digest>.json            the baselines' scores, reused for unchanged data
     <home>/mlruns/.registry-<digest>.lock            the champion rule's lock, beside the store
 
 Nothing is created here: the modules that write a path create its folder.
@@ -62,6 +63,11 @@ class Home:
     def fits(self) -> Path:
         """Fitted forecasters kept by configuration, dataset and split (`api.fitcache`)."""
         return self.mlruns / "fits"
+
+    @property
+    def baselines(self) -> Path:
+        """The baselines' scores by data, code and settings (`pipeline.steps.baseline_rows`)."""
+        return self.mlruns / "baselines"
 
     @property
     def optuna_db(self) -> Path:

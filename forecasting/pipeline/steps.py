@@ -9,6 +9,8 @@ rule. See docs/architecture.md for the data flow.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +25,8 @@ from forecasting.core.columns import CUTOFF, ID
 from forecasting.core.data import Split
 from forecasting.core.errors import ForecastingError
 from forecasting.core.evaluation import Predictor, best_baseline
+from forecasting.core.files import write_json
+from forecasting.core.home import Home
 from forecasting.core.intervals import backtest_intervals, choose_calibration, interval_scores
 from forecasting.core.options import to_dict
 from forecasting.core.provenance import code_version, dataset_fingerprint
@@ -130,11 +134,37 @@ def calibration_params(conf) -> dict:
     return out | ({"interval_scale_fallback": choice["fallback"]} if choice.get("fallback") else {})
 
 
+# What decides the baselines' scores besides the data, its frequency and the code: a job differing only
+# in its search budget, families or workers reuses them.
+BASELINE_FIELDS = ("horizon", "val", "test", "seed", "calendar", "metric", "max_lookback", "seasons", "backtest",
+                   "objective", "levels", "statistical")
+
+
+def baseline_key(ctx: RunContext, job: TrainJob) -> str:
+    """A digest of the data (fingerprint, frequency), the code version and the job's BASELINE_FIELDS."""
+    job_dict = to_dict(job)
+    what = {k: job_dict[k] for k in BASELINE_FIELDS} | {"data": ctx.fingerprint, "freq": ctx.freq,
+                                                        "code": ctx.code_version}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
 def baseline_rows(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split) -> list[dict]:
     """Naive, seasonal naive at every kept period, the ridge baseline and (with `job.statistical`)
     statsforecast's models, scored on the same test windows and the same validation backtest as
     the models, with conformal intervals calibrated and scored the same way; each logged as a
-    nested run."""
+    nested run. Scores already computed in this home for the same data, code and settings
+    (`baseline_key`) are read back, not recomputed; each row's `reused` says which."""
+    path = Home.of(ctx.home).baselines / f"{baseline_key(ctx, job)}.json"
+    kept = json.loads(path.read_text()) if path.is_file() else None
+    scores = kept or score_baselines(ctx, job, df, split)
+    if kept is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(scores, path)
+    return [log_baseline(ctx, s) | {"reused": kept is not None} for s in scores]
+
+
+def score_baselines(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split) -> list[dict]:
+    """Every baseline's scores (test metrics, validation backtest, interval scores, CPU seconds)."""
     base = base_config(df, ctx.freq, job, split)
     space = search_space(df, split, base, job)
     f = Forecaster(replace(base, model=replace(base.model, lookback=max(space.lookbacks))))
@@ -147,7 +177,7 @@ def baseline_rows(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split
     # on the validation windows one horizon apart (every window for the others).
     widths = predictor_intervals(f, df, split, simple, job.levels) | predictor_intervals(
         f, df, split, statistical, job.levels, step=job.horizon)
-    return [baseline_row(ctx, job, f, df, split, p, bt, widths.get(p.name, {})) for p in predictors]
+    return [score_baseline(f, df, split, p, bt, widths.get(p.name, {})) for p in predictors]
 
 
 def statistical_predictors(f: Forecaster, df: pd.DataFrame, split: Split, lookback: int) -> list[Predictor]:
@@ -159,20 +189,33 @@ def statistical_predictors(f: Forecaster, df: pd.DataFrame, split: Split, lookba
                             f.cfg.model.horizon, lookback, f.cfg.seasons or (f.cfg.period,))
 
 
-def baseline_row(ctx: RunContext, job: TrainJob, f: Forecaster, df: pd.DataFrame, split: Split, p: Predictor,
-                 bt, widths: dict) -> dict:
-    """One baseline's comparison row (test metrics, validation backtest, interval scores), logged as
-    a nested run with what it is (`p.params`)."""
+def score_baseline(f: Forecaster, df: pd.DataFrame, split: Split, p: Predictor, bt, widths: dict) -> dict:
+    """One baseline's scores: what it is (`p.params`), its test metrics, validation backtest and
+    interval scores, and the CPU seconds of scoring the test part."""
     t0 = time.process_time()
     ev = f.evaluate(df, split, "test", predictor=p)
     cpu = time.process_time() - t0
     val = {f"val_backtest_{k}": v for k, v in bt.metrics.set_index("predictor").loc[p.name].items()}
-    with runs.run(ctx.experiment_id, p.name, ctx.parent_run_id, tags={"kind": "baseline", "family": p.name}
-                  ) as run_id:
-        runs.log_values(run_id, params=p.params, metrics={f"test_{k}": v for k, v in ev.metrics.items()} | val
-                        | {f"test_{k}": v for k, v in widths.items()} | {"test_cpu_seconds": cpu})
-    return {"model": p.name, **ev.metrics, **val, **widths, "params": p.params.get("n_parameters", 0),
-            "train_seconds": float(p.params.get("fit_seconds", 0.0)), "peak_memory_mb": 0.0,
+    return {"name": p.name, "params": {k: _plain(v) for k, v in p.params.items()},
+            "metrics": {k: float(v) for k, v in ev.metrics.items()}, "val": {k: float(v) for k, v in val.items()},
+            "widths": {k: float(v) for k, v in widths.items()}, "cpu_seconds": cpu}
+
+
+def _plain(v):
+    """A JSON value for a predictor parameter (numpy scalars and tuples become Python ones)."""
+    if isinstance(v, np.generic):
+        return v.item()
+    return list(v) if isinstance(v, tuple) else v
+
+
+def log_baseline(ctx: RunContext, s: dict) -> dict:
+    """One baseline's comparison row from its scores, logged as a nested run of this pipeline run."""
+    p, name = s["params"], s["name"]
+    with runs.run(ctx.experiment_id, name, ctx.parent_run_id, tags={"kind": "baseline", "family": name}) as run_id:
+        runs.log_values(run_id, params=p, metrics={f"test_{k}": v for k, v in s["metrics"].items()} | s["val"]
+                        | {f"test_{k}": v for k, v in s["widths"].items()} | {"test_cpu_seconds": s["cpu_seconds"]})
+    return {"model": name, **s["metrics"], **s["val"], **s["widths"], "params": p.get("n_parameters", 0),
+            "train_seconds": float(p.get("fit_seconds", 0.0)), "peak_memory_mb": 0.0,
             "infer_ms_per_1000": float("nan"), "device": "-"}
 
 
