@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 from mlflow import MlflowClient
 
-from forecasting.tracking.runs import end_run, log_table, log_values, start_run
+from forecasting.tracking.runs import MetricQueue, end_run, log_table, log_values, start_run
 from forecasting.tuning.objective import trials_frame
 
 
@@ -32,8 +32,10 @@ class TrialLogger:
         trial.set_user_attr("mlflow_run_id", run_id)
         log_values(run_id, params=params)
 
+        epochs = MetricQueue(run_id)  # written off the training thread
+
         def log_epoch(epoch: int, train_loss: float, val_loss: float) -> None:
-            log_values(run_id, metrics={"train_loss": train_loss, "val_loss": val_loss}, step=epoch)
+            epochs.put({"train_loss": train_loss, "val_loss": val_loss}, epoch)
 
         state, status = "complete", "FINISHED"
         try:
@@ -46,7 +48,8 @@ class TrialLogger:
             log_values(run_id, tags={"error": f"{type(exc).__name__}: {exc}"[:500]})
             raise
         finally:
-            log_values(run_id, tags={"state": state})
+            lost = epochs.close()
+            log_values(run_id, tags={"state": state} | ({"epoch_metrics_error": repr(lost)[:500]} if lost else {}))
             end_run(run_id, status)
 
 
