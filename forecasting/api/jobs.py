@@ -15,6 +15,7 @@ from forecasting.core.backtest import BacktestConfig
 from forecasting.core.data import check_name
 from forecasting.core.errors import ForecastingError
 from forecasting.core.options import name_list, option
+from forecasting.core.training import PRECISIONS
 
 ABSOLUTE_METRICS = ("mase", "mae", "smape")  # scored on absolute errors: select on MAE, not MSE
 METRICS = (*ABSOLUTE_METRICS, "mse")
@@ -69,6 +70,8 @@ class TrainJob:
     val: float = option(0.1, "fraction of each series for validation (before the test part)")
     test: float = option(0.2, "fraction of each series for the test part (its end)")
     device: str = option("auto", "where to train", choices=("auto", "cpu", "cuda"))
+    precision: str = option("auto", "arithmetic on a GPU: bf16 or fp16 autocast (fp16 with loss scaling) or fp32; "
+                            "auto is bf16 where supported (the CPU always runs fp32)", choices=PRECISIONS)
     seed: int = option(0, "seed of weights, sampling and the Optuna sampler")
     calendar: bool = option(True, "calendar features (hour, weekday, ...) as inputs")
     max_train_windows: int | None = option(None, "windows sampled per training epoch (all if omitted)")

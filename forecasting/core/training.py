@@ -26,6 +26,10 @@ from forecasting.core.windows import Windows, inputs_targets
 EpochCallback = Callable[[int, float, float], None]
 # Elementwise errors; the mean of one over a batch is the loss.
 LOSSES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"mse": torch.square, "mae": torch.abs}
+# Arithmetic of the forward pass on CUDA (the CPU always runs fp32): bf16 autocast (no scaler needed,
+# fp32's exponent range), fp16 autocast with a gradient scaler, or plain fp32. "auto" is bf16 where the
+# GPU supports it, else fp32; benchmarks/gpu.py measures the three when a device is available.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -54,11 +58,14 @@ class TrainConfig:
     val_step: int = 0
     loss: str = "mse"  # training loss: mse, or mae (the absolute error MASE and sMAPE score)
     val_metric: str = "mse"  # validation (early stopping, Optuna objective): mse or mae
+    precision: str = "auto"  # on CUDA: PRECISIONS
 
     def __post_init__(self) -> None:
         for name in ("loss", "val_metric"):
             if getattr(self, name) not in LOSSES:
                 raise ValueError(f"{name} must be one of {sorted(LOSSES)}, got {getattr(self, name)!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass
@@ -177,20 +184,32 @@ def _device_windows(windows: Windows, device: torch.device) -> tuple[torch.Tenso
     return view, torch.from_numpy(windows.starts).to(device)
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+def amp_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype of `precision` on `device`; None for fp32 (and always on the CPU)."""
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if precision == "fp16":
+        return torch.float16
+    if precision == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None  # auto on a GPU without bf16
+
+
+def _autocast(device: torch.device, precision: str = "auto"):
+    dtype = amp_dtype(device, precision)
+    if dtype is None:
+        return torch.autocast(device.type if device.type in ("cpu", "cuda") else "cpu", enabled=False)
+    return torch.autocast("cuda", dtype=dtype)
 
 
 @torch.no_grad()
 def _loss(model: nn.Module, view: torch.Tensor, starts: torch.Tensor, lookback: int, batch: int,
-          metric: str = "mse") -> float:
+          metric: str = "mse", precision: str = "auto") -> float:
     model.eval()
     total, n = 0.0, 0
     for i in range(0, len(starts), batch):
         x, y = inputs_targets(view[starts[i:i + batch]], lookback)  # [B, L, F], [B, H]
-        with _autocast(view.device):
+        with _autocast(view.device, precision):
             pred = model(x)
         total += torch.sum(LOSSES[metric](pred.float() - y)).item()
         n += y.numel()
@@ -212,16 +231,20 @@ def _train_epoch(model: nn.Module, opt: torch.optim.Optimizer, view: torch.Tenso
     """One pass over the windows `order` (indices into `starts`) in minibatches; the mean loss."""
     model.train()
     total, count = torch.zeros((), device=view.device), 0
+    # fp16 gradients underflow without loss scaling; everywhere else the scaler passes through.
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(view.device, cfg.precision) == torch.float16)
     for i in range(0, len(order), cfg.batch_size):
         x, y = inputs_targets(view[starts[order[i:i + cfg.batch_size]]], lookback)  # [B, L, F], [B, H]
-        with _autocast(view.device):
+        with _autocast(view.device, cfg.precision):
             pred = model(x)  # [B, H]
         loss = torch.mean(LOSSES[cfg.loss](pred.float() - y))
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
         if cfg.clip:
+            scaler.unscale_(opt)
             nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        opt.step()
+        scaler.step(opt)
+        scaler.update()
         total += loss.detach() * len(y)
         count += len(y)
     return (total / count).item()  # one device sync per epoch
@@ -251,7 +274,7 @@ def fit(model: nn.Module, train: Windows, val: Windows | None, cfg: TrainConfig 
     if v and start_competes:
         # The starting point competes too (best_epoch -1): a model initialized as a baseline (the
         # highway's seasonal-naive or linear start) never ends worse than it on validation.
-        result.best_val_loss = result.start_val_loss = _loss(model, *v, cfg.eval_batch_size, cfg.val_metric)
+        result.best_val_loss = result.start_val_loss = _loss(model, *v, cfg.eval_batch_size, cfg.val_metric, cfg.precision)
         best_state = _snapshot(model)
     with PeakMemory(device) as mem:
         for epoch in range(cfg.max_epochs):
@@ -259,7 +282,7 @@ def fit(model: nn.Module, train: Windows, val: Windows | None, cfg: TrainConfig 
             train_loss = _train_epoch(model, opt, t_view, t_starts, order, train.lookback, cfg)
             if not math.isfinite(train_loss):
                 raise DivergedError(f"epoch {epoch}: training loss is {train_loss}")
-            val_loss = _loss(model, *v, cfg.eval_batch_size, cfg.val_metric) if v else train_loss
+            val_loss = _loss(model, *v, cfg.eval_batch_size, cfg.val_metric, cfg.precision) if v else train_loss
             result.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
             if val_loss < result.best_val_loss:
                 result.best_val_loss, result.best_epoch, stale, best_state = val_loss, epoch, 0, _snapshot(model)

@@ -61,7 +61,7 @@ def base_config(df: pd.DataFrame, freq: str, job: TrainJob, split: Split, family
     except ValueError as exc:
         raise DataError(str(exc)) from None
     cutoffs = job.backtest.n_windows if job.objective == "backtest" else 0
-    train = TrainConfig(max_epochs=job.tune.max_epochs, seed=job.seed, device=job.device,
+    train = TrainConfig(max_epochs=job.tune.max_epochs, seed=job.seed, device=job.device, precision=job.precision,
                         max_train_windows=job.max_train_windows, max_val_windows=job.max_val_windows,
                         val_cutoffs=cutoffs, val_step=job.backtest.step or 0,
                         val_metric="mae" if job.metric in ABSOLUTE_METRICS else "mse")

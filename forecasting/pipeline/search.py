@@ -68,6 +68,23 @@ def threads_per_worker(workers: int) -> int:
     return default_threads(workers)
 
 
+def gpu_count(device: str) -> int:
+    """GPUs the tuning workers may spread over (0 when they train on the CPU)."""
+    import torch
+
+    return torch.cuda.device_count() if device in ("auto", "cuda") and torch.cuda.is_available() else 0
+
+
+def worker_gpu(index: int, gpus: int) -> dict[str, str]:
+    """Environment that gives worker `index` its own GPU, round robin over `gpus` visible ones (this
+    process, worker 0, keeps the first); with one GPU or none the workers share what there is."""
+    if gpus <= 1:
+        return {}
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = visible.split(",") if visible else [str(i) for i in range(gpus)]
+    return {"CUDA_VISIBLE_DEVICES": ids[index % len(ids)]}
+
+
 def worker_command(home: str | Path, job: TrainJob | None, family: str, parent_run_id: str | None,
                    index: int, threads: int) -> list[str]:
     """The command line of one worker process; with `job=None` it reads the job from $FORECASTING_WORKER_JOB."""
@@ -84,8 +101,9 @@ def tune_parallel(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split
         return tune_family(ctx, job, df, split, family, progress=progress)
     job, threads = with_storage(job, ctx.home), threads_per_worker(job.workers)
     env = {**os.environ, JOB_ENV: json.dumps(to_dict(job))}
+    gpus = gpu_count(job.device)
     procs = [subprocess.Popen(worker_command(ctx.home, None, family, ctx.parent_run_id, i, threads),
-                              stdout=subprocess.DEVNULL, env=env) for i in range(1, job.workers)]
+                              stdout=subprocess.DEVNULL, env=env | worker_gpu(i, gpus)) for i in range(1, job.workers)]
     try:
         with torch_threads(threads):
             result = tune_family(ctx, job, df, split, family, progress=progress, plots=False)
