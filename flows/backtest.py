@@ -10,6 +10,7 @@ from forecasting.api import backtest_run
 from forecasting.api.jobs import BacktestJob
 from forecasting.core import datasets, files
 from forecasting.core.backtest import BacktestConfig
+from forecasting.core.home import Home
 from forecasting.core.options import from_dict
 from forecasting.pipeline import backtest_runs as backtest_pipeline
 from forecasting.tracking import registry, runs
@@ -56,6 +57,7 @@ def backtest_flow(job: BacktestJob | dict, home: str = ".") -> dict:
     job = job if isinstance(job, BacktestJob) else from_dict(BacktestJob, job)
     if job.output:
         files.check_output(job.output)  # refuse a bad output path before any work
+        files.check_apart(job.output, [Home.of(home).dataset(job.dataset)], Home.of(home).protected)
     cfg = BacktestConfig(job.windows, job.step)
     df, freq = load_dataset(home, job.dataset)
     if job.model:

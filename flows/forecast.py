@@ -8,6 +8,7 @@ from flows.common import COMPUTE, IO
 from forecasting.api import batch
 from forecasting.core import files
 from forecasting.core.data import IngestConfig, check_name
+from forecasting.core.home import Home
 from forecasting.core.options import from_dict
 from forecasting.tracking import registry, runs
 
@@ -54,8 +55,10 @@ def forecast_flow(model_name: str, input: str, output: str, alias: str = "champi
     """Forecast the next H steps of every series in `input` with `models:/<model_name>@<alias>`, with
     intervals at `levels`; `plot_path` also writes a fan chart (PNG)."""
     files.check_output(output)  # refuse a bad output path, plot path or model name before any work
+    files.check_apart(output, [input], Home.of(home).protected)
     if plot_path:
         batch.check_plot(plot_path)
+        files.check_apart(plot_path, [input, output], Home.of(home).protected, "--plot")
     check_name(model_name, "model name")
     forecaster, version = load_model(home, model_name, alias)
     cfg = cfg if isinstance(cfg, IngestConfig) else from_dict(IngestConfig, cfg or {})

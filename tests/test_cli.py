@@ -9,6 +9,8 @@ whole of stderr (in-process, Prefect's and MLflow's logging are already configur
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -238,3 +240,42 @@ def test_cuda_on_a_cpu_machine_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "nothing-here", "--horizon", "4", "--device", "cuda", "--home", str(tmp_path)]) != 0
     err = capsys.readouterr().err
     assert err.startswith("error:") and "CUDA is not available" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_an_output_never_overwrites_an_input_or_the_homes_data(trained_home, tmp_path, capsys):
+    """forecast --output onto its --input (by its own path, a symlink or a hard link), and backtest --output
+    into the home's processed data or stores, are refused before any work; nothing they read changes."""
+    import hashlib
+
+    home, csv, processed = trained_home.home, tmp_path / "in.csv", trained_home.processed
+    shutil.copy(trained_home.csv, csv)
+    (tmp_path / "link.csv").symlink_to(csv)
+    os.link(csv, tmp_path / "hard.csv")
+
+    def digest(p: Path) -> str:
+        return hashlib.sha256(p.read_bytes()).hexdigest()
+
+    before = {p: digest(p) for p in (csv, processed)}
+    h = ["--home", str(home)]
+    cases = [
+        (["forecast", f"{DATASET}-gru", *h, "--input", str(csv), "--output", str(csv)], "it is the input file"),
+        (["forecast", f"{DATASET}-gru", *h, "--input", str(tmp_path / "link.csv"), "--output", str(csv)],
+         "it is the input file"),
+        (["forecast", f"{DATASET}-gru", *h, "--input", str(tmp_path / "hard.csv"), "--output", str(csv)],
+         "it is the input file"),
+        (["forecast", f"{DATASET}-gru", *h, "--input", str(csv), "--output", str(tmp_path / "o.csv"), "--plot",
+          str(home / "mlruns" / "fan.png")], "which holds the home's datasets and stores"),
+        (["backtest", DATASET, "--model", f"{DATASET}-gru@champion", "--windows", "2", "--output", str(processed),
+          *h], "it is the input file"),
+        (["backtest", DATASET, "--model", f"{DATASET}-gru@champion", "--windows", "2", "--output",
+          str(processed.with_name("other.parquet")), *h], "which holds the home's datasets and stores"),
+        (["backtest", DATASET, "--model", f"{DATASET}-gru@champion", "--windows", "2", "--output",
+          str(home / "mlruns" / "bt.parquet"), *h], "which holds the home's datasets and stores"),
+    ]
+    for argv, fragment in cases:
+        assert main(argv) == EXIT_ERROR, argv
+        lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+        assert len(lines) == 1 and fragment in lines[0], (argv, lines)
+    assert {p: digest(p) for p in before} == before
+    assert not (tmp_path / "o.csv").exists() and not (home / "mlruns" / "bt.parquet").exists()

@@ -11,7 +11,7 @@ import glob
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -27,6 +27,24 @@ def check_output(path: str | Path) -> Path:
     if path.suffix.lower() not in TABLE_SUFFIXES:
         raise DataError(f"output {path}: unsupported extension {path.suffix.lower()!r} (use .csv or .parquet)")
     return path
+
+
+def check_apart(output: str | Path, inputs: Iterable[str | Path] = (), protected: Iterable[str | Path] = (),
+                what: str = "output") -> None:
+    """Refuse an output that is one of the inputs (the same file by any path: symlinks and hard links
+    included), or that lies in a protected folder (a home's processed data and stores): writing it
+    would destroy what the command reads or what later commands need."""
+    out = Path(output).expanduser().resolve()
+    for given in inputs:
+        src = Path(given).expanduser()
+        same = src.resolve() == out or (src.exists() and out.exists() and os.path.samefile(src, out))
+        if same:
+            raise DataError(f"{what} {output}: it is the input file {given}; write to another file")
+    for folder in protected:
+        root = Path(folder).expanduser().resolve()
+        if out == root or root in out.parents:
+            raise DataError(f"{what} {output}: inside {root}, which holds the home's datasets and stores; "
+                            "write elsewhere")
 
 
 def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:

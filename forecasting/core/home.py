@@ -70,6 +70,11 @@ class Home:
         return self.mlruns / "baselines"
 
     @property
+    def protected(self) -> tuple[Path, Path]:
+        """Folders no command writes a user-named output into: the datasets and the stores."""
+        return self.processed, self.mlruns
+
+    @property
     def optuna_db(self) -> Path:
         return self.mlruns / "optuna.db"
 
