@@ -47,6 +47,7 @@ def _quiet(debug: bool) -> None:
     """Keep library chatter off the terminal unless debugging: process-wide logging settings, made
     here at the command's entry only (and before prefect and mlflow are imported)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # like Prefect's analytics: off unless asked
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if not debug:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
@@ -158,7 +159,7 @@ def _forecast_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _serve_parser(p: argparse.ArgumentParser) -> None:
-    from flows.deployments import Schedules, ServeConfig
+    from flows.schedules import Schedules, ServeConfig
 
     add_options(p, ServeConfig)
     add_options(p, Schedules)
@@ -288,7 +289,8 @@ def cmd_serve(args, home: Path) -> None:
 
             raise ForecastingError("no Prefect server: start one with `prefect server start` and set "
                                    "PREFECT_API_URL=http://127.0.0.1:4200/api")
-    from flows.deployments import Schedules, ServeConfig, serve_all
+    from flows.deployments import serve_all
+    from flows.schedules import Schedules, ServeConfig
 
     cfg = from_options(ServeConfig, args, home=str(home))
     serve_all(replace(cfg, source=cfg.source or str(bundled_data())), from_options(Schedules, args))
@@ -362,6 +364,9 @@ FLOW_COMMANDS = ("ingest", "train", "forecast", "backtest", "demo")  # they run 
 def _run(args: argparse.Namespace) -> None:
     _check_names(args)
     home = _home(args)
+    # Prefect's local state (its database keeps flow-run parameters) lives in the home, like every other
+    # store, unless the user chose a place; set before prefect is imported, which reads it once.
+    os.environ.setdefault("PREFECT_HOME", str(Home.of(home).prefect))
     with _warnings_shown(args.debug):
         if args.command in FLOW_COMMANDS:
             from flows.server import prefect_api

@@ -19,7 +19,16 @@ from pathlib import Path
 import flows_fixtures  # noqa: F401  (first: sets PREFECT_HOME before prefect is imported)
 import pandas as pd
 import pytest
-from flows_fixtures import DATASET, FORECASTING_EXE, HORIZON, N_SERIES, REPO, subprocess_env, synthetic_frame
+from flows_fixtures import (
+    DATASET,
+    FORECASTING_EXE,
+    HORIZON,
+    N_SERIES,
+    REPO,
+    subprocess_env,
+    synthetic_frame,
+    write_csv,
+)
 
 from flows.cli import EXIT_ERROR, build_parser, main
 
@@ -279,3 +288,18 @@ def test_an_output_never_overwrites_an_input_or_the_homes_data(trained_home, tmp
         assert len(lines) == 1 and fragment in lines[0], (argv, lines)
     assert {p: digest(p) for p in before} == before
     assert not (tmp_path / "o.csv").exists() and not (home / "mlruns" / "bt.parquet").exists()
+
+
+@pytest.mark.slow
+def test_a_command_keeps_prefect_and_mlflow_state_in_the_home_not_the_users_home(tmp_path):
+    """Without PREFECT_HOME, Prefect's database (it keeps flow-run parameters) goes under the home; MLflow's
+    telemetry stays off, so nothing is written to ~/.config/mlflow; the user's home stays untouched."""
+    user, home = tmp_path / "user", tmp_path / "home"
+    user.mkdir()
+    csv = write_csv(tmp_path / "s.csv", synthetic_frame(n_series=2, length=60))
+    env = {k: v for k, v in subprocess_env(HOME=str(user)).items() if k not in ("PREFECT_HOME", "PREFECT_API_URL")}
+    r = subprocess.run([FORECASTING_EXE, "ingest", str(csv), "--name", "s", "--home", str(home)], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert (home / ".prefect").is_dir() and any((home / ".prefect").iterdir())
+    assert list(user.iterdir()) == []  # no ~/.prefect, no ~/.config/mlflow

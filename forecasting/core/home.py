@@ -7,6 +7,7 @@
     <home>/mlruns/fits/<digest>/                     finished trials' forecasters, reused by the refit
     <home>/mlruns/baselines/<digest>.json            the baselines' scores, reused for unchanged data
     <home>/mlruns/.registry-<digest>.lock            the champion rule's lock, beside the store
+    <home>/.prefect/                                 Prefect's local state, unless PREFECT_HOME is set
 
 Nothing is created here: the modules that write a path create its folder.
 """
@@ -73,6 +74,11 @@ class Home:
     def protected(self) -> tuple[Path, Path]:
         """Folders no command writes a user-named output into: the datasets and the stores."""
         return self.processed, self.mlruns
+
+    @property
+    def prefect(self) -> Path:
+        """Prefect's local state (`PREFECT_HOME`) unless the user set one."""
+        return self.root / ".prefect"
 
     @property
     def optuna_db(self) -> Path:
