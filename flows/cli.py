@@ -205,8 +205,17 @@ def cmd_ingest(args, home: Path) -> None:
         print(f"dropped series {uid!r}: {reason}")
 
 
+def _storage_hidden(job: TrainJob) -> TrainJob:
+    """The job with its Optuna storage URL's password redacted: the real URL stays in this process
+    (and its workers' environment), out of MLflow parameters, Prefect flow-run parameters and logs."""
+    from forecasting.core.secrets import hide
+
+    return replace(job, tune=replace(job.tune, storage=hide(job.tune.storage)))
+
+
 def cmd_train(args, home: Path) -> dict:
-    return run_train(from_options(TrainJob, args, dataset=args.name), home, getattr(args, "threads", None))
+    return run_train(_storage_hidden(from_options(TrainJob, args, dataset=args.name)), home,
+                     getattr(args, "threads", None))
 
 
 def run_train(job: TrainJob, home: Path, threads: int | None = None) -> dict:
@@ -244,7 +253,7 @@ def cmd_tune_worker(args, home: Path) -> None:
     from forecasting.core.errors import ForecastingError
     from forecasting.pipeline.search import join_study
 
-    job = from_options(TrainJob, args, dataset=args.name, families=(args.family,))
+    job = _storage_hidden(from_options(TrainJob, args, dataset=args.name, families=(args.family,)))
     if not job.tune.storage:
         raise ForecastingError("tune-worker needs --storage: the study's Optuna storage URL (e.g. postgresql://...)")
     from forecasting.core.cpus import default_threads

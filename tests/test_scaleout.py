@@ -213,7 +213,7 @@ def servers(tmp_path_factory):
         _wait_http(f"http://127.0.0.1:{mlflow_port}/health", procs[0], mlflow_log)
         _wait_http(f"http://127.0.0.1:{prefect_port}/api/health", procs[1], prefect_log)
         yield {"mlflow": f"http://127.0.0.1:{mlflow_port}", "prefect": f"http://127.0.0.1:{prefect_port}/api",
-               "artifacts": tmp / "artifacts"}
+               "artifacts": tmp / "artifacts", "prefect_home": tmp / "prefect-server"}
     finally:
         for p in procs:
             _stop(p)
@@ -461,16 +461,38 @@ def test_cli_train_and_forecast_through_mlflow_server(pg_url, servers, tmp_path,
     assert pd.to_datetime(fc["ds"]).min() == last + pd.Timedelta(hours=1)
 
 
+def with_password(url: str) -> tuple[str, str]:
+    """`url` with a password in it (trust authentication ignores it), and that password."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        return url, parts.password
+    secret = "s3cret-" + uuid.uuid4().hex[:8]
+    return url.replace(f"{parts.username}@", f"{parts.username}:{secret}@", 1), secret
+
+
+def files_holding(text: str, *roots: Path) -> list[Path]:
+    """Every file under `roots` whose bytes contain `text`."""
+    files = [p for root in roots for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file()]
+    return [p for p in files if text.encode() in p.read_bytes()]
+
+
 def test_cli_train_with_two_workers(dataset, pg_url, servers, tmp_path):
-    """`forecasting train --workers 2 --storage postgresql://...` end to end, with the default local
-    MLflow store (SQLite, written by both processes), reaches the trial count."""
+    """`forecasting train --workers 2 --storage postgresql://user:password@...` end to end, with the default
+    local MLflow store (SQLite, written by both processes), reaches the trial count; the password is
+    nowhere in what the run recorded: the home's stores, Prefect's (the server's and the command's),
+    the user's home, or the command's output."""
     n = 4
     home, ds = dataset
-    env = _base_env(tmp_path) | {"PREFECT_API_URL": servers["prefect"]}
+    url, secret = with_password(pg_url)
+    user = tmp_path / "user"
+    user.mkdir()
+    env = _base_env(tmp_path) | {"PREFECT_API_URL": servers["prefect"], "HOME": str(user)}
     log = tmp_path / "cli-train.log"
     proc = _spawn([*_forecasting(), "train", ds, "--horizon", str(H), "--models", "gru",
                    "--trials", str(n), "--max-epochs", "2", "--max-train-windows", "128", "--pruner", "none",
-                   "--storage", pg_url, "--workers", "2", "--home", str(home)], env, log)
+                   "--storage", url, "--workers", "2", "--home", str(home)], env, log)
     try:
         _wait(proc, log)
     finally:
@@ -486,4 +508,6 @@ def test_cli_train_with_two_workers(dataset, pg_url, servers, tmp_path):
     per_trial = Counter(int(r.data.tags["optuna.trial"]) for r in _trial_runs(client, exp, parent.info.run_id))
     assert per_trial == Counter({t.number: 1 for t in trials}), per_trial
     assert str(client.get_model_version_by_alias(f"{ds}-gru", "champion").version) == "1"
+    assert parent.data.params["tune.storage"] == url.replace(secret, "***")  # what the run says it used
+    assert files_holding(secret, home, tmp_path / "prefect-home", servers["prefect_home"], user, log) == []
     print(json.dumps({"trials_per_worker": Counter(t.user_attrs.get("worker") for t in trials)}))

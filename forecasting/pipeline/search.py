@@ -28,6 +28,7 @@ from forecasting.core.data import Split
 from forecasting.core.datasets import load_processed
 from forecasting.core.errors import ForecastingError
 from forecasting.core.options import from_dict, to_dict
+from forecasting.core.secrets import child_env
 from forecasting.core.training import torch_threads
 from forecasting.pipeline import search_log
 from forecasting.pipeline.plan import RunContext, base_config, fit_cache, make_split, search_space
@@ -100,7 +101,7 @@ def tune_parallel(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split
     if job.workers <= 1:
         return tune_family(ctx, job, df, split, family, progress=progress)
     job, threads = with_storage(job, ctx.home), threads_per_worker(job.workers)
-    env = {**os.environ, JOB_ENV: json.dumps(to_dict(job))}
+    env = {**os.environ, JOB_ENV: json.dumps(to_dict(job)), **child_env()}  # the storage's password stays off the job
     gpus = gpu_count(job.device)
     procs = [subprocess.Popen(worker_command(ctx.home, None, family, ctx.parent_run_id, i, threads),
                               stdout=subprocess.DEVNULL, env=env | worker_gpu(i, gpus)) for i in range(1, job.workers)]

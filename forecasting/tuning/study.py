@@ -25,6 +25,7 @@ from forecasting.api.jobs import TuneConfig
 from forecasting.core.errors import ForecastingError
 from forecasting.core.files import pid_alive
 from forecasting.core.home import Home, sqlite_path
+from forecasting.core.secrets import reveal
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # Called with a trial whose worker stopped sending heartbeats (killed mid-trial).
@@ -93,7 +94,7 @@ def open_study(name: str, cfg: TuneConfig, on_stale: StaleHook | None = None) ->
         print(f"note: Optuna storage {path} is an empty file; a new study store is created in it "
               "(no earlier trials to resume)", file=sys.stderr)
     try:
-        storage = make_storage(cfg.storage, cfg, on_stale) if cfg.storage else None
+        storage = make_storage(reveal(cfg.storage), cfg, on_stale) if cfg.storage else None
         study = optuna.create_study(
             storage=storage, study_name=name, direction="minimize",
             sampler=_sampler(cfg.seed), pruner=_pruner(cfg.pruner), load_if_exists=True,
