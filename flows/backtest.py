@@ -23,7 +23,7 @@ def load_dataset(home: str, name: str):
 
 @task(**IO)
 def load_registered(home: str, ref: str):
-    runs.configure(home)
+    runs.configure_existing(home, ref.split("@", 1)[0])
     return registry.load_registered_forecaster(ref)
 
 

@@ -15,7 +15,7 @@ from forecasting.tracking import registry, runs
 
 @task(**IO)
 def load_model(home: str, model_name: str, alias: str):
-    runs.configure(home)
+    runs.configure_existing(home, model_name)
     return registry.load_forecaster(model_name, alias)
 
 

@@ -303,3 +303,36 @@ def test_a_command_keeps_prefect_and_mlflow_state_in_the_home_not_the_users_home
     assert r.returncode == 0, r.stderr
     assert (home / ".prefect").is_dir() and any((home / ".prefect").iterdir())
     assert list(user.iterdir()) == []  # no ~/.prefect, no ~/.config/mlflow
+
+
+@pytest.mark.slow
+def test_bad_options_are_refused_before_any_store_exists(prefect_api_url, tmp_path, capsys):
+    """Each refused with one error line naming the option; the home gets no MLflow store or study."""
+    home = tmp_path / "home"
+    csv = write_csv(tmp_path / "s.csv", synthetic_frame(n_series=2, length=300))
+    assert main(["ingest", str(csv), "--name", "s", "--home", str(home)]) == 0
+    train = ["train", "s", "--horizon", "12", "--home", str(home)]
+    cases = {
+        "--trials must be at least 1": [*train, "--trials", "0"],
+        "--timeout must be a positive number": [*train, "--timeout", "0"],
+        "--timeout must be a positive number of seconds, got -5": [*train, "--timeout", "-5"],
+        "--max-lookback must be at least 2, got 0": [*train, "--max-lookback", "0"],
+        "--max-lookback must be at least 2, got 1": [*train, "--max-lookback", "1"],
+        "--max-train-windows must be at least 1": [*train, "--max-train-windows", "0"],
+        "--backtest-step must be at least 1": [*train, "--backtest-step", "0"],
+        "--storage foo://bar: not a database URL": [*train, "--storage", "foo://bar"],
+        "--storage postgresql+nosuchdriver://u:***@127.0.0.1/x": [
+            *train, "--storage", "postgresql+nosuchdriver://u:hunter2zz@127.0.0.1/x"],
+        "--step must be at least 1": ["backtest", "s", "--family", "gru", "--horizon", "12", "--step", "0",
+                                      "--home", str(home)],
+        "no registered model named 'nosuch'": ["forecast", "nosuch", "--input", str(csv), "--output",
+                                               str(tmp_path / "o.csv"), "--home", str(home)],
+    }
+    for fragment, argv in cases.items():
+        code = main(argv)
+        err = capsys.readouterr().err
+        lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+        assert "hunter2zz" not in err  # the password is never shown
+        assert code == EXIT_ERROR and len(lines) == 1 and fragment in lines[0], (argv, err)
+        assert "Traceback" not in err
+        assert not (home / "mlruns").exists(), argv  # no store, no study, no FAILED run

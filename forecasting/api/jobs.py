@@ -57,6 +57,14 @@ class TuneConfig:
     max_retry: int = 2
     max_failures: int = 10
 
+    def __post_init__(self) -> None:
+        if self.n_trials < 1:
+            raise ValueError(f"--trials must be at least 1, got {self.n_trials}")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ValueError(f"--timeout must be a positive number of seconds, got {self.timeout}")
+        if self.max_epochs < 1:
+            raise ValueError(f"--max-epochs must be at least 1, got {self.max_epochs}")
+
 
 @dataclass(frozen=True)
 class TrainJob:
@@ -107,6 +115,14 @@ class TrainJob:
             raise ValueError(f"--ensemble must be at least 1, got {self.ensemble}")
         if self.workers < 1:
             raise ValueError(f"--workers must be at least 1, got {self.workers}")
+        for flag, value, least in (("--max-lookback", self.max_lookback, 2),
+                                   ("--max-train-windows", self.max_train_windows, 1),
+                                   ("--max-val-windows", self.max_val_windows, 1),
+                                   ("--backtest-step", self.backtest.step, 1)):
+            if value is not None and value < least:
+                raise ValueError(f"{flag} must be at least {least}, got {value}")
+        if self.backtest.n_windows < 0:
+            raise ValueError(f"--backtest-windows must be 0 (as many as fit) or more, got {self.backtest.n_windows}")
         if self.objective == "backtest" and not self.backtest.n_windows:
             raise ValueError("objective backtest needs a number of backtest windows (--backtest-windows K)")
 
@@ -147,4 +163,6 @@ class BacktestJob:
             raise ForecastingError(f"--horizon must be positive, got {self.horizon}")
         if self.windows < 1:
             raise ForecastingError(f"--windows must be at least 1, got {self.windows}")
+        if self.step is not None and self.step < 1:
+            raise ForecastingError(f"--step must be at least 1, got {self.step}")
         check_levels(self.levels)

@@ -27,6 +27,7 @@ from forecasting.core.home import Home
 from forecasting.core.seasons import kept_periods
 from forecasting.core.training import TrainConfig
 from forecasting.tuning.space import SearchSpace, default_space
+from forecasting.tuning.study import check_storage
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,9 @@ def search_space(df: pd.DataFrame, split: Split, base: ForecasterConfig, job: Tr
 
 def check_job(df: pd.DataFrame, freq: str, job: TrainJob, split: Split) -> None:
     """Everything about a job that can be refused from the data alone, before any run is created:
-    seasons the history cannot hold, a training part too short, no validation backtest cutoff."""
+    seasons the history cannot hold, a training part too short, no validation backtest cutoff, a
+    storage URL that cannot be opened."""
+    check_storage(job.tune.storage)
     base = base_config(df, freq, job, split)
     space = search_space(df, split, base, job)
     rows = cutoffs(split.val_end, job.horizon, max(space.lookbacks), job.backtest, split.train_end)

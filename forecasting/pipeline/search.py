@@ -36,7 +36,7 @@ from forecasting.pipeline.steps import run_context
 from forecasting.tracking import runs
 from forecasting.tuning.objective import TuneResult, tune
 from forecasting.tuning.space import apply_params
-from forecasting.tuning.study import default_storage, study_name
+from forecasting.tuning.study import check_storage, default_storage, study_name
 
 JOB_ENV = "FORECASTING_WORKER_JOB"  # the job of worker processes (keeps a storage password off `ps`)
 
@@ -124,6 +124,7 @@ def join_study(home: str | Path, job: TrainJob, family: str, parent_run_id: str 
                index: int = 0, threads: int | None = None, progress: bool = True) -> TuneResult:
     """Join the study `<dataset>-h<H>-<family>` and tune until it holds `job.tune.n_trials` finished
     trials. Trials are logged under `parent_run_id`, or under a run of this worker's own."""
+    check_storage(job.tune.storage)  # before any MLflow run exists
     df, freq = load_processed(home, job.dataset)
     split = make_split(df, job)
     own = parent_run_id is None

@@ -28,6 +28,7 @@ from mlflow.exceptions import MlflowException
 
 from forecasting.api.forecaster import Forecaster
 from forecasting.core.columns import ID, TARGET, TIME
+from forecasting.core.errors import ModelNotFoundError
 from forecasting.core.home import Home, sqlite_path
 from forecasting.core.tables import to_markdown
 
@@ -60,6 +61,16 @@ def configure(home: str | Path = ".") -> str:
     if not user_set:
         _SET_BY_US.add(uri)
     return uri
+
+
+def configure_existing(home: str | Path, model: str) -> str:
+    """`configure` for a command that only reads models: a home whose SQLite store does not exist yet
+    holds no model, so it is refused (`ModelNotFoundError`) instead of being created empty."""
+    path = sqlite_path(tracking_uri(home))
+    if path is not None and not path.is_file():
+        raise ModelNotFoundError(f"no registered model named {model!r}: {path} does not exist yet "
+                                 "(train a model in this home first, or pass --home)")
+    return configure(home)
 
 
 def experiment_name(dataset: str, horizon: int) -> str:

@@ -25,7 +25,7 @@ from forecasting.api.jobs import TuneConfig
 from forecasting.core.errors import ForecastingError
 from forecasting.core.files import pid_alive
 from forecasting.core.home import Home, sqlite_path
-from forecasting.core.secrets import reveal
+from forecasting.core.secrets import redact, reveal
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # Called with a trial whose worker stopped sending heartbeats (killed mid-trial).
@@ -58,6 +58,21 @@ def _retry(max_retry: int, on_stale: StaleHook | None) -> _RetryAndReport:
     with warnings.catch_warnings():  # the heartbeat callback is "experimental" in Optuna: used knowingly
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return _RetryAndReport(max_retry, on_stale)
+
+
+def check_storage(url: str | None) -> None:
+    """Refuse, before anything is created, a storage URL that names no database SQLAlchemy can open
+    (an unknown scheme, a missing driver, no URL at all); the message never shows its password."""
+    if not url:
+        return
+    from sqlalchemy.engine import make_url
+
+    try:
+        make_url(reveal(url)).get_dialect()
+    except Exception as exc:  # noqa: BLE001 (ArgumentError, NoSuchModuleError, ImportError of a driver)
+        raise ForecastingError(f"--storage {redact(url)}: not a database URL that can be opened "
+                               f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); use e.g. "
+                               "postgresql://user@host/db or sqlite:////abs/path/optuna.db") from None
 
 
 def make_storage(url: str, cfg: TuneConfig, on_stale: StaleHook | None = None) -> RDBStorage:
