@@ -186,7 +186,7 @@ def test_short_series_error(write_text):
 def test_short_series_drop(write_text):
     with pytest.warns(UserWarning, match="dropping series 'b'"):
         df, rep = D.load(write_text("s.csv", short_body()), D.IngestConfig(min_length=5, short="drop"))
-    assert rep.dropped == (("b", "4 points, needs at least 5"),)
+    assert rep.dropped == (("b", "too short: 4 points, needs at least 5"),)
     assert rep.n_series == 1 and rep.n_rows == 6
     assert df["unique_id"].unique().tolist() == ["a"]
 
@@ -194,7 +194,21 @@ def test_short_series_drop(write_text):
 def test_all_series_too_short(write_text):
     with pytest.warns(UserWarning):
         msg = load_error(write_text("s.csv", short_body()), min_length=10)
-    assert "every series" in msg and "10" in msg
+    assert "no usable series: too short" in msg and "needs at least 10" in msg and "1 more" in msg
+
+
+@pytest.mark.parametrize("fill", ["interpolate", "ffill", "zero"])
+def test_a_series_without_a_single_number_is_dropped_and_the_report_matches_the_file(write_text, fill):
+    """No fill policy can fill a series whose y is all empty: it is dropped by the short-series policy
+    (or refused), and neither the file nor the report counts it (before: 'filled', NaN in the Parquet)."""
+    body = "unique_id,ds,y\n" + "".join(f"a,2020-01-01 {h:02d}:00,{h}.5\n" for h in range(6)) + "".join(
+        f"e,2020-01-01 {h:02d}:00,\n" for h in range(6))
+    with pytest.warns(UserWarning, match="dropping series 'e': none of its 6 y values is a number"):
+        df, rep = D.load(write_text("e.csv", body), D.IngestConfig(fill=fill))
+    assert df["unique_id"].unique().tolist() == ["a"] and np.isfinite(df["y"]).all()
+    assert rep.n_filled == 0 and rep.dropped == (("e", "none of its 6 y values is a number"),)
+    msg = load_error(write_text("e2.csv", body), short="error")
+    assert "series 'e' cannot be used: none of its 6 y values is a number" in msg
 
 
 def test_long_enough_series_are_kept_silently(write_text):

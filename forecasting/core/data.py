@@ -274,6 +274,17 @@ def _regularize_series(
     return out.reset_index(), missing
 
 
+def _unusable(part: pd.DataFrame, missing: int, min_length: int) -> str | None:
+    """Why a regularized series (`missing` of its y values were empty before filling) cannot be used:
+    none of its y values was a number, so nothing could fill it but an invention; or it is shorter
+    than `min_length`. None when it can."""
+    if missing >= len(part) or not np.isfinite(part[TARGET].to_numpy(dtype=np.float64)).any():
+        return f"none of its {len(part)} {TARGET} values is a number"
+    if len(part) < min_length:
+        return f"too short: {len(part)} points, needs at least {min_length}"
+    return None
+
+
 def validate(df: pd.DataFrame, cfg: IngestConfig = IngestConfig()) -> tuple[pd.DataFrame, IngestReport]:
     """Check and regularize a long frame (output of `to_long`); see the module docstring."""
     if df.empty:
@@ -294,17 +305,18 @@ def validate(df: pd.DataFrame, cfg: IngestConfig = IngestConfig()) -> tuple[pd.D
     parts, filled, dropped = [], 0, []
     for uid, g in df.groupby(ID, sort=False):
         part, n = _regularize_series(str(uid), g, freq, cfg.fill)
-        if len(part) < cfg.min_length:
-            reason = f"{len(part)} points, needs at least {cfg.min_length}"
+        reason = _unusable(part, n, cfg.min_length)
+        if reason:
             if cfg.short == "error":
-                raise DataError(f"series {uid!r} is too short: {reason}")
+                raise DataError(f"series {uid!r} cannot be used: {reason}")
             warnings.warn(f"dropping series {uid!r}: {reason}", stacklevel=2)
             dropped.append((str(uid), reason))
             continue
         parts.append(part)
         filled += n
     if not parts:
-        raise DataError(f"every series is shorter than {cfg.min_length} points; nothing left")
+        raise DataError(f"no usable series: {dropped[0][1]} (series {dropped[0][0]!r}"
+                        + (f" and {len(dropped) - 1} more)" if len(dropped) > 1 else ")"))
     out = pd.concat(parts, ignore_index=True)
     covs = [c for c in out.columns if c not in (ID, TIME, TARGET)]
     out = out[[ID, TIME, TARGET, *covs]]
