@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -101,3 +102,26 @@ def test_nothing_is_registered_from_a_comparison_with_a_missing_score():
     with pytest.raises(ForecastingError, match="seasonal_naive_24: mase is not finite"):
         pipeline.check_comparison(rows, job)
     pipeline.check_comparison(rows[:1], job)
+
+
+def test_an_ingest_killed_between_its_two_renames_is_refused_on_load(tmp_path):
+    """New data beside the old record (what a SIGKILL between the Parquet's and the JSON's rename leaves):
+    load_processed refuses it in one line instead of trusting the old record's frequency."""
+    import pandas as pd
+
+    from forecasting.core import datasets
+    from forecasting.core.errors import DataError
+
+    def frame(n: int, freq: str) -> Path:
+        p = tmp_path / f"src-{freq}.csv"
+        pd.DataFrame({"unique_id": "a", "ds": pd.date_range("2024-01-01", periods=n, freq=freq),
+                      "y": range(n)}).to_csv(p, index=False)
+        return p
+
+    path, _ = datasets.ingest(frame(48, "h"), "d", tmp_path)
+    assert datasets.load_processed(tmp_path, "d")[1] == "h"
+    record = path.with_suffix(".json").read_text()
+    datasets.ingest(frame(200, "min"), "d", tmp_path)
+    path.with_suffix(".json").write_text(record)  # the new Parquet, the old record
+    with pytest.raises(DataError, match=r"dataset 'd': d.parquet and d.json disagree .* ingest it again"):
+        datasets.load_processed(tmp_path, "d")

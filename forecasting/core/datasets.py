@@ -23,7 +23,11 @@ def processed_path(home: str | Path, name: str) -> Path:
 
 def ingest(source: str | Path, name: str, home: str | Path, cfg: IngestConfig = IngestConfig()
            ) -> tuple[Path, IngestReport]:
-    """Validate a file and write it once as Parquet under `<home>/data/processed/`, with its report."""
+    """Validate a file and write it once as Parquet under `<home>/data/processed/`, with its report.
+
+    The two files are one unit: the Parquet first, then the report (with the data's fingerprint) as
+    the record that commits it. An ingest killed between the two renames leaves new data beside the
+    old record, which `load_processed` refuses instead of trusting the old frequency."""
     target = processed_path(home, name)  # a bad name is refused before the file is read
     df, report = load(source, cfg)
     path = write_table(df, target)
@@ -40,4 +44,10 @@ def load_processed(home: str | Path, name: str) -> tuple[pd.DataFrame, str]:
         raise DataError(f"no processed dataset {name!r} at {path}; run `forecasting ingest SOURCE --name {name}` first")
     df = pd.read_parquet(path)
     meta = path.with_suffix(".json")
-    return df, json.loads(meta.read_text())["freq"] if meta.exists() else infer_freq(df)
+    if not meta.exists():
+        return df, infer_freq(df)
+    record = json.loads(meta.read_text())
+    if record.get("fingerprint") not in (None, dataset_fingerprint(df)):
+        raise DataError(f"dataset {name!r}: {path.name} and {meta.name} disagree (the data is not the one its "
+                        "record describes, as an interrupted ingest leaves them); ingest it again")
+    return df, record["freq"]
