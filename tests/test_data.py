@@ -423,3 +423,25 @@ def test_error_messages_name_the_problem_not_a_traceback(write_text):
     # Every message is a single line that a user can act on.
     msg = load_error(write_text("t.csv", HEADER + "a,yesterday,1\n"))
     assert "\n" not in msg and re.search(r"row \d+", msg)
+
+
+def test_numeric_timestamps_need_their_unit(write_text):
+    """Epoch seconds were read as nanoseconds (everything in 1970, frequency 3600ns): now refused in one
+    line naming the column and row, and read correctly with --time-unit."""
+    epoch = 1_700_000_000  # 2023-11-14 22:13:20 UTC
+    body = "unique_id,ds,y\n" + "".join(f"a,{epoch + 3600 * h},{h}.0\n" for h in range(6))
+    msg = load_error(write_text("n.csv", body))
+    assert "column 'ds' holds numbers, not timestamps (row 2: 1700000000)" in msg and "--time-unit" in msg
+    df, rep = D.load(write_text("n.csv", body), D.IngestConfig(time_unit="s"))
+    assert rep.freq == "h" and df["ds"].iloc[0] == pd.Timestamp("2023-11-14 22:13:20")
+    ms = "unique_id,ds,y\n" + "".join(f"a,{(epoch + 3600 * h) * 1000},{h}.0\n" for h in range(6))
+    assert D.load(write_text("m.csv", ms), D.IngestConfig(time_unit="ms"))[0]["ds"].equals(df["ds"])
+    with pytest.raises(D.DataError, match="--time-unit must be one of s, ms, us, ns, got 'h'"):
+        D.IngestConfig(time_unit="h")
+
+
+def test_an_inferred_frequency_under_a_second_is_refused(write_text):
+    body = "unique_id,ds,y\n" + "".join(f"a,1970-01-01 00:00:00.{h:06d},{h}.0\n" for h in range(6))
+    msg = load_error(write_text("f.csv", body))
+    assert "inferred frequency" in msg and "under a second" in msg and "--freq" in msg
+    assert D.load(write_text("f.csv", body), D.IngestConfig(freq="us"))[1].freq == "us"  # named: kept

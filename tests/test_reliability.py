@@ -125,3 +125,16 @@ def test_an_ingest_killed_between_its_two_renames_is_refused_on_load(tmp_path):
     path.with_suffix(".json").write_text(record)  # the new Parquet, the old record
     with pytest.raises(DataError, match=r"dataset 'd': d.parquet and d.json disagree .* ingest it again"):
         datasets.load_processed(tmp_path, "d")
+
+
+def test_more_workers_than_the_machine_can_run_are_refused_before_any_run(make_sine_frame, monkeypatch):
+    """--workers 999 started 998 processes, each importing torch, until memory ran out (exit 137)."""
+    from forecasting.core.errors import ForecastingError
+
+    monkeypatch.setattr(plan, "usable_cpus", lambda: 2)
+    df = make_sine_frame(n_series=2, length=400, seed=0)
+    job = plan.TrainJob("tiny", 12, max_lookback=48, workers=999, device="cpu")
+    split = plan.make_split(df, job)
+    with pytest.raises(ForecastingError, match=r"--workers 999: this machine can run at most 4 \(2 per usable CPU\)"):
+        plan.check_job(df, "h", job, split)
+    plan.check_job(df, "h", plan.TrainJob("tiny", 12, max_lookback=48, workers=4, device="cpu"), split)  # fits

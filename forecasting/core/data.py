@@ -24,6 +24,7 @@ from forecasting.core.options import name_list, option
 # names: letters, digits, '.', '_' and '-', starting with a letter or digit (no path separators).
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 FILL_POLICIES = ("error", "interpolate", "ffill", "zero")
+TIME_UNITS = ("s", "ms", "us", "ns")
 SHORT_POLICIES = ("drop", "error")
 FORMATS = ("auto", "long", "wide")
 
@@ -49,8 +50,12 @@ class IngestConfig:
     fill: str = option("interpolate", "how gaps in the grid are filled", choices=FILL_POLICIES)
     min_length: int = option(0, "series shorter than this are dropped or refused")
     short: str = option("drop", "what happens to a series shorter than --min-length", choices=SHORT_POLICIES)
+    time_unit: str | None = option(None, "unit of numeric timestamps counted from 1970-01-01 (s, ms, us or ns); "
+                                   "numeric timestamps are refused without it")
 
     def __post_init__(self) -> None:
+        if self.time_unit not in (None, *TIME_UNITS):
+            raise DataError(f"--time-unit must be one of {', '.join(TIME_UNITS)}, got {self.time_unit!r}")
         if self.format not in FORMATS:
             raise DataError(f"format must be one of {FORMATS}, got {self.format!r}")
         if self.fill not in FILL_POLICIES:
@@ -126,7 +131,19 @@ def _require(df: pd.DataFrame, cols: list[str], what: str) -> None:
 
 
 def to_long(df: pd.DataFrame, cfg: IngestConfig = IngestConfig()) -> pd.DataFrame:
-    """Rename (long) or melt (wide) a raw table into `unique_id`, `ds`, `y`, covariates."""
+    """Rename (long) or melt (wide) a raw table into `unique_id`, `ds`, `y`, covariates; numeric
+    timestamps become times in `cfg.time_unit` since the epoch (refused later without one)."""
+    return _epoch_times(_reshaped(df, cfg), cfg.time_unit)
+
+
+def _epoch_times(df: pd.DataFrame, unit: str | None) -> pd.DataFrame:
+    if unit is None:
+        return df
+    seconds = pd.to_numeric(df[TIME], errors="coerce")  # a non-number becomes NaT: named by _parse_times
+    return df.assign(**{TIME: pd.to_datetime(seconds, unit=unit, errors="coerce")})
+
+
+def _reshaped(df: pd.DataFrame, cfg: IngestConfig) -> pd.DataFrame:
     if _is_long(df, cfg):
         _require(df, [cfg.id_col, cfg.time_col, cfg.target_col], "id/time/target")
         out = df.rename(columns={cfg.id_col: ID, cfg.time_col: TIME, cfg.target_col: TARGET})
@@ -175,6 +192,10 @@ def parse_long(df: pd.DataFrame, source: str = "", numeric: list[str] | None = N
 
 def _parse_times(df: pd.DataFrame) -> pd.DataFrame:
     raw = df[TIME]
+    if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+        i = int(np.flatnonzero(raw.notna().to_numpy())[0]) if raw.notna().any() else 0
+        raise DataError(f"column {TIME!r} holds numbers, not timestamps (row {_file_rows(df, np.arange(len(df)) == i)[0]}: "
+                        f"{raw.iloc[i]}); if they are epoch times, name their unit with --time-unit s|ms|us|ns")
     if pd.api.types.is_datetime64_any_dtype(raw):
         parsed = raw
     else:
@@ -274,6 +295,14 @@ def _regularize_series(
     return out.reset_index(), missing
 
 
+def _under_a_second(offset) -> bool:
+    """Whether a fixed-length frequency is shorter than a second (calendar ones never are)."""
+    try:
+        return offset.nanos < 1_000_000_000
+    except ValueError:  # months, business days...: not a fixed length
+        return False
+
+
 def _unusable(part: pd.DataFrame, missing: int, min_length: int) -> str | None:
     """Why a regularized series (`missing` of its y values were empty before filling) cannot be used:
     none of its y values was a number, so nothing could fill it but an invention; or it is shorter
@@ -299,9 +328,12 @@ def validate(df: pd.DataFrame, cfg: IngestConfig = IngestConfig()) -> tuple[pd.D
         df = df.iloc[order].reset_index(drop=True)
     freq = cfg.freq or infer_freq(df)
     try:
-        pd.tseries.frequencies.to_offset(freq)
+        offset = pd.tseries.frequencies.to_offset(freq)
     except ValueError:
         raise DataError(f"unknown frequency {freq!r}") from None
+    if cfg.freq is None and _under_a_second(offset):
+        raise DataError(f"the inferred frequency {freq!r} is under a second: are the timestamps numbers read "
+                        "in the wrong unit (--time-unit)? Pass --freq to use it anyway")
     parts, filled, dropped = [], 0, []
     for uid, g in df.groupby(ID, sort=False):
         part, n = _regularize_series(str(uid), g, freq, cfg.fill)

@@ -20,8 +20,9 @@ from forecasting.api.forecaster import Fitted, Forecaster, ForecasterConfig
 from forecasting.api.jobs import ABSOLUTE_METRICS, TrainJob
 from forecasting.core.backtest import Backtest, BacktestConfig, cutoffs
 from forecasting.core.columns import CUTOFF, ID, TARGET, TIME
+from forecasting.core.cpus import usable_cpus
 from forecasting.core.data import Split, split_fractions
-from forecasting.core.errors import DataError
+from forecasting.core.errors import DataError, ForecastingError
 from forecasting.core.evaluation import Predictor
 from forecasting.core.home import Home
 from forecasting.core.seasons import kept_periods
@@ -88,6 +89,7 @@ def check_job(df: pd.DataFrame, freq: str, job: TrainJob, split: Split) -> None:
     seasons the history cannot hold, a training part too short, no validation backtest cutoff, a
     storage URL that cannot be opened."""
     check_storage(job.tune.storage)
+    check_workers(job)
     base = base_config(df, freq, job, split)
     space = search_space(df, split, base, job)
     rows = cutoffs(split.val_end, job.horizon, max(space.lookbacks), job.backtest, split.train_end)
@@ -100,6 +102,21 @@ def check_job(df: pd.DataFrame, freq: str, job: TrainJob, split: Split) -> None:
     if len(short) == len(split.ids):
         raise DataError(f"the test part holds no window of horizon {job.horizon} (series {short[0]!r} has "
                         f"{int((split.lengths - split.val_end)[0])} test rows); give it more rows (--test)")
+
+
+WORKERS_PER_CPU = 2  # beyond this, tuning processes only contend for cores and memory
+
+
+def check_workers(job: TrainJob) -> None:
+    """Refuse more tuning workers than the machine can run: WORKERS_PER_CPU per usable CPU (or GPU)."""
+    import torch
+
+    gpus = torch.cuda.device_count() if job.device != "cpu" and torch.cuda.is_available() else 0
+    most = WORKERS_PER_CPU * max(usable_cpus(), gpus)
+    if job.workers > most:
+        raise ForecastingError(f"--workers {job.workers}: this machine can run at most {most} ({WORKERS_PER_CPU} per "
+                               f"usable {'GPU' if gpus > usable_cpus() else 'CPU'}); each worker is a process with "
+                               "its own torch; more run out of memory. Spread them over machines with tune-worker")
 
 
 def check_levels_fit(split: Split, job: TrainJob) -> None:
