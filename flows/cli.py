@@ -24,8 +24,19 @@ from forecasting.core.data import IngestConfig
 from forecasting.core.home import Home
 from forecasting.core.options import add_options, from_flags, from_options
 
-EXIT_ERROR = 2
+# Exit codes (the README lists them): each kind of failure its own, one `error:` line each.
+EXIT_INTERNAL = 1  # anything unforeseen (a bug): --debug shows the traceback
+EXIT_ERROR = 2  # refused input or option
 EXIT_NOTHING = 3  # a forecast in which every series was skipped: nothing written
+EXIT_OS = 4  # the operating system refused: disk full, read-only folder, a directory where a file goes
+EXIT_STORE = 5  # a store or service failed: MLflow, the Optuna database (SQLAlchemy), the Prefect API
+EXIT_INTERRUPTED = 130
+# Where a library's failures come from, and what the user should check.
+STORES = {"mlflow": "MLflow store (MLFLOW_TRACKING_URI or <home>/mlruns/mlflow.db)",
+          "sqlalchemy": "database (the Optuna storage, --storage, or the MLflow store)",
+          "optuna": "Optuna storage (--storage or <home>/mlruns/optuna.db)",
+          "prefect": "Prefect API (PREFECT_API_URL, or the command's temporary server)",
+          "httpx": "server the command talks to (PREFECT_API_URL, MLFLOW_TRACKING_URI)"}
 
 
 def _home(args: argparse.Namespace) -> Path:
@@ -406,8 +417,35 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 (one line and a distinct code for each kind; --debug re-raises)
+        if args.debug:
+            raise
+        code, text = failure(exc)
+        print(f"error: {text}", file=sys.stderr)
+        return code
     return 0
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:300]
+
+
+def failure(exc: Exception) -> tuple[int, str]:
+    """The exit code and the one line for a failure the command did not foresee as bad input."""
+    if isinstance(exc, OSError):
+        hint = {28: "free some space", 30: "the folder is read-only", 21: "it is a directory",
+                13: "check the folder's permissions"}.get(exc.errno or 0, "check the path")
+        where = f": {exc.filename}" if exc.filename else ""
+        return EXIT_OS, f"{exc.strerror or _first_line(exc)}{where} ({hint})"
+    libs = [c.__module__.split(".")[0] for c in type(exc).__mro__]
+    lib = next((m for m in libs if m in STORES), None)
+    if lib is not None:
+        return EXIT_STORE, f"the {STORES[lib]} failed: {type(exc).__name__}: {_first_line(exc)}"
+    if isinstance(exc, RuntimeError) and "Prefect server" in str(exc):
+        return EXIT_STORE, f"{_first_line(exc)} (a loaded machine? set PREFECT_API_URL to a running server)"
+    return EXIT_INTERNAL, f"unexpected {type(exc).__name__}: {_first_line(exc)} (rerun with --debug for the traceback)"
 
 
 if __name__ == "__main__":

@@ -336,3 +336,39 @@ def test_bad_options_are_refused_before_any_store_exists(prefect_api_url, tmp_pa
         assert code == EXIT_ERROR and len(lines) == 1 and fragment in lines[0], (argv, err)
         assert "Traceback" not in err
         assert not (home / "mlruns").exists(), argv  # no store, no study, no FAILED run
+
+
+def test_each_kind_of_failure_has_its_own_exit_code_and_one_line():
+    import errno
+
+    import sqlalchemy.exc
+
+    from flows.cli import EXIT_INTERNAL, EXIT_OS, EXIT_STORE, failure
+
+    assert failure(OSError(errno.ENOSPC, "No space left on device", "/h/data/x.parquet")) == (
+        EXIT_OS, "No space left on device: /h/data/x.parquet (free some space)")
+    assert failure(OSError(errno.EROFS, "Read-only file system", "/h"))[1].endswith("(the folder is read-only)")
+    code, text = failure(sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("database is locked\nmore")))
+    assert code == EXIT_STORE and text.startswith("the database (the Optuna storage") and "\n" not in text
+    mlflow_like = type("MlflowException", (Exception,), {"__module__": "mlflow.exceptions"})
+    assert failure(mlflow_like("Could not find a registered tracking store"))[0] == EXIT_STORE
+    code, text = failure(KeyError("x"))
+    assert code == EXIT_INTERNAL and "rerun with --debug" in text
+    assert len({EXIT_INTERNAL, EXIT_ERROR, EXIT_OS, EXIT_STORE}) == 4
+
+
+@pytest.mark.slow
+def test_an_output_that_is_a_directory_and_a_broken_store_end_in_one_line(trained_home, tmp_path, capsys,
+                                                                        monkeypatch):
+    from flows.cli import EXIT_OS, EXIT_STORE
+
+    (tmp_path / "out.csv").mkdir()
+    fc = ["forecast", f"{DATASET}-gru", "--home", str(trained_home.home), "--input", str(trained_home.csv)]
+    assert main([*fc, "--output", str(tmp_path / "out.csv")]) == EXIT_OS
+    err = capsys.readouterr().err
+    assert [ln for ln in err.splitlines() if ln.startswith("error:")] == [ln for ln in err.splitlines() if ln]
+    assert "Is a directory" in err and "Traceback" not in err
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "garbage://x")
+    assert main([*fc, "--output", str(tmp_path / "o.csv")]) == EXIT_STORE
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "MLflow store" in err and "Traceback" not in err
