@@ -445,3 +445,17 @@ def test_an_inferred_frequency_under_a_second_is_refused(write_text):
     msg = load_error(write_text("f.csv", body))
     assert "inferred frequency" in msg and "under a second" in msg and "--freq" in msg
     assert D.load(write_text("f.csv", body), D.IngestConfig(freq="us"))[1].freq == "us"  # named: kept
+
+
+def test_several_utc_offsets_are_read_as_utc_and_a_mix_with_naive_times_is_refused(write_text):
+    """Across a daylight-saving change a file holds +01:00 and +02:00 offsets: read as UTC, one hour
+    apart; a column mixing offsets with times without one is refused naming a row of each."""
+    stamps = ["2024-03-31 00:00+01:00", "2024-03-31 01:00+01:00", "2024-03-31 03:00+02:00",
+              "2024-03-31 04:00+02:00"]
+    body = "unique_id,ds,y\n" + "".join(f"a,{s},{i}.0\n" for i, s in enumerate(stamps))
+    df, rep = D.load(write_text("dst.csv", body))
+    assert rep.freq == "h" and rep.n_filled == 0
+    assert df["ds"].tolist() == list(pd.date_range("2024-03-30 23:00", periods=4, freq="h"))
+    mixed = body.replace("2024-03-31 04:00+02:00", "2024-03-31 03:00")
+    msg = load_error(write_text("mixed.csv", mixed))
+    assert "column 'ds' mixes timestamps with a UTC offset (row 2:" in msg and "without one (row 5:" in msg

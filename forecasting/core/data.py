@@ -202,6 +202,8 @@ def _parse_times(df: pd.DataFrame) -> pd.DataFrame:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pandas' "could not infer format" chatter
             parsed = pd.to_datetime(raw, errors="coerce", format="mixed")
+            if parsed.dtype == object:  # several UTC offsets (or offsets beside times without one)
+                parsed = _offsets_to_utc(df, raw)
     bad = (parsed.isna() & raw.notna()).to_numpy() | raw.isna().to_numpy()
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -213,6 +215,18 @@ def _parse_times(df: pd.DataFrame) -> pd.DataFrame:
     if getattr(parsed.dt, "tz", None) is not None:
         parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
     return df.assign(**{TIME: parsed})
+
+
+def _offsets_to_utc(df: pd.DataFrame, raw: pd.Series) -> pd.Series:
+    """Timestamps with several UTC offsets, as UTC; refused in one line naming a row with an offset
+    and one without when the column mixes both (their instant would be a guess)."""
+    aware = raw.astype(str).str.strip().str.contains(r"(?:[+-]\d{2}:?\d{2}|Z)$").to_numpy()
+    if not aware.all() and aware.any():
+        a, n = int(np.flatnonzero(aware)[0]), int(np.flatnonzero(~aware)[0])
+        rows = _file_rows(df, np.ones(len(df), dtype=bool))
+        raise DataError(f"column {TIME!r} mixes timestamps with a UTC offset (row {rows[a]}: {raw.iloc[a]!r}) and "
+                        f"without one (row {rows[n]}: {raw.iloc[n]!r}); give every timestamp an offset, or none")
+    return pd.to_datetime(raw, errors="coerce", format="mixed", utc=True)
 
 
 def _parse_numeric(df: pd.DataFrame, col: str) -> pd.DataFrame:
