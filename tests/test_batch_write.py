@@ -179,3 +179,31 @@ def test_written_files_follow_the_umask(tmp_path, umask):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_a_skipped_series_is_told_why_at_another_resolution_a_gap_or_a_missing_value():
+    """Each skipped series gets its own reason: an input at another frequency than the model's says so
+    (before: 'gaps, missing or non-finite values' for all three)."""
+    from forecasting.api.forecaster import Forecaster, ForecasterConfig
+    from forecasting.core.data import split_fractions
+    from forecasting.core.training import TrainConfig
+    from forecasting.families.recurrent import ModelConfig
+    from tests.conftest import sine_frame
+
+    df = sine_frame(n_series=4, length=300)
+    split = split_fractions(df.groupby("unique_id", sort=False).size(), 0.15, 0.15)
+    f = Forecaster(ForecasterConfig(model=ModelConfig(lookback=24, horizon=6, hidden=8, layers=1), calendar=False,
+                                    freq="h", train=TrainConfig(max_epochs=1, device="cpu")))
+    f.fit(df, split)
+    ids = sorted(df["unique_id"].unique())
+    h = df.copy()
+    half = h["unique_id"] == ids[0]
+    h.loc[half, "ds"] = h.loc[half, "ds"].min() + (h.loc[half, "ds"] - h.loc[half, "ds"].min()) / 2  # 30 min apart
+    h = h.drop(index=h.index[(h["unique_id"] == ids[1])][-5])  # a gap
+    h.loc[h.index[(h["unique_id"] == ids[2])][-3], "y"] = float("nan")
+    fc, skipped = f.predict(h)
+    why = dict(skipped)
+    assert why[ids[0]] == "its points are 30min apart but the model forecasts at h: resample it to h"
+    assert why[ids[1]] == "gaps in the last 24 points (the model needs one every h)"
+    assert why[ids[2]] == "missing or non-finite values in the last 24 points"
+    assert fc["unique_id"].unique().tolist() == [ids[3]]

@@ -41,6 +41,26 @@ def is_fixed(freq: str) -> bool:
         return False
 
 
+def window_problems(x: np.ndarray, times: np.ndarray, freq: str) -> list[str | None]:
+    """Why each window x [S, L, F] with timestamps [S, L] cannot be read (None where it can): missing
+    values, a regular step other than the model's frequency (another resolution), or gaps."""
+    S, L = times.shape
+    out: list[str | None] = [None] * S
+    if is_fixed(freq) and L > 1:
+        step = np.timedelta64(pd.Timedelta(pd.tseries.frequencies.to_offset(freq)))
+        diffs = np.diff(times, axis=1)  # [S, L-1]
+        regular = (diffs == diffs[:, :1]).all(axis=1)
+        for i in np.flatnonzero((diffs != step).any(axis=1)):
+            if regular[i]:
+                seen = pd.tseries.frequencies.to_offset(pd.Timedelta(diffs[i, 0])).freqstr
+                out[i] = f"its points are {seen} apart but the model forecasts at {freq}: resample it to {freq}"
+            else:
+                out[i] = f"gaps in the last {L} points (the model needs one every {freq})"
+    for i in np.flatnonzero(~np.isfinite(x).all(axis=(1, 2))):
+        out[i] = out[i] or f"missing or non-finite values in the last {L} points"
+    return out
+
+
 def last_windows(history: pd.DataFrame, lookback: int, freq: str, covariates: tuple[str, ...]
                  ) -> tuple:
     """The last `lookback` rows of each usable series: values [S, L, 1+C], timestamps [S, L],
@@ -58,11 +78,9 @@ def last_windows(history: pd.DataFrame, lookback: int, freq: str, covariates: tu
     skipped = [(str(u), f"{n} points, needs lookback {lookback}") for u, n in zip(uniques[~ok], counts[~ok], strict=True)]
     rows = order[(np.cumsum(counts)[ok] - lookback)[:, None] + np.arange(lookback)]  # [S, L] rows of the last L points
     ids, x, times = np.asarray(uniques[ok], dtype=object), vals[rows], ds[rows]
-    bad = ~np.isfinite(x).all(axis=(1, 2))
-    if is_fixed(freq) and lookback > 1:
-        step = np.timedelta64(pd.Timedelta(pd.tseries.frequencies.to_offset(freq)))
-        bad |= (np.diff(times, axis=1) != step).any(axis=1)
-    skipped += [(str(u), f"gaps, missing or non-finite values in the last {lookback} points") for u in ids[bad]]
+    reasons = window_problems(x, times, freq)
+    bad = np.array([r is not None for r in reasons], dtype=bool)
+    skipped += [(str(u), r) for u, r in zip(ids, reasons, strict=True) if r is not None]
     groups = np.flatnonzero(ok)[~bad]  # factorize code of each usable series
     return x[~bad], times[~bad], ids[~bad], (codes, vals, groups), skipped
 
