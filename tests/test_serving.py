@@ -126,6 +126,11 @@ def test_mlflow_models_serve_answers_json_and_csv_requests(served):
                           timeout=120)
         r_bad = httpx.post(f"{base}/invocations", json={"dataframe_split": split, "params": {"horizon": 99}},
                            timeout=120)
+        bad = {"horizon 0": {"dataframe_split": split, "params": {"horizon": 0}},
+               "no y column": {"dataframe_split": json.loads(df.drop(columns="y").to_json(orient="split", index=False))},
+               "no rows": {"dataframe_split": {"columns": ["unique_id", "ds", "y"], "data": []}},
+               "all y null": {"dataframe_split": json.loads(df.assign(y=None).to_json(orient="split", index=False))}}
+        r_refused = {k: httpx.post(f"{base}/invocations", json=v, timeout=120) for k, v in bad.items()}
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, 15)
@@ -143,7 +148,12 @@ def test_mlflow_models_serve_answers_json_and_csv_requests(served):
     assert list(lv.columns) == ["unique_id", "ds", "y_hat", "y_hat-lo-95", "y_hat-hi-95"]
     np.testing.assert_allclose(lv[["y_hat-lo-95", "y_hat-hi-95"]], _cli_forecast(served, 95)[["y_hat-lo-95", "y_hat-hi-95"]],
                                rtol=1e-5)
-    assert r_bad.status_code >= 400 and "trained horizon 12" in r_bad.text
+    assert r_bad.status_code == 400 and "trained horizon 12" in r_bad.text
+    reasons = {"horizon 0": "between 1 and the trained horizon 12, got 0", "no y column": "missing column(s) ['y']",
+               "no rows": "holds no rows", "all y null": "no series could be forecast (3 skipped"}
+    for k, r in r_refused.items():  # 400 with the one-line reason, not a 500 or a 200 with an empty list
+        assert r.status_code == 400 and reasons[k] in r.json()["message"], (k, r.status_code, r.text[:500])
+        assert "Traceback" not in r.json()["message"]
 
 
 @pytest.mark.slow

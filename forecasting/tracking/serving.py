@@ -19,6 +19,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from forecasting.core.columns import ID, TIME, Y_HAT
+from forecasting.core.errors import ForecastingError
 
 
 class ForecastModel(mlflow.pyfunc.PythonModel):
@@ -32,12 +33,28 @@ class ForecastModel(mlflow.pyfunc.PythonModel):
 
     # The DataFrame hint only keeps MLflow from warning that `predict` has no type hints.
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        """Bad parameters or input raise MLflow's INVALID_PARAMETER_VALUE with a one-line reason, which
+        the scoring server answers with 400 and that reason (not a 500 with a stack trace)."""
+        try:
+            return self._predict(pd.DataFrame(model_input), params or {})
+        except (ForecastingError, ValueError, KeyError, TypeError) as exc:  # refused input: DataError and kin
+            from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
+
+            raise MlflowException(str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                                  error_code=INVALID_PARAMETER_VALUE) from None
+
+    def _predict(self, history: pd.DataFrame, params: dict) -> pd.DataFrame:
         H = self.forecaster.cfg.model.horizon
-        horizon = int((params or {}).get("horizon") or H)
+        horizon = H if params.get("horizon") is None else int(params["horizon"])
         if not 1 <= horizon <= H:
             raise ValueError(f"param horizon must be between 1 and the trained horizon {H}, got {horizon}")
-        levels = tuple(int(v) for v in (params or {}).get("level") or ())
-        out, skipped = self.forecaster.predict(pd.DataFrame(model_input), levels=levels)
+        levels = tuple(int(v) for v in params.get("level") or ())
+        if history.empty:
+            raise ValueError("the input holds no rows: send the history of at least one series")
+        out, skipped = self.forecaster.predict(history, levels=levels)
+        if out.empty:
+            first = "; ".join(f"{u}: {why}" for u, why in skipped[:3])
+            raise ValueError(f"no series could be forecast ({len(skipped)} skipped; {first})")
         out = out[out.groupby(ID, sort=False).cumcount() < horizon].reset_index(drop=True)
         out.attrs["skipped"] = skipped
         return out
