@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +140,70 @@ def test_more_workers_than_the_machine_can_run_are_refused_before_any_run(make_s
     with pytest.raises(ForecastingError, match=r"--workers 999: this machine can run at most 4 \(2 per usable CPU\)"):
         plan.check_job(df, "h", job, split)
     plan.check_job(df, "h", plan.TrainJob("tiny", 12, max_lookback=48, workers=4, device="cpu"), split)  # fits
+
+
+# --------------------------------------------------------------------------- stores created whole and once
+
+
+def test_a_store_creation_that_fails_half_way_leaves_nothing_and_an_old_half_store_is_rebuilt(tmp_path, monkeypatch):
+    """Disk full during MLflow's schema creation used to leave a half store that broke every later
+    command ('table spans already exists'): the store is now built in a temporary file and renamed,
+    and a half store found from before (older revision, no runs) is moved aside and rebuilt; one that
+    holds runs is refused in one line."""
+    import errno
+    import sqlite3
+
+    from forecasting.core.errors import DataError
+    from forecasting.tracking import runs
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    db = tmp_path / "mlruns" / "mlflow.db"
+    real = runs._init_store
+
+    def disk_full(path):
+        path.write_bytes(b"SQLite format 3\0" + b"\0" * 100)  # part of a file, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(runs, "_init_store", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        runs.configure(tmp_path)
+    assert not db.exists() and [p.name for p in db.parent.iterdir()] == [".mlflow.db.lock"]
+    monkeypatch.setattr(runs, "_init_store", real)
+    runs.configure(tmp_path)  # space again: created whole
+    assert runs._whole_store(db)
+    with sqlite3.connect(db) as con:  # as an interrupted upgrade leaves it: an older revision
+        con.execute("UPDATE alembic_version SET version_num = '0584bdc529eb'")
+    runs.configure(tmp_path)
+    assert runs._whole_store(db) and (db.parent / "mlflow.db.incomplete").is_file()
+    exp = runs.ensure_experiment("kept", tmp_path)
+    runs.end_run(runs.start_run(exp, "a run"))
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE alembic_version SET version_num = '0584bdc529eb'")
+    with pytest.raises(DataError, match=r"MLflow store .*mlflow.db is incomplete .* but holds data; move it away"):
+        runs.configure(tmp_path)
+
+
+def test_two_commands_starting_together_on_a_fresh_home_both_get_whole_stores(tmp_path):
+    """Two processes creating the MLflow store and the Optuna storage of one fresh home at the same
+    moment (before: 'UNIQUE constraint failed: alembic_version' for one of them)."""
+    go = tmp_path / "go"
+    code = textwrap.dedent(f"""
+        import os, sys, time
+        while not os.path.exists({str(go)!r}):
+            time.sleep(0.01)
+        from forecasting.api.jobs import TuneConfig
+        from forecasting.tracking import runs
+        from forecasting.tuning.study import open_study
+        runs.configure({str(tmp_path)!r})
+        runs.ensure_experiment("e", {str(tmp_path)!r})
+        open_study("s", TuneConfig(storage="sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}"))
+        print("ok")
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(3)]
+    time.sleep(4)  # all three are past their imports, waiting
+    go.touch()
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err[-800:] for _, err in outs]
+    assert all(out.strip() == "ok" for out, _ in outs)

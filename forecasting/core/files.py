@@ -115,3 +115,71 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
+
+
+def sqlite_tables(path: Path) -> dict[str, int]:
+    """Row counts of the tables of a SQLite file ({} when it is not one); read-only."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error:
+        return {}
+    try:
+        names = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {n: con.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0] for n in names}
+    except sqlite3.Error:
+        return {}
+    finally:
+        con.close()
+
+
+def sqlite_revision(path: Path) -> str | None:
+    """The alembic schema revision a SQLite store records (None without one)."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            row = con.execute("SELECT version_num FROM alembic_version").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
+    return row[0] if row else None
+
+
+def create_store_once(path: str | Path, init: Callable[[Path], None], whole: Callable[[Path], bool],
+                      data_tables: tuple[str, ...], what: str) -> None:
+    """Make sure a SQLite store exists at `path`, created whole and once.
+
+    Under an exclusive lock beside it (two commands starting on a fresh home wait for each other), a
+    missing store is built by `init` in a temporary file and renamed into place, so a disk that fills
+    up mid-creation leaves no half store. A readable store that is not `whole` (an older interrupted
+    creation) is moved aside (`<name>.incomplete`) and rebuilt when its `data_tables` are empty, and
+    refused in one line naming the file otherwise; an unreadable file is left to the store's opener."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        remove_stale_temps(path)  # what a creator killed mid-way left
+        if path.is_file() and path.stat().st_size > 0:
+            if whole(path):
+                return
+            tables = sqlite_tables(path)
+            if not tables:  # unreadable (truncated, not SQLite): the store's own opener says so
+                return
+            if any(tables.get(t, 0) for t in data_tables):
+                raise DataError(f"{what} {path} is incomplete (an interrupted creation or upgrade) but holds data; "
+                                "move it away to start a new one, or repair it")
+            os.replace(path, path.with_name(f"{path.name}.incomplete"))
+        # A name never used before: a library may cache a connection by URL, which would follow the
+        # renamed file instead of creating a new one.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        try:
+            init(tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)

@@ -29,7 +29,8 @@ from mlflow.exceptions import MlflowException
 from forecasting.api.forecaster import Forecaster
 from forecasting.core.columns import ID, TARGET, TIME
 from forecasting.core.errors import ModelNotFoundError
-from forecasting.core.home import Home, sqlite_path
+from forecasting.core.files import create_store_once, sqlite_revision
+from forecasting.core.home import Home, sqlite_path, sqlite_url
 from forecasting.core.tables import to_markdown
 
 # --------------------------------------------------------------------------- store
@@ -46,6 +47,19 @@ def tracking_uri(home: str | Path = ".") -> str:
     return Home.of(home).tracking_uri
 
 
+def _init_store(path: Path) -> None:
+    """MLflow's schema in a new SQLite file (what its first client call would do in place)."""
+    MlflowClient(tracking_uri=sqlite_url(path)).search_experiments(max_results=1)
+
+
+def _whole_store(path: Path) -> bool:
+    """Whether a SQLite MLflow store holds the schema this MLflow expects (a creation that stopped
+    half-way records an older revision, or none)."""
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    return sqlite_revision(path) == _get_latest_schema_revision()
+
+
 def configure(home: str | Path = ".") -> str:
     """Point MLflow (tracking and registry) at the project's store; returns the URI.
 
@@ -54,7 +68,7 @@ def configure(home: str | Path = ".") -> str:
     """
     uri = tracking_uri(home)
     if sqlite_path(uri) is not None:
-        sqlite_path(uri).parent.mkdir(parents=True, exist_ok=True)
+        create_store_once(sqlite_path(uri), _init_store, _whole_store, ("runs", "registered_models"), "MLflow store")
     user_set = os.environ.get("MLFLOW_TRACKING_URI") == uri and uri not in _SET_BY_US
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)

@@ -9,6 +9,7 @@ that would take it past the requested count yields (`is_surplus`).
 
 from __future__ import annotations
 
+import functools
 import socket
 import sys
 import warnings
@@ -23,8 +24,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from forecasting.api.jobs import TuneConfig
 from forecasting.core.errors import ForecastingError
-from forecasting.core.files import pid_alive
-from forecasting.core.home import Home, sqlite_path
+from forecasting.core.files import create_store_once, pid_alive, sqlite_revision
+from forecasting.core.home import Home, sqlite_path, sqlite_url
 from forecasting.core.secrets import redact, reveal
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -97,6 +98,20 @@ def _pruner(name: str) -> optuna.pruners.BasePruner:
     raise ValueError(f"pruner must be median, hyperband or none, got {name!r}")
 
 
+def _init_store(path: Path) -> None:
+    RDBStorage(sqlite_url(path)).engine.dispose()
+
+
+@functools.cache
+def _head_revision() -> str:
+    """The schema revision this Optuna writes (read from a throwaway in-memory store)."""
+    return RDBStorage("sqlite:///:memory:").get_head_version()
+
+
+def _whole_store(path: Path) -> bool:
+    return sqlite_revision(path) == _head_revision()
+
+
 def open_study(name: str, cfg: TuneConfig, on_stale: StaleHook | None = None) -> optuna.Study:
     """Create the study or load it if it exists (a resumed search, or another worker's).
 
@@ -108,6 +123,8 @@ def open_study(name: str, cfg: TuneConfig, on_stale: StaleHook | None = None) ->
     if path is not None and path.is_file() and path.stat().st_size == 0:
         print(f"note: Optuna storage {path} is an empty file; a new study store is created in it "
               "(no earlier trials to resume)", file=sys.stderr)
+    if path is not None:  # created whole and once, even by two commands starting together
+        create_store_once(path, _init_store, _whole_store, ("trials",), "Optuna storage")
     try:
         storage = make_storage(reveal(cfg.storage), cfg, on_stale) if cfg.storage else None
         study = optuna.create_study(
