@@ -459,3 +459,31 @@ def test_several_utc_offsets_are_read_as_utc_and_a_mix_with_naive_times_is_refus
     mixed = body.replace("2024-03-31 04:00+02:00", "2024-03-31 03:00")
     msg = load_error(write_text("mixed.csv", mixed))
     assert "column 'ds' mixes timestamps with a UTC offset (row 2:" in msg and "without one (row 5:" in msg
+
+
+def test_series_checked_all_at_once_regularize_exactly_as_one_by_one(monkeypatch):
+    """The vectorized path (series already complete) gives the frame and report of the per-series loop,
+    on a panel mixing complete series, a gap, a missing value, a covariate, a short and an empty series."""
+    rng = np.random.default_rng(3)
+    parts = []
+    for i in range(8):
+        n = 5 if i == 6 else 30
+        ds = pd.date_range("2024-01-01", periods=n, freq="h")
+        part = pd.DataFrame({"unique_id": f"s{i}", "ds": ds, "y": rng.normal(size=n), "temp": rng.normal(size=n)})
+        if i == 2:
+            part = part.drop(index=[7, 8])  # a gap
+        if i == 4:
+            part.loc[3, "y"] = np.nan  # a missing value
+        if i == 7:
+            part["y"] = np.nan  # nothing to fill from
+        parts.append(part)
+    df = pd.concat(parts, ignore_index=True).sample(frac=1.0, random_state=0)  # unsorted too
+    cfg = D.IngestConfig(min_length=10)
+    with pytest.warns(UserWarning):
+        fast, rep_fast = D.validate(df, cfg)
+    monkeypatch.setattr(D, "_complete", lambda df, offset, n: np.zeros(len(df), dtype=bool))
+    with pytest.warns(UserWarning):
+        slow, rep_slow = D.validate(df, cfg)
+    pd.testing.assert_frame_equal(fast, slow)
+    assert rep_fast == rep_slow and rep_fast.n_series == 6 and rep_fast.n_filled == 3
+    assert fast["unique_id"].unique().tolist() == ["s0", "s1", "s2", "s3", "s4", "s5"]

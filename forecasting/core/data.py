@@ -260,10 +260,16 @@ def _check_duplicates(df: pd.DataFrame) -> None:
         )
 
 
+VOTERS = 500  # series whose own inferred frequency votes (evenly spread; every one is checked afterwards)
+
+
 def infer_freq(df: pd.DataFrame) -> str:
-    """The frequency of a sorted long frame: pandas' inference, else the commonest step."""
+    """The frequency of a sorted long frame: pandas' inference on a sample of series, else the
+    commonest step."""
     votes: dict[str, int] = {}
-    for _, ds in df.groupby(ID, sort=False)[TIME]:
+    ids = df[ID].unique()
+    sample = set(ids[np.linspace(0, len(ids) - 1, min(len(ids), VOTERS)).astype(np.int64)])
+    for _, ds in df[df[ID].isin(sample)].groupby(ID, sort=False)[TIME]:
         if len(ds) >= 3:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # pandas 3: "infer_freq will return an offset"
@@ -309,6 +315,26 @@ def _regularize_series(
     return out.reset_index(), missing
 
 
+def _complete(df: pd.DataFrame, offset, min_length: int) -> np.ndarray:
+    """Per row [N] of a frame sorted by series and time: whether its series already lies on a complete
+    grid of a fixed step, every value present and at least `min_length` long, so that regularizing it
+    would change nothing. Checked for all series at once (most files are like this); the others, and
+    every series of a calendar frequency, go through `_regularize_series` one by one."""
+    try:
+        step = pd.Timedelta(offset).value
+    except ValueError:  # months, business days...: no fixed step
+        return np.zeros(len(df), dtype=bool)
+    codes = pd.factorize(df[ID])[0]  # [N], non-decreasing
+    t = df[TIME].to_numpy("datetime64[ns]").view(np.int64)
+    first = np.r_[True, codes[1:] != codes[:-1]]
+    gap = np.diff(t, prepend=t[:1]) != step
+    gap[first] = False
+    values = df[[c for c in df.columns if c not in (ID, TIME, "_row")]].to_numpy(np.float64)
+    bad = gap | ~np.isfinite(values).all(axis=1)  # [N]
+    ok = (np.bincount(codes, weights=bad) == 0) & (np.bincount(codes) >= min_length)  # [S]
+    return ok[codes]
+
+
 def _under_a_second(offset) -> bool:
     """Whether a fixed-length frequency is shorter than a second (calendar ones never are)."""
     try:
@@ -348,8 +374,9 @@ def validate(df: pd.DataFrame, cfg: IngestConfig = IngestConfig()) -> tuple[pd.D
     if cfg.freq is None and _under_a_second(offset):
         raise DataError(f"the inferred frequency {freq!r} is under a second: are the timestamps numbers read "
                         "in the wrong unit (--time-unit)? Pass --freq to use it anyway")
-    parts, filled, dropped = [], 0, []
-    for uid, g in df.groupby(ID, sort=False):
+    done = _complete(df, offset, cfg.min_length)  # [rows] of series with nothing to regularize
+    parts, filled, dropped = [df[done].drop(columns="_row", errors="ignore")], 0, []
+    for uid, g in df[~done].groupby(ID, sort=False):
         part, n = _regularize_series(str(uid), g, freq, cfg.fill)
         reason = _unusable(part, n, cfg.min_length)
         if reason:
@@ -360,14 +387,17 @@ def validate(df: pd.DataFrame, cfg: IngestConfig = IngestConfig()) -> tuple[pd.D
             continue
         parts.append(part)
         filled += n
-    if not parts:
+    if not sum(map(len, parts)):
         raise DataError(f"no usable series: {dropped[0][1]} (series {dropped[0][0]!r}"
                         + (f" and {len(dropped) - 1} more)" if len(dropped) > 1 else ")"))
-    out = pd.concat(parts, ignore_index=True)
+    out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
+    if len(parts) > 1:  # the series back in id order (each part is in time order)
+        out = out.iloc[np.argsort(pd.Categorical(out[ID], categories=df[ID].unique()).codes, kind="stable")]
+        out = out.reset_index(drop=True)
     covs = [c for c in out.columns if c not in (ID, TIME, TARGET)]
     out = out[[ID, TIME, TARGET, *covs]]
     report = IngestReport(
-        n_series=len(parts), n_rows=len(out), freq=freq, n_filled=filled,
+        n_series=int(out[ID].nunique()), n_rows=len(out), freq=freq, n_filled=filled,
         was_sorted=was_sorted, dropped=tuple(dropped),
     )
     return out, report
