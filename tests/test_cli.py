@@ -372,3 +372,27 @@ def test_an_output_that_is_a_directory_and_a_broken_store_end_in_one_line(traine
     assert main([*fc, "--output", str(tmp_path / "o.csv")]) == EXIT_STORE
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and "MLflow store" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_training_says_interrupted_without_a_traceback(tmp_path):
+    import signal
+
+    home = tmp_path / "home"
+    csv = write_csv(tmp_path / "s.csv", synthetic_frame(n_series=2, length=400))
+    env = subprocess_env()
+    subprocess.run([FORECASTING_EXE, "ingest", str(csv), "--name", "s", "--home", str(home)], env=env, check=True,
+                   capture_output=True)
+    p = subprocess.Popen([FORECASTING_EXE, "train", "s", "--home", str(home), "--horizon", "12", "--trials", "50",
+                          "--max-epochs", "50", "--threads", "1"], env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal would
+    seen = []
+    for line in p.stderr:  # wait until a trial is training
+        seen.append(line)
+        if " epoch " in line:
+            break
+    p.send_signal(signal.SIGINT)
+    rest = p.stderr.read()
+    assert p.wait(timeout=120) == 130, "".join(seen) + rest
+    assert "interrupted" in rest and "Traceback" not in "".join(seen) + rest

@@ -3,6 +3,7 @@ prune; the study comes from `study.py`, the space from `space.py`."""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
@@ -88,16 +89,29 @@ class TuneResult:
 
 @contextmanager
 def _optuna_quiet() -> Iterator[None]:
-    """Optuna's per-trial INFO lines off (`Progress` prints ours) and its "experimental" warnings
-    for the heartbeat API we use knowingly hidden, for the search only: both restored after it."""
+    """Optuna's per-trial INFO lines off (`Progress` prints ours), its "experimental" warnings for
+    the heartbeat API we use knowingly hidden, and its traceback of a trial stopped by Ctrl-C dropped
+    (the command says "interrupted"), for the search only: all restored after it."""
     old = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # On the handlers: a logger's own filters do not see records its children (optuna._optimize) log.
+    handlers = logging.getLogger("optuna").handlers
+    for h in handlers:
+        h.addFilter(_not_interrupted)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             yield
     finally:
+        for h in handlers:
+            h.removeFilter(_not_interrupted)
         optuna.logging.set_verbosity(old)
+
+
+def _not_interrupted(record: logging.LogRecord) -> bool:
+    """False for Optuna's record of a trial that failed because the user pressed Ctrl-C."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not isinstance(exc, KeyboardInterrupt) and "KeyboardInterrupt" not in record.getMessage()
 
 
 def _prepared_study(name: str, cfg: TuneConfig, space: SearchSpace, family: str, on_stale: StaleHook | None
