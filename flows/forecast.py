@@ -8,6 +8,7 @@ from flows.common import COMPUTE, IO
 from forecasting.api import batch
 from forecasting.core import files
 from forecasting.core.data import IngestConfig, check_name
+from forecasting.core.errors import RecordError
 from forecasting.core.home import Home
 from forecasting.core.options import from_dict
 from forecasting.tracking import registry, runs
@@ -67,6 +68,11 @@ def forecast_flow(model_name: str, input: str, output: str, alias: str = "champi
     path = write(result, output)
     chart = (plot(history, result, tuple(levels), plot_path, f"{model_name} v{version}", tuple(plot_series))
              if plot_path else None)
-    run_id = log_run(home, model_name, alias, version, result, path)
+    try:
+        run_id = log_run(home, model_name, alias, version, result, path)
+    except Exception as exc:  # noqa: BLE001 (the file exists: say so rather than fail as if nothing was done)
+        raise RecordError(f"forecasts of {result.n_forecast} series were written to {path}, but the run could not "
+                          f"be recorded in the MLflow store ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+                          ) from exc
     return {"output": path, "version": version, "n_forecast": result.n_forecast, "plot": chart,
             "skipped": result.skipped, "seconds": result.seconds, "run_id": run_id}

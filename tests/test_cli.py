@@ -396,3 +396,23 @@ def test_ctrl_c_during_training_says_interrupted_without_a_traceback(tmp_path):
     rest = p.stderr.read()
     assert p.wait(timeout=120) == 130, "".join(seen) + rest
     assert "interrupted" in rest and "Traceback" not in "".join(seen) + rest
+
+
+@pytest.mark.slow
+def test_a_forecast_whose_run_cannot_be_recorded_says_the_file_was_written(trained_home, tmp_path, capsys,
+                                                                           monkeypatch):
+    """The output and the store must not silently disagree: when logging the run fails after the file
+    is written, the one error line says where the forecasts are (exit 5, a store failure)."""
+    from flows.cli import EXIT_STORE
+    from forecasting.tracking import runs
+
+    def store_down(*a, **k):
+        raise OSError("attempt to write a readonly database")
+
+    monkeypatch.setattr(runs, "log_forecast_run", store_down)
+    out = tmp_path / "fc.csv"
+    code = main(["forecast", f"{DATASET}-gru", "--home", str(trained_home.home), "--input", str(trained_home.csv),
+                 "--output", str(out)])
+    err = capsys.readouterr().err
+    assert code == EXIT_STORE and out.is_file() and err.count("error:") == 1, err
+    assert f"were written to {out}, but the run could not be recorded" in err and "Traceback" not in err

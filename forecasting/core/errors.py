@@ -23,3 +23,8 @@ class NothingToForecastError(ForecastingError):
 
 class SurplusTrialError(ForecastingError):
     """A trial started by one of several workers when the others' trials already fill the study."""
+
+
+class RecordError(ForecastingError):
+    """The work was done and its output written, but its run could not be recorded (the message
+    says what was written, so the output and the store never silently disagree)."""
