@@ -374,6 +374,19 @@ def validate(df: pd.DataFrame, cfg: IngestConfig = IngestConfig()) -> tuple[pd.D
     if cfg.freq is None and _under_a_second(offset):
         raise DataError(f"the inferred frequency {freq!r} is under a second: are the timestamps numbers read "
                         "in the wrong unit (--time-unit)? Pass --freq to use it anyway")
+    out, filled, dropped = _regularize(df, freq, offset, cfg)
+    covs = [c for c in out.columns if c not in (ID, TIME, TARGET)]
+    out = out[[ID, TIME, TARGET, *covs]]
+    report = IngestReport(
+        n_series=int(out[ID].nunique()), n_rows=len(out), freq=freq, n_filled=filled,
+        was_sorted=was_sorted, dropped=tuple(dropped),
+    )
+    return out, report
+
+
+def _regularize(df: pd.DataFrame, freq: str, offset, cfg: IngestConfig) -> tuple[pd.DataFrame, int, list]:
+    """Every usable series on its grid, gaps filled by the policy: the frame (series in id order), the
+    number of filled points and the dropped series with their reasons."""
     done = _complete(df, offset, cfg.min_length)  # [rows] of series with nothing to regularize
     parts, filled, dropped = [df[done].drop(columns="_row", errors="ignore")], 0, []
     for uid, g in df[~done].groupby(ID, sort=False):
@@ -394,13 +407,7 @@ def validate(df: pd.DataFrame, cfg: IngestConfig = IngestConfig()) -> tuple[pd.D
     if len(parts) > 1:  # the series back in id order (each part is in time order)
         out = out.iloc[np.argsort(pd.Categorical(out[ID], categories=df[ID].unique()).codes, kind="stable")]
         out = out.reset_index(drop=True)
-    covs = [c for c in out.columns if c not in (ID, TIME, TARGET)]
-    out = out[[ID, TIME, TARGET, *covs]]
-    report = IngestReport(
-        n_series=int(out[ID].nunique()), n_rows=len(out), freq=freq, n_filled=filled,
-        was_sorted=was_sorted, dropped=tuple(dropped),
-    )
-    return out, report
+    return out, filled, dropped
 
 
 def load(path: str | Path, cfg: IngestConfig = IngestConfig()) -> tuple[pd.DataFrame, IngestReport]:
