@@ -17,7 +17,7 @@ import pandas as pd
 from forecasting.core.columns import CUTOFF, ID, TARGET, TIME
 from forecasting.core.evaluation import Evaluation, Predictor, point_metrics, score
 from forecasting.core.metrics import mse
-from forecasting.core.options import option
+from forecasting.core.options import option, positive_int
 from forecasting.core.windows import Panel, Windows
 
 METRICS = ("mase", "smape", "mae", "mse", "mse_std")
@@ -29,7 +29,7 @@ class BacktestConfig:
     `n_windows` 0 takes as many as fit between the lower bound and `end`."""
 
     n_windows: int = option(0, "cutoffs K of the validation backtest (default: as many as fit, one horizon "
-                               "apart)", flag="--backtest-windows")
+                               "apart)", flag="--backtest-windows", parse=positive_int)
     step: int | None = option(None, "rows between backtest cutoffs (default: the horizon)", flag="--backtest-step")
 
 

@@ -28,6 +28,17 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | No
     return dataclasses.field(default=default, metadata=meta)
 
 
+def positive_int(text: str) -> int:
+    """An option parser: a whole number of at least 1 (0 and negatives are refused by argparse)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return n
+
+
 def name_list(text: str) -> tuple[str, ...]:
     """An option parser: `a,b` -> ("a", "b")."""
     return tuple(v.strip() for v in text.split(",") if v.strip())
