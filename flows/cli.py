@@ -22,7 +22,7 @@ from forecasting import families
 from forecasting.api.jobs import BacktestJob, TrainJob, check_levels, name_list
 from forecasting.core.data import IngestConfig
 from forecasting.core.home import Home
-from forecasting.core.options import add_options, from_flags, from_options
+from forecasting.core.options import add_options, from_flags, from_options, positive_int
 
 # Exit codes (the README lists them): each kind of failure its own, one `error:` line each.
 EXIT_INTERNAL = 1  # anything unforeseen (a bug): --debug shows the traceback
@@ -116,18 +116,7 @@ THREADS_HELP = ("torch threads (default: the CPUs this process may use, by affin
 
 
 def _threads_option(p: argparse.ArgumentParser, what: str = "") -> None:
-    p.add_argument("--threads", type=_positive, help=THREADS_HELP + what)
-
-
-def _positive(text: str) -> int:
-    """An option's parser: a whole number of at least 1."""
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
-    return n
+    p.add_argument("--threads", type=positive_int, help=THREADS_HELP + what)
 
 
 def _train_parser(p: argparse.ArgumentParser) -> None:
