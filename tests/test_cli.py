@@ -420,3 +420,32 @@ def test_a_forecast_whose_run_cannot_be_recorded_says_the_file_was_written(train
     err = capsys.readouterr().err
     assert code == EXIT_STORE and out.is_file() and err.count("error:") == 1, err
     assert f"were written to {out}, but the run could not be recorded" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_a_champion_whose_artifacts_were_deleted_ends_in_one_line(trained_home, tmp_path, capsys, monkeypatch):
+    """A registered version whose model files are gone (deleted by hand, a lost volume): one error line
+    naming the problem and a store/OS exit code, not a traceback."""
+    import shutil as _shutil
+
+    import pandas as _pd
+
+    from flows.cli import EXIT_OS, EXIT_STORE
+    from forecasting.tracking import registry, runs
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    runs.configure(trained_home.home)
+    f, _ = registry.load_forecaster(f"{DATASET}-gru", "champion")
+    exp = runs.ensure_experiment("broken", trained_home.home)
+    run_id = runs.start_run(exp, "to-break")
+    df = _pd.read_csv(trained_home.csv, parse_dates=["ds"])
+    uri = registry.log_model(run_id, f, registry.input_example(df, f.cfg.model.lookback))
+    runs.end_run(run_id)
+    registry.register(uri, "broken-gru", "val_backtest_mase", 1.0)
+    artifacts = next(p for p in (trained_home.home / "mlruns" / "artifacts" / "broken").rglob("*") if p.is_dir())
+    _shutil.rmtree(artifacts)
+    code = main(["forecast", "broken-gru", "--home", str(trained_home.home), "--input", str(trained_home.csv),
+                 "--output", str(tmp_path / "o.csv")])
+    err = capsys.readouterr().err
+    assert code in (EXIT_OS, EXIT_STORE, EXIT_ERROR) and err.count("error:") == 1, err
+    assert "Traceback" not in err and not (tmp_path / "o.csv").exists()
