@@ -356,6 +356,8 @@ def test_each_kind_of_failure_has_its_own_exit_code_and_one_line():
     assert code == EXIT_STORE and text.startswith("the database (the Optuna storage") and "\n" not in text
     mlflow_like = type("MlflowException", (Exception,), {"__module__": "mlflow.exceptions"})
     assert failure(mlflow_like("Could not find a registered tracking store"))[0] == EXIT_STORE
+    code, text = failure(RuntimeError("the temporary Prefect server did not answer within 120 s"))
+    assert code == EXIT_STORE and "PREFECT_API_URL" in text  # a loaded machine: what to do instead
     code, text = failure(KeyError("x"))
     assert code == EXIT_INTERNAL and "rerun with --debug" in text
     assert len({EXIT_INTERNAL, EXIT_ERROR, EXIT_OS, EXIT_STORE}) == 4
