@@ -41,9 +41,12 @@ def children_cpu() -> float:
 
 
 def run_demo(src: Path, home: Path, args) -> dict:
-    """`forecasting demo` from source tree `src` in `home`: wall and CPU seconds and its output's tail."""
+    """`forecasting demo` from source tree `src` in `home`: wall and CPU seconds and its output's tail.
+    One torch thread: `--threads 1` where the demo takes it, else OMP_NUM_THREADS=1 (older code)."""
+    help_text = subprocess.run([sys.executable, "-m", "flows.cli", "demo", "--help"], cwd=src, capture_output=True,
+                               text=True, env={**os.environ, "PYTHONPATH": str(src)}).stdout
     cmd = [sys.executable, "-m", "flows.cli", "demo", "--home", str(home), "--trials", str(args.trials),
-           "--max-epochs", str(args.max_epochs), "--threads", "1"]
+           "--max-epochs", str(args.max_epochs), *(["--threads", "1"] if "--threads" in help_text else [])]
     if args.quick:
         cmd += ["--max-train-windows", "256", "--max-val-windows", "256"]
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
