@@ -390,11 +390,11 @@ def main(argv: list[str] | None = None) -> int:
     """The `forecasting` command: one `error:` line and a non-zero exit for anything refused."""
     args = build_parser().parse_args(argv)
     _quiet(args.debug)
-    from forecasting.core.errors import ForecastingError, NothingToForecastError, RecordError
+    from forecasting.core.errors import ForecastingError, NothingToForecastError, StoreError
 
     try:
         _run(args)
-    except RecordError as exc:
+    except StoreError as exc:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)

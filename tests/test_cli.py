@@ -451,3 +451,21 @@ def test_a_champion_whose_artifacts_were_deleted_ends_in_one_line(trained_home, 
     err = capsys.readouterr().err
     assert code in (EXIT_OS, EXIT_STORE, EXIT_ERROR) and err.count("error:") == 1, err
     assert "Traceback" not in err and not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.slow
+def test_a_tracking_server_that_does_not_answer_is_one_line_at_once(trained_home, tmp_path, capsys, monkeypatch):
+    """MLFLOW_TRACKING_URI pointing at nothing: refused after one health check, not after minutes of
+    MLflow's retries ending in a traceback."""
+    import time as _time
+
+    from flows.cli import EXIT_STORE
+    from flows.server import free_port
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    t0 = _time.perf_counter()
+    code = main(["forecast", f"{DATASET}-gru", "--home", str(trained_home.home), "--input", str(trained_home.csv),
+                 "--output", str(tmp_path / "o.csv")])
+    err = capsys.readouterr().err
+    assert code == EXIT_STORE and err.count("error:") == 1 and "does not answer" in err, err
+    assert _time.perf_counter() - t0 < 60 and not (tmp_path / "o.csv").exists()

@@ -25,6 +25,10 @@ class SurplusTrialError(ForecastingError):
     """A trial started by one of several workers when the others' trials already fill the study."""
 
 
-class RecordError(ForecastingError):
+class StoreError(ForecastingError):
+    """A store or service the command needs does not answer or cannot be used (named in the message)."""
+
+
+class RecordError(StoreError):
     """The work was done and its output written, but its run could not be recorded (the message
     says what was written, so the output and the store never silently disagree)."""

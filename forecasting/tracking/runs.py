@@ -8,6 +8,7 @@ processes that join one search. The registry is in `registry.py`, the Optuna tri
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import queue
@@ -28,7 +29,7 @@ from mlflow.exceptions import MlflowException
 
 from forecasting.api.forecaster import Forecaster
 from forecasting.core.columns import ID, TARGET, TIME
-from forecasting.core.errors import ModelNotFoundError
+from forecasting.core.errors import ModelNotFoundError, StoreError
 from forecasting.core.files import create_store_once, sqlite_revision
 from forecasting.core.home import Home, sqlite_path, sqlite_url
 from forecasting.core.tables import to_markdown
@@ -60,6 +61,21 @@ def _whole_store(path: Path) -> bool:
     return sqlite_revision(path) == _get_latest_schema_revision()
 
 
+@functools.cache
+def check_server(uri: str, timeout: float = 5.0) -> None:
+    """Refuse, in one line, a tracking server that does not answer its health check: MLflow's client
+    would otherwise retry for minutes before failing with a traceback."""
+    import httpx
+
+    try:
+        ok = httpx.get(f"{uri.rstrip('/')}/health", timeout=timeout, trust_env=False).status_code == 200
+    except httpx.HTTPError as exc:
+        raise StoreError(f"the MLflow server at {uri} (MLFLOW_TRACKING_URI) does not answer "
+                         f"({type(exc).__name__}); start it, or unset MLFLOW_TRACKING_URI for the home's store") from None
+    if not ok:
+        raise StoreError(f"the MLflow server at {uri} (MLFLOW_TRACKING_URI) answers its health check with an error")
+
+
 def configure(home: str | Path = ".") -> str:
     """Point MLflow (tracking and registry) at the project's store; returns the URI.
 
@@ -67,6 +83,8 @@ def configure(home: str | Path = ".") -> str:
     processes inherit it); it is remembered so a later home is not overridden.
     """
     uri = tracking_uri(home)
+    if uri.startswith(("http://", "https://")):
+        check_server(uri)
     if sqlite_path(uri) is not None:
         create_store_once(sqlite_path(uri), _init_store, _whole_store, ("runs", "registered_models"), "MLflow store")
     user_set = os.environ.get("MLFLOW_TRACKING_URI") == uri and uri not in _SET_BY_US
