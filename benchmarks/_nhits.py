@@ -27,7 +27,6 @@ import numpy as np
 
 from forecasting.core.evaluation import Predictor
 
-LABEL = "N-HiTS"
 STEPS = 1000  # the library's default max_steps
 QUICK_STEPS = 20
 SCALER = "robust"
@@ -40,6 +39,11 @@ def interpreter() -> Path | None:
     if importlib.util.find_spec("neuralforecast") is not None:
         return Path(sys.executable)
     return PEER if PEER.exists() else None
+
+
+def no_rows(otherwise: str = "not computed for these data yet") -> str:
+    """Why a merge has no N-HiTS row: neuralforecast missing, else `otherwise`."""
+    return missing_reason() if interpreter() is None else otherwise
 
 
 def missing_reason() -> str:

@@ -256,7 +256,7 @@ def merge_nhits(out: Path, last: dict, stat_key: str | None) -> dict:
         n_rows, _, fp = stat_key.split("-", 2)
         rows = N.seeds_of(out, NAME, nhits_key(f"{n_rows}-{fp}", last["budget"]["horizon"], last["quick"]))
     if not rows:
-        return {"nhits": {"missing": N.missing_reason() if N.interpreter() is None else "not computed yet"}}
+        return {"nhits": {"missing": N.no_rows()}}
     steps = next(iter(rows.values()))["max_steps"]
     return {"nhits": {"setup": NHITS_SETUP.format(steps=steps), "seeds": sorted(int(k) for k in rows),
                       "mase": S.mean_sd([r["mase"] for r in rows.values()]), "cost": N.cost_text(rows)}}

@@ -375,7 +375,7 @@ def merge_nhits(out: Path, last: dict, stat_key: str | None) -> dict:
                        "mae": S.mean_sd([r["test_mae_std"] for r in seeds.values()]),
                        "max_steps": next(iter(seeds.values()))["max_steps"]}
     if not rows:
-        return {"nhits": {"missing": N.missing_reason() if N.interpreter() is None else "not computed yet"}}
+        return {"nhits": {"missing": N.no_rows()}}
     steps = next(iter(rows.values()))["max_steps"]
     return {"nhits": {"setup": NHITS_SETUP.format(steps=steps), "by_horizon": rows}}
 

@@ -58,7 +58,7 @@ def epochs(device: str, precision: str, batch: int, train, val, n: int) -> dict:
     model = RecurrentForecaster(m)
     cfg = TrainConfig(batch_size=batch, max_epochs=n, patience=n, device=device, precision=precision, seed=0,
                       max_train_windows=16384, max_val_windows=4096)
-    times, t = [], [time.perf_counter()]
+    t = [time.perf_counter()]
 
     def on_epoch(epoch: int, *_):
         if device == "cuda":

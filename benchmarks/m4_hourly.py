@@ -721,7 +721,7 @@ def merge_nhits(out: Path, runs: list[dict]) -> dict:
     st = runs[-1].get("statistical")
     rows = N.seeds_of(out, NAME, nhits_key(st["key"], runs[-1]["quick"])) if st else {}
     if not rows:
-        return {"missing": N.missing_reason() if N.interpreter() is None else "not computed for this data yet"}
+        return {"missing": N.no_rows()}
     steps = next(iter(rows.values()))["max_steps"]
     return {"seeds": sorted(int(k) for k in rows), "setup": NHITS_SETUP.replace(f"{N.STEPS:,} steps", f"{steps:,} steps"),
             "aggregate": {m: S.mean_sd([r[m] for r in rows.values()]) for m in ("smape", "mase", "owa")},

@@ -17,6 +17,7 @@ runs fit in minutes on two cores; every run uses one torch thread.
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import shutil
@@ -40,13 +41,19 @@ def children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+@functools.cache
+def takes_threads(src: Path) -> bool:
+    """Whether the demo of source tree `src` has `--threads` (older code does not)."""
+    help_text = subprocess.run([sys.executable, "-m", "flows.cli", "demo", "--help"], cwd=src, capture_output=True,
+                               text=True, env={**os.environ, "PYTHONPATH": str(src)}).stdout
+    return "--threads" in help_text
+
+
 def run_demo(src: Path, home: Path, args) -> dict:
     """`forecasting demo` from source tree `src` in `home`: wall and CPU seconds and its output's tail.
     One torch thread: `--threads 1` where the demo takes it, else OMP_NUM_THREADS=1 (older code)."""
-    help_text = subprocess.run([sys.executable, "-m", "flows.cli", "demo", "--help"], cwd=src, capture_output=True,
-                               text=True, env={**os.environ, "PYTHONPATH": str(src)}).stdout
     cmd = [sys.executable, "-m", "flows.cli", "demo", "--home", str(home), "--trials", str(args.trials),
-           "--max-epochs", str(args.max_epochs), *(["--threads", "1"] if "--threads" in help_text else [])]
+           "--max-epochs", str(args.max_epochs), *(["--threads", "1"] if takes_threads(src) else [])]
     if args.quick:
         cmd += ["--max-train-windows", "256", "--max-val-windows", "256"]
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}

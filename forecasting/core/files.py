@@ -117,36 +117,36 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def sqlite_tables(path: Path) -> dict[str, int]:
-    """Row counts of the tables of a SQLite file ({} when it is not one); read-only."""
-    import sqlite3
-
-    try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-    except sqlite3.Error:
-        return {}
-    try:
-        names = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        return {n: con.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0] for n in names}
-    except sqlite3.Error:
-        return {}
-    finally:
-        con.close()
-
-
-def sqlite_revision(path: Path) -> str | None:
-    """The alembic schema revision a SQLite store records (None without one)."""
+def _read_sqlite(path: Path, read: Callable, empty):
+    """`read(connection)` on a SQLite file opened read-only; `empty` when it is not a readable one."""
     import sqlite3
 
     try:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
         try:
-            row = con.execute("SELECT version_num FROM alembic_version").fetchone()
+            return read(con)
         finally:
             con.close()
     except sqlite3.Error:
-        return None
-    return row[0] if row else None
+        return empty
+
+
+def sqlite_tables(path: Path) -> dict[str, int]:
+    """Row counts of the tables of a SQLite file ({} when it is not one); read-only."""
+    def counts(con) -> dict[str, int]:
+        names = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {n: con.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0] for n in names}
+
+    return _read_sqlite(path, counts, {})
+
+
+def sqlite_revision(path: Path) -> str | None:
+    """The alembic schema revision a SQLite store records (None without one)."""
+    def revision(con) -> str | None:
+        row = con.execute("SELECT version_num FROM alembic_version").fetchone()
+        return row[0] if row else None
+
+    return _read_sqlite(path, revision, None)
 
 
 def create_store_once(path: str | Path, init: Callable[[Path], None], whole: Callable[[Path], bool],

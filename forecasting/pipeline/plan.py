@@ -107,15 +107,20 @@ def check_job(df: pd.DataFrame, freq: str, job: TrainJob, split: Split) -> None:
 WORKERS_PER_CPU = 2  # beyond this, tuning processes only contend for cores and memory
 
 
-def check_workers(job: TrainJob) -> None:
-    """Refuse more tuning workers than the machine can run: WORKERS_PER_CPU per usable CPU (or GPU)."""
+def gpu_count(device: str) -> int:
+    """GPUs the tuning workers may spread over (0 when they train on the CPU)."""
     import torch
 
-    gpus = torch.cuda.device_count() if job.device != "cpu" and torch.cuda.is_available() else 0
-    most = WORKERS_PER_CPU * max(usable_cpus(), gpus)
+    return torch.cuda.device_count() if device in ("auto", "cuda") and torch.cuda.is_available() else 0
+
+
+def check_workers(job: TrainJob) -> None:
+    """Refuse more tuning workers than the machine can run: WORKERS_PER_CPU per usable CPU (or GPU)."""
+    gpus, cpus = gpu_count(job.device), usable_cpus()
+    most = WORKERS_PER_CPU * max(cpus, gpus)
     if job.workers > most:
         raise ForecastingError(f"--workers {job.workers}: this machine can run at most {most} ({WORKERS_PER_CPU} per "
-                               f"usable {'GPU' if gpus > usable_cpus() else 'CPU'}); each worker is a process with "
+                               f"usable {'GPU' if gpus > cpus else 'CPU'}); each worker is a process with "
                                "its own torch; more run out of memory. Spread them over machines with tune-worker")
 
 

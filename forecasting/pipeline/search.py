@@ -31,7 +31,7 @@ from forecasting.core.options import from_dict, to_dict
 from forecasting.core.secrets import child_env
 from forecasting.core.training import torch_threads
 from forecasting.pipeline import search_log
-from forecasting.pipeline.plan import RunContext, base_config, fit_cache, make_split, search_space
+from forecasting.pipeline.plan import RunContext, base_config, fit_cache, gpu_count, make_split, search_space
 from forecasting.pipeline.steps import run_context
 from forecasting.tracking import runs
 from forecasting.tuning.objective import TuneResult, tune
@@ -67,13 +67,6 @@ def tune_family(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split, 
 def threads_per_worker(workers: int) -> int:
     """Split the CPUs this process may use between workers so they do not oversubscribe them."""
     return default_threads(workers)
-
-
-def gpu_count(device: str) -> int:
-    """GPUs the tuning workers may spread over (0 when they train on the CPU)."""
-    import torch
-
-    return torch.cuda.device_count() if device in ("auto", "cuda") and torch.cuda.is_available() else 0
 
 
 def worker_gpu(index: int, gpus: int) -> dict[str, str]:
