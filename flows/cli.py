@@ -20,7 +20,7 @@ from pathlib import Path
 
 from forecasting import families
 from forecasting.api.jobs import BacktestJob, TrainJob, check_levels, name_list
-from forecasting.core.data import IngestConfig
+from forecasting.core.config import IngestConfig
 from forecasting.core.home import Home
 from forecasting.core.options import add_options, from_flags, from_options, positive_int
 
@@ -47,7 +47,7 @@ def _home(args: argparse.Namespace) -> Path:
 
 def _check_names(args: argparse.Namespace) -> None:
     """Dataset and model names are refused before anything is created (they become paths and store names)."""
-    from forecasting.core.data import check_name
+    from forecasting.core.config import check_name
 
     for attr, what in (("name", "dataset name"), ("dataset", "dataset name"), ("model_name", "model name")):
         if getattr(args, attr, None) is not None:
@@ -94,20 +94,37 @@ def _common_options() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]
     return common, sub_common
 
 
+class _Help(argparse.HelpFormatter):
+    """Every option's default in its help line (unless it has none or the help already says it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if isinstance(action, argparse.BooleanOptionalAction) and "default" not in text:
+            return f"{text} (default: {'on' if action.default else 'off'})"
+        if (action.option_strings and action.default not in (None, False, argparse.SUPPRESS, (), [])
+                and "default" not in text):
+            shown = ",".join(map(str, action.default)) if isinstance(action.default, tuple | list) else "%(default)s"
+            text += f" (default: {shown})"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The command line: every option of a job comes from its config dataclass (declared once)."""
+    """The command line: every option of a job comes from its config dataclass (declared once).
+    Building it imports no pandas, torch or scikit-learn: `--help` answers at once."""
     common, sub_common = _common_options()
-    parser = argparse.ArgumentParser(prog="forecasting", parents=[common],
+    parser = argparse.ArgumentParser(prog="forecasting", parents=[common], formatter_class=_Help,
                                      description="GRU/LSTM forecasting with Optuna, MLflow and Prefect.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (add, help_) in SUBCOMMANDS.items():
-        add(sub.add_parser(name, parents=[sub_common], help=help_))
+        add(sub.add_parser(name, parents=[sub_common], help=help_, description=help_, formatter_class=_Help))
     return parser
 
 
 def _ingest_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source")
-    p.add_argument("--name", required=True)
+    p.add_argument("source", help="CSV or Parquet file, long (unique_id, ds, y) or wide (a time column and one "
+                   "column per series)")
+    p.add_argument("--name", required=True, help="dataset name: the processed file, experiment, study and model "
+                   "names derive from it")
     add_options(p, IngestConfig)
 
 
@@ -120,7 +137,7 @@ def _threads_option(p: argparse.ArgumentParser, what: str = "") -> None:
 
 
 def _train_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name")
+    p.add_argument("name", help="processed dataset (from `forecasting ingest --name NAME`)")
     add_options(p, TrainJob)
     _threads_option(p)
 
@@ -133,7 +150,7 @@ def _family(name: str) -> str:
 
 
 def _worker_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name")
+    p.add_argument("name", help="processed dataset the study tunes on")
     add_options(p, TrainJob, skip=("families", "workers", "ensemble"))
     p.add_argument("--family", default=families.DEFAULT[0], type=_family, help="a registered model family")
     p.add_argument("--index", type=int, default=1, help="worker number: sampler seed offset")
@@ -166,15 +183,17 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _ui_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--port", type=positive_int, default=5000, help="port of the UI on 127.0.0.1")
 
 
 def _demo_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--trials", type=int, default=10)
-    p.add_argument("--max-epochs", type=int, default=10)
-    p.add_argument("--horizon", type=int, default=24)
-    p.add_argument("--max-train-windows", type=int, default=16384)
-    p.add_argument("--max-val-windows", type=int, default=4096)
+    p.add_argument("--trials", type=positive_int, default=10, help="Optuna trials per family")
+    p.add_argument("--max-epochs", type=positive_int, default=10, help="epochs per trial and for the refit")
+    p.add_argument("--horizon", type=positive_int, default=24, help="hours ahead to forecast")
+    p.add_argument("--max-train-windows", type=positive_int, default=16384,
+                   help="training windows sampled per epoch")
+    p.add_argument("--max-val-windows", type=positive_int, default=4096,
+                   help="evenly spaced validation windows scored per epoch")
     p.add_argument("--statistical", action=argparse.BooleanOptionalAction, default=False,
                    help="also score statsforecast's MSTL, AutoETS and AutoTheta (adds many minutes: MSTL "
                         "decomposes each of the ~24,000 test windows)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from forecasting.api.jobs import name_list
-from forecasting.core.data import FORMATS
+from forecasting.core.config import FORMATS
 from forecasting.core.options import option
 
 

@@ -128,3 +128,37 @@ def test_the_library_never_imports_the_flows():
 
 def test_the_search_space_and_the_front_door_need_no_optuna_or_mlflow():
     assert imported_after("import forecasting.tuning.space, forecasting.families, forecasting.api.forecaster") == []
+
+
+# --------------------------------------------------------------------------- the command's start-up
+
+
+def test_building_the_command_line_imports_no_numeric_or_tracking_library():
+    # `forecasting --help` answers in a fraction of a second only if building the parser (every
+    # option of every job, with its help) imports none of these; each costs 0.4-1.5 s to import.
+    code = ("import json, sys\nimport flows.cli\nflows.cli.build_parser().format_help()\n"
+            "heavy = ('torch', 'pandas', 'numpy', 'sklearn', 'mlflow', 'optuna', 'prefect', 'matplotlib')\n"
+            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & set(heavy))))")
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
+def test_every_option_of_every_command_has_help_and_shows_its_default():
+    import argparse
+
+    from flows.cli import build_parser
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subs.choices.items():
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, f"{name} {action.option_strings or action.dest}: no help text"
+        text = sub.format_help()
+        if name == "demo":
+            assert "(default: 10)" in text and "(default: 24)" in text and "(default: off)" in text
+        if name == "train":
+            assert "(default: mase)" in text and "(default: 80,95)" in text and "(default: on)" in text

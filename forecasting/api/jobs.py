@@ -10,12 +10,9 @@ import argparse
 from dataclasses import dataclass
 
 from forecasting import families
-from forecasting.core import intervals
-from forecasting.core.backtest import BacktestConfig
-from forecasting.core.data import check_name
+from forecasting.core.config import PRECISIONS, BacktestConfig, check_name
 from forecasting.core.errors import ForecastingError
 from forecasting.core.options import name_list, option
-from forecasting.core.training import PRECISIONS
 
 ABSOLUTE_METRICS = ("mase", "mae", "smape")  # scored on absolute errors: select on MAE, not MSE
 METRICS = (*ABSOLUTE_METRICS, "mse")
@@ -33,6 +30,8 @@ def int_list(text: str) -> tuple[int, ...]:
 
 def check_levels(levels: tuple[int, ...]) -> tuple[int, ...]:
     """`--level` values: none (no intervals), or what `intervals.check_levels` accepts."""
+    from forecasting.core import intervals  # pandas: only when levels are checked, not for --help
+
     try:
         if levels:
             intervals.check_levels(levels)

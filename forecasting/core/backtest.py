@@ -15,22 +15,12 @@ import numpy as np
 import pandas as pd
 
 from forecasting.core.columns import CUTOFF, ID, TARGET, TIME
+from forecasting.core.config import BacktestConfig  # noqa: F401  (re-exported)
 from forecasting.core.evaluation import Evaluation, Predictor, point_metrics, score
 from forecasting.core.metrics import mse
-from forecasting.core.options import option, positive_int
 from forecasting.core.windows import Panel, Windows
 
 METRICS = ("mase", "smape", "mae", "mse", "mse_std")
-
-
-@dataclass(frozen=True)
-class BacktestConfig:
-    """K cutoffs `step` rows apart (default: the horizon, so forecasts do not overlap);
-    `n_windows` 0 takes as many as fit between the lower bound and `end`."""
-
-    n_windows: int = option(0, "cutoffs K of the validation backtest (default: as many as fit, one horizon "
-                               "apart)", flag="--backtest-windows", parse=positive_int)
-    step: int | None = option(None, "rows between backtest cutoffs (default: the horizon)", flag="--backtest-step")
 
 
 @dataclass

@@ -8,7 +8,6 @@ The data contract: a long DataFrame with `unique_id` (str), `ds`
 
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,51 +16,16 @@ import numpy as np
 import pandas as pd
 
 from forecasting.core.columns import ID, TARGET, TIME  # noqa: F401  (the contract's names, re-exported)
+from forecasting.core.config import (  # noqa: F401  (re-exported: declared in the light config module)
+    FILL_POLICIES,
+    FORMATS,
+    NAME_PATTERN,
+    SHORT_POLICIES,
+    TIME_UNITS,
+    IngestConfig,
+    check_name,
+)
 from forecasting.core.errors import DataError
-from forecasting.core.options import name_list, option
-
-# Dataset names become file names, MLflow experiment and registered-model names and Optuna study
-# names: letters, digits, '.', '_' and '-', starting with a letter or digit (no path separators).
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-FILL_POLICIES = ("error", "interpolate", "ffill", "zero")
-TIME_UNITS = ("s", "ms", "us", "ns")
-SHORT_POLICIES = ("drop", "error")
-FORMATS = ("auto", "long", "wide")
-
-
-@dataclass(frozen=True)
-class IngestConfig:
-    """How to read a file into the long format.
-
-    `time_col` for a wide file defaults to its first column when the named one
-    is absent; `series_cols` picks the series columns of a wide file (all other
-    columns by default).
-    """
-
-    format: str = option("auto", "long (one row per series and time) or wide (one column per series); "
-                         "auto: long when the id column exists", choices=FORMATS)
-    id_col: str = option(ID, "series id column of a long file")
-    time_col: str = option(TIME, "timestamp column")
-    target_col: str = option(TARGET, "target column of a long file")
-    series_cols: tuple[str, ...] | None = option(None, "series columns of a wide file, comma-separated "
-                                                 "(default: every column but the time column)",
-                                                 parse=name_list)
-    freq: str | None = option(None, "pandas frequency (inferred if omitted)")
-    fill: str = option("interpolate", "how gaps in the grid are filled", choices=FILL_POLICIES)
-    min_length: int = option(0, "series shorter than this are dropped or refused")
-    short: str = option("drop", "what happens to a series shorter than --min-length", choices=SHORT_POLICIES)
-    time_unit: str | None = option(None, "unit of numeric timestamps counted from 1970-01-01 (s, ms, us or ns); "
-                                   "numeric timestamps are refused without it")
-
-    def __post_init__(self) -> None:
-        if self.time_unit not in (None, *TIME_UNITS):
-            raise DataError(f"--time-unit must be one of {', '.join(TIME_UNITS)}, got {self.time_unit!r}")
-        if self.format not in FORMATS:
-            raise DataError(f"format must be one of {FORMATS}, got {self.format!r}")
-        if self.fill not in FILL_POLICIES:
-            raise DataError(f"fill policy must be one of {FILL_POLICIES}, got {self.fill!r}")
-        if self.short not in SHORT_POLICIES:
-            raise DataError(f"short-series policy must be one of {SHORT_POLICIES}, got {self.short!r}")
 
 
 @dataclass(frozen=True)
@@ -74,14 +38,6 @@ class IngestReport:
     n_filled: int
     was_sorted: bool
     dropped: tuple[tuple[str, str], ...] = field(default_factory=tuple)
-
-
-def check_name(name: str, what: str = "dataset name") -> str:
-    """`name` if every store downstream accepts it, else one `DataError` saying why."""
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or ".." in name:
-        raise DataError(f"{what} {name!r}: use 1-100 letters, digits, '.', '_' or '-', starting with a letter or "
-                        "digit (no '/', '..' or spaces: it becomes a file, experiment, model and study name)")
-    return name
 
 
 # --------------------------------------------------------------------------- reading

@@ -20,16 +20,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from forecasting.core.config import PRECISIONS
 from forecasting.core.errors import DivergedError, ForecastingError
 from forecasting.core.windows import Windows, inputs_targets
 
 EpochCallback = Callable[[int, float, float], None]
 # Elementwise errors; the mean of one over a batch is the loss.
 LOSSES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"mse": torch.square, "mae": torch.abs}
-# Arithmetic of the forward pass on CUDA (the CPU always runs fp32): bf16 autocast (no scaler needed,
-# fp32's exponent range), fp16 autocast with a gradient scaler, or plain fp32. "auto" is bf16 where the
-# GPU supports it, else fp32; benchmarks/gpu.py measures the three when a device is available.
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)

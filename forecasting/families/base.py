@@ -23,9 +23,10 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+if TYPE_CHECKING:  # torch is imported by the family modules, not by the registry (the CLI's parser reads it)
+    from torch import nn
 
 PLUGINS_ENV = "FORECASTING_FAMILIES"
 REQUIRED_FIELDS = ("lookback", "horizon", "n_features")
@@ -59,7 +60,7 @@ class Choice:
 Param = IntRange | FloatRange | Choice
 # start(module, config, train windows, validation windows, seasonal periods) -> the config as started
 # (it may record what the start chose), or None when the module keeps its random initialization.
-Start = Callable[[nn.Module, Any, Any, Any, tuple[int, ...]], Any]
+Start = Callable[["nn.Module", Any, Any, Any, tuple[int, ...]], Any]
 
 
 @dataclass(frozen=True)
