@@ -61,10 +61,15 @@ def _quiet(debug: bool) -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # like Prefect's analytics: off unless asked
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if not debug:
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+        # Flow and task runs log to the Prefect API (the UI shows them), not to the terminal: the command
+        # prints its own lines, and Prefect's "Task run failed" tracebacks would follow its one-line error.
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
         os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # read once, when mlflow is imported
-        for name in ("mlflow", "alembic", "optuna", "httpx"):
+        # Prefect's background senders log under their class names, outside "prefect": their "Still
+        # processing items" warning at exit would follow a command's one-line error.
+        for name in ("mlflow", "alembic", "optuna", "httpx", "EventsWorker", "APILogWorker"):
             logging.getLogger(name).setLevel(logging.ERROR)
         # Prefect's logging setup applies PREFECT_LOGGING_LEVEL when it is imported; when it is already
         # imported (a second `main` in one process), ERROR would let "Task run failed" tracebacks through.
@@ -81,16 +86,22 @@ def _warnings_shown(debug: bool) -> Iterator[None]:
         yield
 
 
+HOME_HELP = "state directory (default: $FORECASTING_HOME or the current directory)"
+DEBUG_HELP = "show tracebacks and library logs"
+QUIET_HELP = "no progress lines: only results, warnings and errors"
+VERBOSE_HELP = "one progress line per epoch as well as per trial"
+
+
 def _common_options() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
-    """`--home` and `--debug`, before the subcommand and after it. After it they default to SUPPRESS:
-    a subparser's own defaults would otherwise overwrite values given before the subcommand."""
+    """`--home`, `--debug`, `--quiet` and `--verbose`, before the subcommand and after it. After it they
+    default to SUPPRESS: a subparser's own defaults would otherwise overwrite values given before it."""
     common, sub_common = (argparse.ArgumentParser(add_help=False) for _ in range(2))
-    home_help = "state directory (default: $FORECASTING_HOME or the current directory)"
-    common.add_argument("--home", help=home_help)
-    common.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
-    sub_common.add_argument("--home", default=argparse.SUPPRESS, help=home_help)
-    sub_common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                            help="show tracebacks and library logs")
+    for parser, default in ((common, None), (sub_common, argparse.SUPPRESS)):
+        parser.add_argument("--home", default=default, help=HOME_HELP)
+        parser.add_argument("--debug", action="store_true", default=default or False, help=DEBUG_HELP)
+        shown = parser.add_mutually_exclusive_group()
+        shown.add_argument("--quiet", "-q", action="store_true", default=default or False, help=QUIET_HELP)
+        shown.add_argument("--verbose", "-v", action="store_true", default=default or False, help=VERBOSE_HELP)
     return common, sub_common
 
 
@@ -182,6 +193,11 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
     add_options(p, Schedules)
 
 
+def _models_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", nargs="?", help="only the models of this dataset (default: every registered model)")
+    p.add_argument("--versions", type=positive_int, default=5, help="newest versions shown per model")
+
+
 def _ui_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=positive_int, default=5000, help="port of the UI on 127.0.0.1")
 
@@ -197,6 +213,7 @@ def _demo_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--statistical", action=argparse.BooleanOptionalAction, default=False,
                    help="also score statsforecast's MSTL, AutoETS and AutoTheta (adds many minutes: MSTL "
                         "decomposes each of the ~24,000 test windows)")
+    p.add_argument("--force", action="store_true", help="register new versions even when nothing changed")
     _threads_option(p)
 
 
@@ -238,24 +255,23 @@ def cmd_train(args, home: Path) -> dict:
 
 
 def run_train(job: TrainJob, home: Path, threads: int | None = None) -> dict:
-    """Run the train flow and print the comparison, the best baseline and the registrations."""
+    """Run the train flow and print the short comparison, the best baseline and the registrations."""
     from flows.train import train_flow
     from forecasting.core.cpus import default_threads
-    from forecasting.core.tables import to_markdown
     from forecasting.core.training import resolve_device, torch_threads
 
     resolve_device(job.device)  # refuse --device cuda on a machine without CUDA before any work
     with torch_threads(threads or default_threads()):
         r = train_flow(job, str(home))
-    print("\nComparison on the test part (original scale; mse_std/mae_std on the standardized scale; "
-          "val_backtest_* over the validation cutoffs, which decide the champion):\n")
-    print(to_markdown(r["table"]))
+    print(f"\nComparison on the test part ({job.metric} decides nothing here: the champion is gated on "
+          f"val_backtest_{job.metric}, over the validation cutoffs). The full table, with intervals and costs, "
+          "is the pipeline run's `comparison` artifact in MLflow.\n")
+    print(short_table(r["table"], job.metric))
     print(summary_line(r["summary"]))
     for reg in r["registrations"]:
-        prev = reg["previous_champion"]
-        vs = f"(champion had {prev:.4f})" if prev is not None else "(first version)"
-        print(f"registered {reg['name']} v{reg['version']} -> @{reg['alias']}: "
-              f"{reg['metric']} {reg['value']:.4f} {vs}")
+        print(registration_line(reg))
+    for line in losing_champions(r["registrations"], r["summary"]):
+        print(f"warning: {line}", file=sys.stderr)
     return r
 
 
@@ -266,6 +282,45 @@ def summary_line(summary: dict) -> str:
     margins = ", ".join(f"{m.upper()} {v:+.1%}" for m, v in summary["margins"].items())
     return (f"Best baseline on test {summary['metric']}: {summary['best_baseline']} "
             f"({summary['best_baseline_value']:.4f}); margin to it (negative is better): {margins}")
+
+
+def short_table(table, metric: str) -> str:
+    """The comparison in a few columns that fit a terminal; margins in percent, like the summary."""
+    from forecasting.core.tables import to_markdown
+
+    cols = ["model", metric, *[c for c in ("mae", "rmse") if c != metric], f"val_backtest_{metric}",
+            "vs_best_baseline", "train_seconds"]
+    short = table.reindex(columns=cols).copy()
+    short["vs_best_baseline"] = [f"{v:+.1%}" if v == v else "" for v in short["vs_best_baseline"]]
+    return to_markdown(short.rename(columns={"vs_best_baseline": "vs best baseline", "train_seconds": "train s"}))
+
+
+def registration_line(reg: dict) -> str:
+    """What happened in the registry for one family, and the margin to the champion it faced."""
+    if reg.get("unchanged"):
+        held = f" (@{reg['alias']})" if reg["alias"] else ""
+        return (f"{reg['name']}: unchanged since v{reg['version']}{held}: same data, settings and code; nothing "
+                "registered (--force registers a new version anyway)")
+    prev, line = reg["previous_champion"], f"registered {reg['name']} v{reg['version']} -> @{reg['alias']}: " \
+        f"{reg['metric']} {reg['value']:.4f}"
+    if prev is None:
+        return line + " (first version)"
+    margin = reg["value"] / prev - 1.0 if prev else float("nan")
+    verdict = "better" if reg["value"] < prev else "worse"
+    return line + f", {abs(margin):.1%} {verdict} than champion v{reg['previous_version']} ({prev:.4f})"
+
+
+def losing_champions(registrations: list[dict], summary: dict) -> list[str]:
+    """A line for every champion this run leaves in place that is worse than the best baseline on test."""
+    out = []
+    for reg in registrations:
+        family = reg["name"].rsplit("-", 1)[-1]
+        margin = summary.get("margins", {}).get(family)
+        if "champion" in str(reg.get("alias") or "").split("@") and margin is not None and margin > 0:
+            out.append(f"{reg['name']} v{reg['version']} is @champion but {margin:.1%} worse than the best baseline "
+                       f"({summary['best_baseline']}) on test {summary['metric']}: forecast with that baseline, or "
+                       "train with a larger budget")
+    return out
 
 
 def cmd_tune_worker(args, home: Path) -> None:
@@ -288,7 +343,7 @@ def cmd_forecast(args, home: Path) -> dict:
                       cfg=from_options(IngestConfig, args), levels=tuple(check_levels(tuple(args.level))),
                       plot_path=args.plot, plot_series=args.plot_series)
     print(f"forecast {r['n_forecast']} series with {args.model_name} v{r['version']} (@{args.alias}) "
-          f"in {r['seconds']:.2f}s -> {r['output']}" + (f"; fan chart -> {r['plot']}" if r["plot"] else ""))
+          f"in {time.perf_counter() - args.started:.1f}s (the model itself {r['seconds']:.2f}s) -> {r['output']}" + (f"; fan chart -> {r['plot']}" if r["plot"] else ""))
     for uid, reason in r["skipped"][:20]:
         print(f"skipped series {uid!r}: {reason}")
     if len(r["skipped"]) > 20:
@@ -324,6 +379,33 @@ def cmd_serve(args, home: Path) -> None:
     serve_all(replace(cfg, source=cfg.source or str(bundled_data())), from_options(Schedules, args))
 
 
+def cmd_models(args, home: Path) -> None:
+    """What the registry holds, as the MLflow UI's Models page shows it: one table per model."""
+    import pandas as pd
+
+    from forecasting.core.home import sqlite_path
+    from forecasting.core.tables import to_markdown
+    from forecasting.tracking import registry, runs
+    from forecasting.tracking.runs import tracking_uri
+
+    store = sqlite_path(tracking_uri(home))
+    if store is not None and not store.is_file():
+        print(f"no models registered in {home} yet (no MLflow store at {store}): run `forecasting train` first")
+        return
+    runs.configure(home)
+    models = registry.listing(args.dataset)
+    if not models:
+        print(f"no registered model{f' of dataset {args.dataset!r}' if args.dataset else ''} in {tracking_uri(home)}")
+    for m in models:
+        t = m["tags"]
+        print(f"\n{m['name']}: dataset {t.get('dataset', '?')}, horizon {t.get('horizon', '?')}, frequency "
+              f"{t.get('frequency', '?')}, family {t.get('family', '?')}; champion gated on {t.get('gate_metric', '?')} "
+              f"(lower is better); {len(m['versions'])} version(s)")
+        print(to_markdown(pd.DataFrame(m["versions"][:args.versions])))
+    if models:
+        print(f"\nload one with mlflow.pyfunc.load_model('models:/NAME@champion') against {tracking_uri(home)}")
+
+
 def cmd_ui(args, home: Path) -> None:
     from forecasting.tracking.runs import tracking_uri
 
@@ -350,32 +432,40 @@ def cmd_demo(args, home: Path) -> None:
           "refit, compare, register", flush=True)
     if not args.statistical:
         print("    (statsforecast's MSTL, AutoETS and AutoTheta are left out: add --statistical)", flush=True)
-    run_train(from_flags(TrainJob, dataset="etth1", horizon=args.horizon, trials=args.trials,
-                         statistical=args.statistical,
-                         max_epochs=args.max_epochs, max_train_windows=args.max_train_windows,
-                         max_val_windows=args.max_val_windows, plot_series=("OT",)), home, args.threads)
-    print("3/4 batch forecast with models:/etth1-gru@champion, 80% and 95% intervals", flush=True)
-    out = Home.of(home).forecast_file("etth1-gru")
-    f = forecast_flow("etth1-gru", r["path"], str(out), home=str(home), levels=(80, 95),
+    job = from_flags(TrainJob, dataset="etth1", horizon=args.horizon, trials=args.trials, statistical=args.statistical,
+                     max_epochs=args.max_epochs, max_train_windows=args.max_train_windows,
+                     max_val_windows=args.max_val_windows, plot_series=("OT",), force=args.force)
+    model = "etth1-" + validation_winner(run_train(job, home, args.threads), job)
+    print(f"3/4 batch forecast with models:/{model}@champion (the family best on validation), 80% and 95% "
+          "intervals", flush=True)
+    out = Home.of(home).forecast_file(model)
+    f = forecast_flow(model, r["path"], str(out), home=str(home), levels=(80, 95),
                       plot_path=str(out.with_suffix(".png")), plot_series=("OT",))
     print(f"    {f['n_forecast']} series x {args.horizon} steps -> {f['output']} (fan chart {f['plot']})")
     print(f"4/4 done in {time.perf_counter() - t0:.0f}s\n")
-    _print_next_steps(home, r["path"])
+    _print_next_steps(home, r["path"], model)
 
 
-def _print_next_steps(home: Path, processed: str) -> None:
+def validation_winner(result: dict, job: TrainJob) -> str:
+    """The family whose final model scored best on the validation backtest (what gates champions)."""
+    table = result["table"]
+    rows = table[table["model"].isin(job.families)]
+    return str(rows.loc[rows[f"val_backtest_{job.metric}"].astype(float).idxmin(), "model"])
+
+
+def _print_next_steps(home: Path, processed: str, model: str) -> None:
     uri = Home.of(home).tracking_uri
     print("Open the MLflow UI (runs, trials, plots, comparison table, registered models):")
     print(f"    forecasting ui --home {home}        # or: mlflow ui --backend-store-uri {uri}")
     print("    then browse http://127.0.0.1:5000\n")
     print("Load the champion in Python:")
     print(f"    import mlflow, pandas as pd; mlflow.set_tracking_uri('{uri}')")
-    print("    model = mlflow.pyfunc.load_model('models:/etth1-gru@champion')")
+    print(f"    model = mlflow.pyfunc.load_model('models:/{model}@champion')")
     print(f"    model.predict(pd.read_parquet('{processed}'))")
 
 
 COMMANDS = {"ingest": cmd_ingest, "train": cmd_train, "tune-worker": cmd_tune_worker, "forecast": cmd_forecast,
-            "backtest": cmd_backtest, "serve": cmd_serve, "ui": cmd_ui, "demo": cmd_demo}
+            "backtest": cmd_backtest, "serve": cmd_serve, "models": cmd_models, "ui": cmd_ui, "demo": cmd_demo}
 SUBCOMMANDS = {
     "ingest": (_ingest_parser, "validate a CSV/Parquet file into data/processed/"),
     "train": (_train_parser, "tune, compare and register GRU/LSTM models"),
@@ -383,10 +473,13 @@ SUBCOMMANDS = {
     "backtest": (_backtest_parser, "rolling-origin backtest of a registered model or a family over the end of a dataset"),
     "forecast": (_forecast_parser, "batch forecast with a registered model"),
     "serve": (_serve_parser, "serve the flows on cron schedules (needs a Prefect server)"),
+    "models": (_models_parser, "what the model registry holds: versions, aliases, scores"),
     "ui": (_ui_parser, "MLflow UI on the local store (127.0.0.1)"),
     "demo": (_demo_parser, "the main job on the bundled ETTh1 data"),
 }
-FLOW_COMMANDS = ("ingest", "train", "forecast", "backtest", "demo")  # they run flows: they need a Prefect API
+# The commands that run flows need a Prefect API; the modules each imports, while its server starts.
+FLOW_COMMANDS = {"ingest": ("flows.ingest",), "train": ("flows.train",), "forecast": ("flows.forecast",),
+                 "backtest": ("flows.backtest",), "demo": ("flows.ingest", "flows.train", "flows.forecast")}
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -396,18 +489,27 @@ def _run(args: argparse.Namespace) -> None:
     # store, unless the user chose a place; set before prefect is imported, which reads it once.
     os.environ.setdefault("PREFECT_HOME", str(Home.of(home).prefect))
     with _warnings_shown(args.debug):
-        if args.command in FLOW_COMMANDS:
-            from flows.server import prefect_api
+        if args.command not in FLOW_COMMANDS:
+            COMMANDS[args.command](args, home)
+            return
+        import importlib
 
-            with prefect_api(args.debug):  # a temporary API server that dies with this command
-                COMMANDS[args.command](args, home)
-        else:
+        from flows.server import begin, prefect_api
+
+        pending = begin(args.debug)  # the server boots in its own process (or is already up) ...
+        for module in FLOW_COMMANDS[args.command]:  # ... while this one imports torch, pandas, MLflow
+            importlib.import_module(module)
+        with prefect_api(args.debug, pending):
             COMMANDS[args.command](args, home)
 
 
 def main(argv: list[str] | None = None) -> int:
     """The `forecasting` command: one `error:` line and a non-zero exit for anything refused."""
+    started = time.perf_counter()
     args = build_parser().parse_args(argv)
+    args.started = started
+    # How much a search shows (forecasting.tuning.progress reads it): a process-wide setting, made here.
+    os.environ["FORECASTING_PROGRESS"] = "quiet" if args.quiet else "verbose" if args.verbose else "normal"
     _quiet(args.debug)
     from forecasting.core.errors import ForecastingError, NothingToForecastError, StoreError
 

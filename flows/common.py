@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from prefect.cache_policies import NO_CACHE
 
 from forecasting.core.errors import ForecastingError
+from forecasting.tuning.progress import style
 
 
 def retry_io(task, task_run, state) -> bool:
@@ -30,8 +31,27 @@ COMPUTE = {"cache_policy": NO_CACHE}
 
 @contextmanager
 def step(label: str) -> Iterator[None]:
-    """One progress line when a pipeline step starts and one with its time when it ends (stderr)."""
+    """One progress line when a pipeline step starts and one with its time when it ends (stderr;
+    none under --quiet)."""
     t0 = time.perf_counter()
-    print(f"[{label}] ...", file=sys.stderr, flush=True)
+    say(f"[{label}] ...")
     yield
-    print(f"[{label}] done in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
+    say(f"[{label}] done in {time.perf_counter() - t0:.1f}s")
+
+
+def say(line: str) -> None:
+    """A progress line on stderr, unless the command runs quietly; also in the run's Prefect log."""
+    if style() != "quiet":
+        print(line, file=sys.stderr, flush=True)
+    log(line)
+
+
+def log(line: str) -> None:
+    """A line in the current flow or task run's log (the Prefect UI shows it); nothing outside a run."""
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        get_run_logger().info(line)
+    except MissingContextError:
+        pass

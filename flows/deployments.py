@@ -31,14 +31,16 @@ def build_deployments(cfg: ServeConfig, schedules: Schedules = Schedules()) -> l
         train_flow.to_deployment(
             name=f"{cfg.dataset}-train", cron=schedules.train,
             parameters={"job": to_dict(from_flags(TrainJob, dataset=cfg.dataset, horizon=cfg.horizon,
-                                                  trials=cfg.trials, max_epochs=cfg.max_epochs)),
+                                                  trials=cfg.trials, max_epochs=cfg.max_epochs,
+                                                  levels=cfg.levels)),
                         "home": home}),
     ]
     for family in cfg.forecast_models:
         out.append(forecast_flow.to_deployment(
             name=f"{cfg.dataset}-{family}-forecast", cron=schedules.forecast,
             parameters={"model_name": f"{cfg.dataset}-{family}", "input": processed, "home": home,
-                        "output": str(layout.forecast_file(f"{cfg.dataset}-{family}", ".parquet"))}))
+                        "output": str(layout.forecast_file(f"{cfg.dataset}-{family}", ".parquet")),
+                        "levels": list(cfg.levels)}))
     return out
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow, task
 
-from flows.common import COMPUTE, IO
+from flows.common import COMPUTE, IO, log
 from forecasting.api import batch
 from forecasting.core import files
 from forecasting.core.data import IngestConfig, check_name
@@ -17,17 +17,24 @@ from forecasting.tracking import registry, runs
 @task(**IO)
 def load_model(home: str, model_name: str, alias: str):
     runs.configure_existing(home, model_name)
-    return registry.load_forecaster(model_name, alias)
+    forecaster, version = registry.load_forecaster(model_name, alias)
+    log(f"loaded models:/{model_name}@{alias} (version {version}; lookback {forecaster.cfg.model.lookback}, "
+        f"horizon {forecaster.cfg.model.horizon})")
+    return forecaster, version
 
 
 @task(**IO)
 def read_history(path: str, cfg: IngestConfig):
-    return batch.read_history(path, cfg)
+    history = batch.read_history(path, cfg)
+    log(f"{path}: {len(history)} rows of history")
+    return history
 
 
 @task(**COMPUTE)
 def forecast(forecaster, history, levels: tuple[int, ...]) -> batch.BatchResult:
-    return batch.forecast_with(forecaster, history, levels)
+    result = batch.forecast_with(forecaster, history, levels)
+    log(f"forecast {result.n_forecast} series (levels {list(levels) or 'none'}); {len(result.skipped)} skipped")
+    return result
 
 
 @task(**IO)
@@ -38,7 +45,9 @@ def plot(history, result: batch.BatchResult, levels: tuple[int, ...], path: str,
 
 @task(**IO)
 def write(result: batch.BatchResult, output: str) -> str:
-    return str(files.write_table(result.forecasts, output))
+    path = str(files.write_table(result.forecasts, output))
+    log(f"wrote {len(result.forecasts)} rows -> {path}")
+    return path
 
 
 @task(**IO)

@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 from prefect import flow, task
 
-from flows.common import IO
+from flows.common import IO, log
 from forecasting.core import datasets
 from forecasting.core.data import IngestConfig
 from forecasting.core.options import from_dict
@@ -15,6 +15,8 @@ from forecasting.core.options import from_dict
 @task(**IO)
 def ingest_file(source: str, name: str, home: str, cfg: IngestConfig) -> dict:
     path, report = datasets.ingest(source, name, home, cfg)
+    log(f"{source}: {report.n_series} series, {report.n_rows} rows, frequency {report.freq}, {report.n_filled} gap "
+        f"point(s) filled, {len(report.dropped)} series dropped -> {path}")
     return {"path": str(path), **asdict(report)}
 
 

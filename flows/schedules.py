@@ -32,3 +32,6 @@ class ServeConfig:
     max_epochs: int = option(20, "epochs per trial")
     forecast_models: tuple[str, ...] = option(("gru",), "families whose champion forecasts daily",
                                               parse=name_list)
+    levels: tuple[int, ...] = option((80, 95), "prediction-interval levels of the scheduled forecasts, e.g. "
+                                     "--level 80 95 (--level with no value: none)", flag="--level", parse=int,
+                                     many=True)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 import pandas as pd
 from prefect import flow, task
 
-from flows.common import COMPUTE, IO, step
+from flows.common import COMPUTE, IO, say, step
 from forecasting.api.forecaster import Forecaster, ForecasterConfig
 from forecasting.api.jobs import TrainJob
 from forecasting.core import datasets
@@ -19,9 +17,9 @@ from forecasting.pipeline.steps import RunContext
 from forecasting.tracking import runs
 
 
-def say(text: str) -> None:
+def reused(text: str) -> None:
     """A line on what a step did not need to redo (stderr, beside the step lines)."""
-    print(f"[{text}]", file=sys.stderr, flush=True)
+    say(f"[{text}]")
 
 
 @task(**IO)
@@ -79,7 +77,7 @@ def _families(ctx: RunContext, job: TrainJob, df, split: Split) -> list[dict]:
         with step(f"{job.dataset}: refit {family}{members}, score the test part once"):
             row, forecaster = final_model(ctx, job, df, split, cfgs, family)
         if row.get("loaded_fits"):
-            say(f"{job.dataset}: {family}: {row['loaded_fits']} of {len(cfgs)} fit(s) loaded from the trials that "
+            reused(f"{job.dataset}: {family}: {row['loaded_fits']} of {len(cfgs)} fit(s) loaded from the trials that "
                 "trained the same configuration on the same data (not retrained)")
         with step(f"{job.dataset}: backtest {family} over the validation part"):
             row = backtest(forecaster, row, df, split, job)
@@ -104,7 +102,7 @@ def train_flow(job: TrainJob | dict, home: str = ".") -> dict:
         with step(f"{job.dataset}: baselines (naive, seasonal naive, ridge) on the same windows"):
             base_rows = baselines(ctx, job, df, split)
         if base_rows and all(r.get("reused") for r in base_rows):
-            say(f"{job.dataset}: baselines: scores reused (same data, code and settings as an earlier run)")
+            reused(f"{job.dataset}: baselines: scores reused (same data, code and settings as an earlier run)")
         rows += base_rows
         table, summary = compare(rows, job, ctx)
         pipeline.check_comparison(rows, job)

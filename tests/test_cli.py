@@ -390,11 +390,11 @@ def test_ctrl_c_during_training_says_interrupted_without_a_traceback(tmp_path):
     subprocess.run([FORECASTING_EXE, "ingest", str(csv), "--name", "s", "--home", str(home)], env=env, check=True,
                    capture_output=True)
     p = subprocess.Popen([FORECASTING_EXE, "train", "s", "--home", str(home), "--horizon", "12", "--trials", "50",
-                          "--max-epochs", "50", "--threads", "1"], env=env, stdout=subprocess.DEVNULL,
+                          "--max-epochs", "50", "--threads", "1", "--verbose"], env=env, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, text=True,
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal would
     seen = []
-    for line in p.stderr:  # wait until a trial is training
+    for line in p.stderr:  # wait until a trial is training (--verbose: a line per epoch)
         seen.append(line)
         if " epoch " in line:
             break

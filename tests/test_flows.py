@@ -299,3 +299,62 @@ def test_train_prints_every_step_with_its_time(trained_home, capfd):
                   "register and gate the champion"):
         assert f"{DATASET}: {label}" in err and "done in " in err, label
     assert "Best baseline on test mase:" in captured.out and "margin to it" in captured.out
+    assert "| vs best baseline |" in captured.out  # the short table, margins in percent
+    assert "val_backtest_mse_std" not in captured.out  # the full one stays in MLflow
+
+
+def test_a_rerun_on_unchanged_inputs_registers_nothing_and_says_why(trained_home, capfd):
+    """The same `train` twice on the same data and code: the second registers no version, says which
+    version already holds the model, and `--force` registers one anyway."""
+    from flows.cli import main
+
+    client = client_for(trained_home.home)
+    name = f"{DATASET}-gru"
+    argv = ["train", DATASET, "--horizon", str(HORIZON), "--models", "gru", "--trials", "2", "--max-epochs", "2",
+            "--max-train-windows", "96", "--device", "cpu", "--level", "--home", str(trained_home.home)]
+    assert main(argv) == 0
+    first = max(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+    assert f"registered {name} v{first} -> @" in capfd.readouterr().out
+    assert main(argv) == 0
+    out = capfd.readouterr().out
+    assert f"{name}: unchanged since v{first}" in out and "nothing registered (--force" in out
+    assert max(int(v.version) for v in client.search_model_versions(f"name = '{name}'")) == first
+    assert main([*argv, "--force"]) == 0
+    out = capfd.readouterr().out
+    assert f"registered {name} v{first + 1} -> @" in out and "than champion v" in out
+
+
+def test_models_prints_what_the_registry_holds(trained_home, capsys):
+    from flows.cli import main
+
+    client = client_for(trained_home.home)
+    assert main(["models", DATASET, "--home", str(trained_home.home)]) == 0
+    out = capsys.readouterr().out
+    for family in FAMILIES:
+        name = f"{DATASET}-{family}"
+        assert f"{name}: dataset {DATASET}, horizon {HORIZON}, frequency h, family {family}" in out
+        held = client.search_model_versions(f"name = '{name}'")
+        assert f"{len(held)} version(s)" in out
+        champ = champion(client, name)
+        row = next(ln for ln in out.splitlines() if ln.startswith(f"| {champ.version} | ") and "champion" in ln)
+        assert f" {float(champ.tags['val_backtest_mase']):.4g} " in row  # its gate score, as to_markdown shows it
+    assert main(["models", "no-such-dataset", "--home", str(trained_home.home)]) == 0
+    assert "no registered model of dataset 'no-such-dataset'" in capsys.readouterr().out
+
+
+def test_experiments_open_as_model_development_and_runs_say_what_they_are(trained_home):
+    """MLflow 3's UI opens an experiment without a kind as GenAI (traces); ours carry the model-development
+    kind, and every run a description and a source."""
+    client = client_for(trained_home.home)
+    exp = client.get_experiment_by_name(f"{DATASET}-h{HORIZON}")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert exp.tags["mlflow.note.content"].startswith("Forecasting experiment")
+    kinds = set()
+    for run in client.search_runs([exp.experiment_id], max_results=500):
+        tags = run.data.tags
+        kinds.add(tags.get("kind"))
+        assert len(tags.get("mlflow.note.content", "")) > 40, (tags.get("kind"), run.info.run_name)
+        assert tags["mlflow.source.name"].startswith("forecasting") and tags["code_version"]
+        if tags.get("kind") in ("trial", "final"):
+            assert tags["family"] in tags["mlflow.note.content"]
+    assert {"pipeline", "trial", "final", "baseline"} <= kinds

@@ -124,6 +124,7 @@ EVERY_TRAIN_OPTION: dict[str, tuple[list[str], object]] = {
     "levels": (["--level", "50", "90"], (50, 90)),
     "statistical": (["--statistical"], True),
     "plot_series": (["--plot-series", "OT,HUFL"], ("OT", "HUFL")),
+    "force": (["--force"], True),
 }
 
 
@@ -144,7 +145,7 @@ def test_every_train_option_round_trips_through_the_command_line_and_json():
         workers=value["workers"], ensemble=value["ensemble"], seasons=value["seasons"],
         backtest=BacktestConfig(value["backtest.n_windows"], value["backtest.step"]),
         objective=value["objective"], levels=value["levels"], plot_series=value["plot_series"],
-        statistical=value["statistical"])
+        statistical=value["statistical"], force=value["force"])
     defaults = TrainJob("etth1", 1)
     for path, v in value.items():  # no value is the default, else a flag the parser dropped would go unseen
         assert operator.attrgetter(path)(want) == v != operator.attrgetter(path)(defaults), path

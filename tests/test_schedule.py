@@ -44,7 +44,8 @@ def test_build_deployments_gives_ingest_train_forecast_on_their_crons(tmp_path):
     json.dumps(job)  # a deployment parameter must be JSON
     assert forecast == {"model_name": "etth1-gru", "home": str(home),
                         "input": str(home / "data" / "processed" / "etth1.parquet"),
-                        "output": str(home / "data" / "forecasts" / "etth1-gru.parquet")}
+                        "output": str(home / "data" / "forecasts" / "etth1-gru.parquet"), "levels": [80, 95]}
+    assert list(job["levels"]) == [80, 95]  # the scheduled train calibrates the intervals the forecast writes
 
 
 def test_build_deployments_takes_the_given_crons_and_families(tmp_path):

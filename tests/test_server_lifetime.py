@@ -1,7 +1,10 @@
-"""The temporary Prefect server a command starts dies with the command, even under `kill -9`."""
+"""The Prefect server a command starts: kept for the next command of the same Prefect home and
+ended by itself once idle (never under a running command); with FORECASTING_SERVER_IDLE=0, a
+temporary server that dies with its command, even under `kill -9`."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -30,12 +33,14 @@ def _alive(pid: int) -> bool:
     return stat.split(")")[-1].split()[0] != "Z"  # a zombie has exited
 
 
-def _ingest_command(tmp_path: Path, make_sine_frame) -> tuple[list[str], dict[str, str]]:
-    """`forecasting ingest` of a small file into a fresh home, with no Prefect API configured."""
+def _ingest_command(tmp_path: Path, make_sine_frame, idle: str) -> tuple[list[str], dict[str, str]]:
+    """`forecasting ingest` of a small file into a fresh home, with no Prefect API configured and
+    a server kept for `idle` seconds."""
     src = tmp_path / "in.csv"
     make_sine_frame(n_series=2, length=200).to_csv(src, index=False)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MLFLOW_TRACKING"))}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               FORECASTING_SERVER_IDLE=idle)
     cmd = [sys.executable, "-m", "flows.cli", "ingest", str(src), "--name", "x", "--home", str(tmp_path / "home")]
     return cmd, env
 
@@ -43,7 +48,7 @@ def _ingest_command(tmp_path: Path, make_sine_frame) -> tuple[list[str], dict[st
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
 def test_temporary_prefect_server_dies_with_a_killed_command(tmp_path, make_sine_frame):
-    cmd, env = _ingest_command(tmp_path, make_sine_frame)
+    cmd, env = _ingest_command(tmp_path, make_sine_frame, idle="0")
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = None
     try:
@@ -69,10 +74,35 @@ def test_temporary_prefect_server_dies_with_a_killed_command(tmp_path, make_sine
 
 
 @pytest.mark.slow
-def test_a_command_without_a_configured_api_runs_on_its_own_server(tmp_path, make_sine_frame):
-    cmd, env = _ingest_command(tmp_path, make_sine_frame)
-    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "ingested 2 series" in r.stdout
-    assert "Starting temporary server" not in r.stderr  # not Prefect's own, unkillable one
+def test_a_kept_server_serves_the_next_command_and_ends_itself_once_idle(tmp_path, make_sine_frame):
+    # Kept 3 s after the last command: the second command arrives sooner and reuses it, although
+    # it then runs for longer than that (imports and the flow take seconds): the server never ends
+    # under a running command. Once no command holds its lease for 3 s, it stops and says so.
+    cmd, env = _ingest_command(tmp_path, make_sine_frame, idle="3")
+    info = tmp_path / "prefect" / "server.json"
+    first = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "ingested 2 series" in first.stdout and "Starting temporary server" not in first.stderr
+    pid = json.loads(info.read_text())["pid"]
+    try:
+        second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 0, second.stderr[-3000:]
+        assert json.loads(info.read_text())["pid"] == pid, "the second command started a server of its own"
+        assert _alive(pid)
+        deadline = time.monotonic() + 30
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(pid), "the kept server did not end after its idle time"
+        assert not info.exists()
+    finally:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
     assert (tmp_path / "home" / "data" / "processed" / "x.parquet").exists()
+
+
+def test_a_bad_idle_setting_is_one_line(tmp_path, make_sine_frame):
+    cmd, env = _ingest_command(tmp_path, make_sine_frame, idle="soon")
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: FORECASTING_SERVER_IDLE='soon': expected seconds >= 0 (0: a server per command)"
+    assert not (tmp_path / "home" / "data" / "processed").exists()

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -460,14 +461,18 @@ def test_pipeline_end_to_end(tmp_path, home):
     reg = pipeline.register_family(ctx, job, row, df, split)
     assert (reg["name"], reg["version"], reg["alias"]) == ("toy-gru", 1, "champion")
     assert reg["metric"] == "val_backtest_mase"
+    # The same job on the same data again is the model the registry already holds: nothing registered.
+    again = pipeline.register_family(ctx, job, row, df, split)
+    assert (again["version"], again["alias"], again["unchanged"]) == (1, "champion", True)
+    forced = replace(job, force=True)  # the rows below stand for other models: registered whatever their key
     # The alias follows the validation backtest only: a far better *test* score does not move it ...
-    lucky = pipeline.register_family(ctx, job, {**row, "mase": 0.0, "val_backtest_mase": row["val_backtest_mase"] * 1.01},
+    lucky = pipeline.register_family(ctx, forced, {**row, "mase": 0.0, "val_backtest_mase": row["val_backtest_mase"] * 1.01},
                                      df, split)
     assert lucky["alias"] == "challenger"
     # ... the champion was re-scored from its model on the same cutoffs, not read from a tag ...
     assert lucky["previous_champion"] == pytest.approx(row["val_backtest_mase"], rel=1e-6)
     # ... and a better backtest moves it whatever the test score says.
-    better = pipeline.register_family(ctx, job, {**row, "mase": 99.0, "val_backtest_mase": row["val_backtest_mase"] * 0.99},
+    better = pipeline.register_family(ctx, forced, {**row, "mase": 99.0, "val_backtest_mase": row["val_backtest_mase"] * 0.99},
                                       df, split)
     assert better["alias"] == "champion"
     pipeline.finish(ctx, [reg])

@@ -100,6 +100,8 @@ class TrainJob:
                                "and AutoTheta as baselines (fitted per series on the training part; slower)")
     plot_series: tuple[str, ...] = option((), "series shown first in the fan charts, e.g. OT (then a sample of "
                                           "the others)", parse=name_list)
+    force: bool = option(False, "register new versions even when the registry already holds a model from the "
+                         "same data, settings and code (by default such a rerun registers nothing and says so)")
 
     def __post_init__(self) -> None:
         check_name(self.dataset)

@@ -8,13 +8,16 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from sklearn.linear_model import Ridge
 
 from forecasting.core.scaling import window_norm
 from forecasting.core.windows import Windows
+
+if TYPE_CHECKING:
+    from sklearn.linear_model import Ridge
 
 LINEAR_ALPHAS = (0.1, 1.0, 10.0, 100.0)  # ridge penalties tried, chosen on validation
 MAX_LINEAR_WINDOWS = 50_000  # windows sampled to fit a ridge map (the fit is O(N L^2))
@@ -66,6 +69,8 @@ class LinearBaseline:
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> LinearBaseline:
         """Fit on inputs x [N, L] and targets y [N, H]."""
+        from sklearn.linear_model import Ridge  # imported where it fits: a forecast never needs it
+
         self.model_ = Ridge(alpha=self.alpha).fit(*self.normalized(x, y))
         return self
 
@@ -86,6 +91,8 @@ def best_ridge(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray,
                alphas: tuple[float, ...] = LINEAR_ALPHAS) -> tuple[Ridge, list[float]]:
     """Ridge maps x [N, L] -> y [N, H], one per penalty; the one with the lowest validation MSE
     on (xv, yv), and every penalty's validation MSE. The penalty is never chosen on test."""
+    from sklearn.linear_model import Ridge
+
     fits = [Ridge(alpha=a).fit(x, y) for a in alphas]
     errs = [float(np.mean((r.predict(xv) - yv) ** 2)) for r in fits]
     return fits[int(np.argmin(errs))], errs

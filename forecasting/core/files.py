@@ -13,10 +13,12 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from forecasting.core.errors import DataError
+
+if TYPE_CHECKING:  # pandas is the caller's: the command line reaches this module before importing it
+    import pandas as pd
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 

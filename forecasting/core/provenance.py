@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import subprocess
 from pathlib import Path
@@ -19,6 +20,7 @@ def dataset_fingerprint(df: pd.DataFrame) -> str:
     return h.hexdigest()[:16]
 
 
+@functools.cache  # one git call per process: every run records it
 def code_version() -> str:
     """Package version plus the git commit of the checkout, when there is one."""
     root = Path(__file__).resolve().parents[2]

@@ -143,8 +143,11 @@ BASELINE_FIELDS = ("horizon", "val", "test", "seed", "calendar", "metric", "max_
 def baseline_key(ctx: RunContext, job: TrainJob) -> str:
     """A digest of the data (fingerprint, frequency), the code version and the job's BASELINE_FIELDS."""
     job_dict = to_dict(job)
-    what = {k: job_dict[k] for k in BASELINE_FIELDS} | {"data": ctx.fingerprint, "freq": ctx.freq,
-                                                        "code": ctx.code_version}
+    return _digest({k: job_dict[k] for k in BASELINE_FIELDS} | {"data": ctx.fingerprint, "freq": ctx.freq,
+                                                               "code": ctx.code_version})
+
+
+def _digest(what: dict) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
@@ -277,16 +280,41 @@ def register_family(ctx: RunContext, job: TrainJob, row: dict, df: pd.DataFrame,
     def rescore(forecaster: Forecaster) -> float:
         return float(validation_backtest(forecaster, df, split, job).metrics[job.metric].iloc[0])
 
+    name, key = f"{job.dataset}-{row['model']}", registration_key(ctx, job)
+    held = None if job.force else registry.same_version(name, "registration_key", key)
+    if held is not None:  # the registry already holds this model: a new version would be a copy
+        return unchanged(name, held, gate_metric(job), float(row[gate_metric(job)]))
+    tags["registration_key"] = key
     model_tags = {"dataset": job.dataset, "horizon": job.horizon, "frequency": ctx.freq, "family": row["model"],
                   "gate_metric": gate_metric(job)}
     shown = {k: row[k] for k in comparison_columns(job) if k in row and k != "vs_best_baseline"}
     description = "Comparison row of this version:\n\n" + to_markdown(pd.DataFrame([shown]))
-    return registry.register(row["model_uri"], f"{job.dataset}-{row['model']}", gate_metric(job),
-                             float(row[gate_metric(job)]), tags, rescore, model_tags, description)
+    return registry.register(row["model_uri"], name, gate_metric(job), float(row[gate_metric(job)]), tags, rescore,
+                             model_tags, description) | {"unchanged": False}
+
+
+def unchanged(name: str, held: dict, metric: str, value: float) -> dict:
+    """A registration result for a model the registry already holds as version `held`."""
+    return {"name": name, "version": held["version"], "alias": "@".join(held["aliases"]) or None, "metric": metric,
+            "value": value, "unchanged": True, "previous_champion": None,
+            "previous_version": registry.champion_version(name)}
+
+
+# Job fields that do not change the model a family registers: which other families ran, what the
+# fan charts show first, and whether an unchanged model is registered anyway.
+UNREGISTERED_FIELDS = ("families", "plot_series", "force")
+
+
+def registration_key(ctx: RunContext, job: TrainJob) -> str:
+    """A digest of the data (fingerprint, frequency), the code version and every job field that
+    shapes a family's model: equal keys mean a rerun would register the same model again."""
+    what = {k: v for k, v in to_dict(job).items() if k not in UNREGISTERED_FIELDS}
+    return _digest(what | {"data": ctx.fingerprint, "freq": ctx.freq, "code": ctx.code_version})
 
 
 def finish(ctx: RunContext, registrations: list[dict]) -> None:
     """Record what was registered on the parent run and end it."""
     for r in registrations:
-        runs.log_values(ctx.parent_run_id, tags={f"registered.{r['name']}": f"v{r['version']}@{r['alias']}"})
+        what = f"unchanged: v{r['version']} already held" if r.get("unchanged") else f"v{r['version']}@{r['alias']}"
+        runs.log_values(ctx.parent_run_id, tags={f"registered.{r['name']}": what})
     runs.end_run(ctx.parent_run_id)

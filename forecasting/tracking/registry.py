@@ -57,10 +57,35 @@ def register(model_uri: str, name: str, metric: str, value: float, tags: dict | 
     describe(name, mv.version, model_tags, description)
     with registry_lock(name):
         current = champion_value(name, metric, rescore)
+        previous = champion_version(name)
         alias = CHAMPION if current is None or value < current else CHALLENGER
         client.set_registered_model_alias(name, alias, mv.version)
     return {"name": name, "version": int(mv.version), "alias": alias, "metric": metric,
-            "value": value, "previous_champion": current}
+            "value": value, "previous_champion": current, "previous_version": previous}
+
+
+def champion_version(name: str) -> int | None:
+    """The version `champion` points at, if any."""
+    try:
+        return int(MlflowClient().get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        return None
+
+
+def same_version(name: str, tag: str, value: str) -> dict | None:
+    """The newest version of `name` whose `tag` equals `value` (what an unchanged rerun would register
+    again), with its aliases and recorded tags; None when no version has it."""
+    client = MlflowClient()
+    try:
+        found = client.search_model_versions(f"name = '{name}' and tags.{tag} = '{value}'")
+    except MlflowException:
+        return None
+    if not found:
+        return None
+    mv = max(found, key=lambda v: int(v.version))
+    aliases = list(client.get_registered_model(name).aliases.items())
+    return {"version": int(mv.version), "aliases": [a for a, v in aliases if str(v) == str(mv.version)],
+            "tags": dict(mv.tags)}
 
 
 def describe(name: str, version: str, model_tags: dict | None, description: str | None) -> None:
@@ -127,7 +152,7 @@ def champion_value(name: str, metric: str, rescore: Callable[[Forecaster], float
         return None
     if rescore is not None:
         try:
-            model = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}").unwrap_python_model()
+            model = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}", suppress_warnings=True).unwrap_python_model()
             return float(rescore(model.forecaster))
         except (KeyError, ValueError, RuntimeError, MlflowException, OSError):
             pass  # another horizon, unknown series or an unreadable model: fall back to the tag
@@ -147,7 +172,9 @@ def load_model(name: str, alias: str = CHAMPION) -> tuple[mlflow.pyfunc.PyFuncMo
             known = [m.name for m in client.search_registered_models()]
             raise ModelNotFoundError(f"no registered model named {name!r} (known: {known})") from None
         raise ModelNotFoundError(f"model {name!r} has no alias {alias!r}") from None
-    return mlflow.pyfunc.load_model(f"models:/{name}@{alias}"), str(mv.version)
+    # No pip-requirements check: it scans every installed distribution (about 1.5 s per load) to log
+    # warnings the command hides; `mlflow.pyfunc.load_model` outside the project still does it.
+    return mlflow.pyfunc.load_model(f"models:/{name}@{alias}", suppress_warnings=True), str(mv.version)
 
 
 def load_forecaster(name: str, alias: str = CHAMPION) -> tuple[Forecaster, str]:
@@ -163,3 +190,43 @@ def load_registered_forecaster(ref: str) -> tuple[Forecaster, str, pd.Timestamp 
     forecaster, version = load_forecaster(name, alias)
     end = MlflowClient().get_model_version(name, version).tags.get("train_end")
     return forecaster, f"{ref} (v{version})", pd.Timestamp(end) if end else None
+
+
+def listing(dataset: str | None = None) -> list[dict]:
+    """Every registered model (of `dataset` when given, by its `dataset` tag), newest version first:
+    name, its tags and, per version, the aliases, the gate and test scores and when it was created."""
+    client = MlflowClient()
+    out = []
+    for model in sorted(client.search_registered_models(), key=lambda m: m.name):
+        if dataset is not None and model.tags.get("dataset") != dataset:
+            continue
+        gate = model.tags.get("gate_metric", "")
+        aliases: dict[str, list[str]] = {}
+        for alias, version in model.aliases.items():
+            aliases.setdefault(str(version), []).append(alias)
+        versions = [{"version": int(v.version), "aliases": ",".join(sorted(aliases.get(str(v.version), []))),
+                     gate: _float(v.tags.get(gate)),
+                     **{k: _float(t) for k, t in v.tags.items() if k.startswith("test_")},
+                     "lookback": _lookback(client, v.run_id),
+                     "created": pd.Timestamp(v.creation_timestamp, unit="ms").strftime("%Y-%m-%d %H:%M"),
+                     "run": (v.run_id or "")[:8]}
+                    for v in client.search_model_versions(f"name = '{model.name}'")]
+        out.append({"name": model.name, "tags": dict(model.tags),
+                    "versions": sorted(versions, key=lambda v: -v["version"])})
+    return out
+
+
+def _lookback(client: MlflowClient, run_id: str | None) -> int | None:
+    """The history length (rows per series) the version's model reads: its run's `model.lookback`."""
+    try:
+        value = client.get_run(run_id).data.params.get("model.lookback") if run_id else None
+    except MlflowException:
+        return None
+    return int(value) if value and value.isdigit() else None
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None

@@ -13,6 +13,7 @@ import math
 import os
 import queue
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -109,17 +110,29 @@ def experiment_name(dataset: str, horizon: int) -> str:
     return f"{dataset}-h{horizon}"
 
 
+# The MLflow UI opens an experiment by its kind: without this tag, MLflow 3 guesses "GenAI" and opens
+# an empty traces overview; with it, the runs table and model-training views.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def ensure_experiment(name: str, home: str | Path = ".") -> str:
-    """Experiment id, creating it with artifacts under `<home>/mlruns/artifacts` for a local store."""
+    """Experiment id, creating it (model-development kind, a description) with artifacts under
+    `<home>/mlruns/artifacts` for a local store; an older experiment gets the kind it lacks."""
     client = MlflowClient()
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if exp.tags.get("mlflow.experimentKind") is None:
+            client.set_experiment_tag(exp.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
         return exp.experiment_id
     location = None
     if tracking_uri(home).startswith("sqlite:"):
         location = (Home.of(home).artifacts / name).as_uri()
+    note = (f"Forecasting experiment {name} (dataset-h<horizon>): each `forecasting train` is a pipeline run, with "
+            "its Optuna trials, final models, baselines and backtests nested under it; `forecast` runs record "
+            "batch forecasts.")
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location,
+                                        tags=EXPERIMENT_KIND | {"mlflow.note.content": note})
     except MlflowException:  # another worker created it first
         return client.get_experiment_by_name(name).experiment_id
 
@@ -140,12 +153,39 @@ def _finite(metrics: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
 
 
+# What each kind of run is, shown as its Description in the MLflow UI ({family}: the run's family tag).
+DESCRIPTIONS = {
+    "pipeline": "One `forecasting train`: every family tuned by Optuna (trials nested below), refitted, backtested "
+                "and compared with the baselines on the same windows. The comparison is the `comparison` artifact; "
+                "the tags `registered.*` say what the registry received.",
+    "worker": "A tuning worker of the {family} search: its trials are nested below.",
+    "trial": "One Optuna trial of the {family} search: its parameters, and train/validation loss per epoch.",
+    "final": "The {family} model refitted with the best trial's configuration (or the K best as an ensemble), "
+             "scored once on the test part, backtested on validation and logged as a pyfunc model.",
+    "baseline": "Baseline {family}, scored on the same test windows and validation cutoffs as the models.",
+    "backtest": "A rolling-origin backtest (`forecasting backtest`): forecasts and metrics per cutoff.",
+    "forecast": "A batch forecast (`forecasting forecast`) with a registered model.",
+}
+
+
+def source_tags() -> dict[str, str]:
+    """Where a run comes from, as the MLflow UI shows it (Source): the command, and the code's version."""
+    from forecasting.core.provenance import code_version
+
+    return {"mlflow.source.type": "LOCAL", "mlflow.source.name": "forecasting (" + " ".join(sys.argv[1:2]) + ")",
+            "code_version": code_version()}
+
+
 def start_run(experiment_id: str, name: str, parent_run_id: str | None = None, tags: dict | None = None) -> str:
-    """Create a run (nested under `parent_run_id` if given) and return its id."""
+    """Create a run (nested under `parent_run_id` if given) with its source and its kind's description;
+    returns its id."""
     tags = {k: str(v) for k, v in (tags or {}).items()}  # a tracking server refuses non-string tags
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
-    return MlflowClient().create_run(experiment_id, run_name=name, tags=tags).info.run_id
+    note = DESCRIPTIONS.get(tags.get("kind", ""))
+    if note:
+        tags.setdefault("mlflow.note.content", note.format(family=tags.get("family", "")))
+    return MlflowClient().create_run(experiment_id, run_name=name, tags=source_tags() | tags).info.run_id
 
 
 def log_values(run_id: str, params: dict | None = None, metrics: dict | None = None,

@@ -7,8 +7,6 @@ import logging
 import math
 import os
 import socket
-import sys
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -25,6 +23,7 @@ from forecasting.api.jobs import TuneConfig
 from forecasting.core.data import Split
 from forecasting.core.errors import DivergedError, ForecastingError, SurplusTrialError
 from forecasting.families import Choice, IntRange, Param
+from forecasting.tuning.progress import SearchProgress
 from forecasting.tuning.space import SearchSpace, apply_params, default_space, starting_point
 from forecasting.tuning.study import (
     FINISHED,
@@ -52,31 +51,6 @@ def _draw(trial: optuna.Trial, name: str, p: Param):
 def suggest(trial: optuna.Trial, space: SearchSpace, family: str) -> dict:
     """Draw one configuration of `family` from the space (shared ranges and the family's own)."""
     return {name: _draw(trial, name, p) for name, p in space.params(family).items()}
-
-
-class Progress:
-    """One line per epoch and per trial: trial k of N, epoch, validation loss, elapsed, remaining."""
-
-    def __init__(self, label: str, total: int, done: int, stream=None):
-        self.label, self.total, self.start_done = label, total, done
-        self.stream = stream or sys.stderr  # looked up now, not at import: redirections apply
-        self.t0 = time.perf_counter()
-
-    def _eta(self, done: int) -> str:
-        elapsed = time.perf_counter() - self.t0
-        new = done - self.start_done
-        left = (elapsed / new) * (self.total - done) if new > 0 else float("nan")
-        return f"elapsed {elapsed:5.0f}s, remaining ~{left:4.0f}s" if math.isfinite(left) else f"elapsed {elapsed:5.0f}s"
-
-    def epoch(self, trial: int, done: int, epoch: int, val: float) -> None:
-        print(f"[{self.label}] trial {done + 1}/{self.total} (#{trial}) epoch {epoch + 1}: "
-              f"val_loss {val:.5f} | {self._eta(done)}", file=self.stream, flush=True)
-
-    def trial(self, t: FrozenTrial, done: int) -> None:
-        value = f"{t.value:.5f}" if t.value is not None else "-"
-        # Several workers may finish a trial or two past the target at once: count up to it.
-        print(f"[{self.label}] trial {min(done, self.total)}/{self.total} (#{t.number}) {t.state.name.lower()} "
-              f"val_loss {value} | {self._eta(done)}", file=self.stream, flush=True)
 
 
 @dataclass
@@ -128,12 +102,11 @@ def _prepared_study(name: str, cfg: TuneConfig, space: SearchSpace, family: str,
     return study
 
 
-def _say_reused(bar: Progress, name: str, cfg: TuneConfig, done: int) -> None:
+def _say_reused(bar: SearchProgress, name: str, cfg: TuneConfig, done: int) -> None:
     """A reused study is said aloud, or a search that runs nothing looks like a bug."""
-    print(f"[{name}] the study already holds {done} finished trial(s) of {cfg.n_trials}: "
-          + (f"running {cfg.n_trials - done} more" if done < cfg.n_trials else "no new trial needed")
-          + f" (delete it from {(cfg.storage or 'memory').rsplit('@', 1)[-1]} to search afresh)",
-          file=bar.stream, flush=True)
+    bar.say(f"[{name}] the study already holds {done} finished trial(s) of {cfg.n_trials}: "
+            + (f"running {cfg.n_trials - done} more" if done < cfg.n_trials else "no new trial needed")
+            + f" (delete it from {(cfg.storage or 'memory').rsplit('@', 1)[-1]} to search afresh)")
 
 
 @dataclass
@@ -148,7 +121,7 @@ class _Objective:
     cfg: TuneConfig
     space: SearchSpace
     hook: TrialHook | None
-    bar: Progress | None
+    bar: SearchProgress | None
     cache: FitCache | None = None  # where each finished trial's forecaster is kept for the refit
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -190,7 +163,7 @@ class _Objective:
 
     def report(self, study: optuna.Study, t: FrozenTrial) -> None:
         if self.bar:
-            self.bar.trial(t, finished_trials(study))
+            self.bar.trial(t.number, t.state.name.lower(), t.value, finished_trials(study))
 
 
 def tune(df: pd.DataFrame, split: Split, base: ForecasterConfig, family: str, name: str,
@@ -207,20 +180,30 @@ def tune(df: pd.DataFrame, split: Split, base: ForecasterConfig, family: str, na
     with _optuna_quiet():
         study = _prepared_study(name, cfg, space, family, on_stale)
         done = finished_trials(study)
-        bar = Progress(name, cfg.n_trials, done) if progress else None
+        bar = SearchProgress(name, cfg.n_trials, done, cfg.max_epochs, _best_value(study)) if progress else None
         if bar and done:
             _say_reused(bar, name, cfg, done)
         objective = _Objective(study, df, split, base, family, cfg, space, trial_hook, bar, cache)
-        if cfg.n_trials > done:
-            # MaxTrialsCallback stops every worker once the study holds enough finished trials;
-            # the cap bounds a search whose trials keep failing.
-            study.optimize(objective, n_trials=cfg.n_trials - done + cfg.max_failures, timeout=cfg.timeout,
-                           catch=(DivergedError, SurplusTrialError), gc_after_trial=False,
-                           callbacks=[MaxTrialsCallback(cfg.n_trials, states=FINISHED), objective.report])
+        try:
+            if cfg.n_trials > done:
+                # MaxTrialsCallback stops every worker once the study holds enough finished trials;
+                # the cap bounds a search whose trials keep failing.
+                study.optimize(objective, n_trials=cfg.n_trials - done + cfg.max_failures, timeout=cfg.timeout,
+                               catch=(DivergedError, SurplusTrialError), gc_after_trial=False,
+                               callbacks=[MaxTrialsCallback(cfg.n_trials, states=FINISHED), objective.report])
+        finally:
+            if bar:
+                bar.close()
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         raise ForecastingError(f"study {name!r}: no trial completed (all failed or were pruned)")
     best = study.best_trial
     return TuneResult(study, dict(best.params), apply_params(base, best.params, family), resumed=done)
+
+
+def _best_value(study: optuna.Study) -> float | None:
+    """The best finished trial's value so far (a resumed study has one), else None."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return min(t.value for t in complete) if complete else None
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
