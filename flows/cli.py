@@ -184,6 +184,16 @@ def _forecast_parser(p: argparse.ArgumentParser) -> None:
                    help="prediction-interval levels in percent, e.g. --level 80 95 (the model's conformal calibration)")
     p.add_argument("--plot", metavar="FILE.png", help="also write a fan chart: history, forecast and interval bands")
     p.add_argument("--plot-series", type=name_list, default=(), help="series drawn first in the fan chart, e.g. OT")
+    _cluster_option(p, "the series are cut into parts forecast by its workers")
+
+
+def _cluster_option(p: argparse.ArgumentParser, what: str) -> None:
+    from flows.cluster import cluster_spec
+
+    p.add_argument("--cluster", type=cluster_spec, metavar="local[:N]|tcp://HOST:PORT",
+                   help=f"run on a Dask cluster through Prefect's Dask task runner: {what} (local: a LocalCluster "
+                        "of one single-threaded worker per CPU, local:N of N; tcp://...: a running scheduler whose "
+                        "workers see the same files and stores); default: this process only")
 
 
 def _serve_parser(p: argparse.ArgumentParser) -> None:
@@ -337,11 +347,13 @@ def cmd_tune_worker(args, home: Path) -> None:
 
 
 def cmd_forecast(args, home: Path) -> dict:
+    from flows import cluster
     from flows.forecast import forecast_flow
 
-    r = forecast_flow(args.model_name, args.input, args.output, alias=args.alias, home=str(home),
-                      cfg=from_options(IngestConfig, args), levels=tuple(check_levels(tuple(args.level))),
-                      plot_path=args.plot, plot_series=args.plot_series)
+    flow = forecast_flow.with_options(task_runner=cluster.task_runner(args.cluster)) if args.cluster else forecast_flow
+    r = flow(args.model_name, args.input, args.output, alias=args.alias, home=str(home),
+             cfg=from_options(IngestConfig, args), levels=tuple(check_levels(tuple(args.level))),
+             plot_path=args.plot, plot_series=args.plot_series, partitions=cluster.partitions(args.cluster))
     print(f"forecast {r['n_forecast']} series with {args.model_name} v{r['version']} (@{args.alias}) "
           f"in {time.perf_counter() - args.started:.1f}s (the model itself {r['seconds']:.2f}s) -> {r['output']}" + (f"; fan chart -> {r['plot']}" if r["plot"] else ""))
     for uid, reason in r["skipped"][:20]:

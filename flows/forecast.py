@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+
 from prefect import flow, task
 
 from flows.common import COMPUTE, IO, log
 from forecasting.api import batch
 from forecasting.core import files
+from forecasting.core.columns import ID
 from forecasting.core.data import IngestConfig, check_name
 from forecasting.core.errors import RecordError
 from forecasting.core.home import Home
@@ -37,6 +40,31 @@ def forecast(forecaster, history, levels: tuple[int, ...]) -> batch.BatchResult:
     return result
 
 
+@functools.lru_cache(maxsize=4)
+def _model_in_this_process(home: str, model_name: str, version: str):
+    """A registered version loaded once per process: a Dask worker forecasts all its parts with it."""
+    runs.configure_existing(home, model_name)
+    return registry.load_version(model_name, version)
+
+
+@task(**COMPUTE)
+def forecast_part(home: str, model_name: str, version: str, part, levels: tuple[int, ...]) -> batch.BatchResult:
+    """One part of the series, on whichever worker runs it (one torch thread: one worker per CPU)."""
+    from forecasting.core.training import torch_threads
+
+    with torch_threads(1):
+        result = batch.forecast_with(_model_in_this_process(home, model_name, version), part, levels)
+    log(f"part of {part[ID].nunique()} series: {result.n_forecast} forecast, {len(result.skipped)} skipped")
+    return result
+
+
+def forecast_parts(home: str, model_name: str, version: str, history, levels: tuple[int, ...],
+                   parts: int) -> batch.BatchResult:
+    """Every part submitted to the flow's task runner (Dask workers under --cluster), merged in order."""
+    futures = [forecast_part.submit(home, model_name, version, p, levels) for p in batch.partitions(history, parts)]
+    return batch.merged([f.result() for f in futures])
+
+
 @task(**IO)
 def plot(history, result: batch.BatchResult, levels: tuple[int, ...], path: str, title: str,
          series: tuple[str, ...]) -> str:
@@ -61,9 +89,11 @@ def log_run(home: str, model_name: str, alias: str, version: str, result: batch.
 @flow(name="forecast", validate_parameters=False)
 def forecast_flow(model_name: str, input: str, output: str, alias: str = "champion", home: str = ".",
                   cfg: IngestConfig | dict | None = None, levels: tuple[int, ...] = (),
-                  plot_path: str | None = None, plot_series: tuple[str, ...] = ()) -> dict:
+                  plot_path: str | None = None, plot_series: tuple[str, ...] = (), partitions: int = 1) -> dict:
     """Forecast the next H steps of every series in `input` with `models:/<model_name>@<alias>`, with
-    intervals at `levels`; `plot_path` also writes a fan chart (PNG)."""
+    intervals at `levels`; `plot_path` also writes a fan chart (PNG). With `partitions` > 1 the series
+    are cut into that many parts, each a task of the flow's task runner (a Dask cluster under
+    `--cluster`); the output is the same one file."""
     files.check_output(output)  # refuse a bad output path, plot path or model name before any work
     files.check_apart(output, [input], Home.of(home).protected)
     if plot_path:
@@ -73,7 +103,8 @@ def forecast_flow(model_name: str, input: str, output: str, alias: str = "champi
     forecaster, version = load_model(home, model_name, alias)
     cfg = cfg if isinstance(cfg, IngestConfig) else from_dict(IngestConfig, cfg or {})
     history = read_history(input, cfg)
-    result = batch.require_forecasts(forecast(forecaster, history, tuple(levels)))
+    result = batch.require_forecasts(forecast_parts(home, model_name, version, history, tuple(levels), partitions)
+                                     if partitions > 1 else forecast(forecaster, history, tuple(levels)))
     path = write(result, output)
     chart = (plot(history, result, tuple(levels), plot_path, f"{model_name} v{version}", tuple(plot_series))
              if plot_path else None)

@@ -22,7 +22,11 @@ def _idle_watch(server, lease: Path, info: Path, idle: float) -> None:
     free_since = time.monotonic()
     while not server.should_exit:
         time.sleep(max(0.2, min(5.0, idle / 4)))
-        fd = os.open(lease, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(lease, os.O_RDWR)
+        except OSError:  # the Prefect home was removed (a temporary one): nobody can find this server
+            server.should_exit = True
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:  # a command holds it

@@ -487,3 +487,15 @@ def test_series_checked_all_at_once_regularize_exactly_as_one_by_one(monkeypatch
     pd.testing.assert_frame_equal(fast, slow)
     assert rep_fast == rep_slow and rep_fast.n_series == 6 and rep_fast.n_filled == 3
     assert fast["unique_id"].unique().tolist() == ["s0", "s1", "s2", "s3", "s4", "s5"]
+
+
+def test_a_long_file_without_the_default_column_names_says_what_it_found_and_which_options_map_them():
+    # No unique_id column, so the file is read as wide; its first column is no time column either:
+    # the error names the columns found and the options, instead of "'north' is not a timestamp".
+    df = pd.DataFrame({"region": ["north", "south"] * 3, "timestamp": ["2020-01-01"] * 6, "demand": range(6)})
+    with pytest.raises(DataError) as err:
+        D.to_long(df)
+    msg = str(err.value)
+    assert "columns found: ['region', 'timestamp', 'demand']" in msg and "--id-col, --time-col and --target-col" in msg
+    long = D.to_long(df, D.IngestConfig(id_col="region", time_col="timestamp", target_col="demand"))
+    assert list(long.columns[:3]) == ["unique_id", "ds", "y"] and len(long) == 6

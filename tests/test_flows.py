@@ -357,4 +357,38 @@ def test_experiments_open_as_model_development_and_runs_say_what_they_are(traine
         assert tags["mlflow.source.name"].startswith("forecasting") and tags["code_version"]
         if tags.get("kind") in ("trial", "final"):
             assert tags["family"] in tags["mlflow.note.content"]
+        if tags.get("kind") == "pipeline" and run.info.run_id == trained_home.train["parent_run_id"]:
+            table = trained_home.train["table"].set_index("model")
+            for family in FAMILIES:  # the run list shows each family's scores without opening the run
+                assert run.data.metrics[f"{family}.test_mase"] == pytest.approx(table.loc[family, "mase"])
+                assert run.data.metrics[f"{family}.val_backtest_mase"] == pytest.approx(
+                    table.loc[family, "val_backtest_mase"])
+            assert run.data.metrics["best_baseline.test_mase"] == pytest.approx(
+                trained_home.train["summary"]["best_baseline_value"])
     assert {"pipeline", "trial", "final", "baseline"} <= kinds
+
+
+@pytest.mark.slow
+def test_the_readme_python_example_runs_as_written(trained_home, tmp_path):
+    """The README's "Load a registered model" snippet, run in a folder laid out as after `make demo`
+    (mlruns/ and data/processed/etth1.parquet), with the model name of this test's home."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from flows_fixtures import REPO
+
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Load a registered model"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert "history = " in code and "model.predict(history" in code  # nothing undefined
+    (tmp_path / "data" / "processed").mkdir(parents=True)
+    (tmp_path / "mlruns").symlink_to(trained_home.home / "mlruns")
+    (tmp_path / "data" / "processed" / "etth1.parquet").symlink_to(trained_home.processed)
+    code = code.replace("models:/etth1-gru@champion", f"models:/{DATASET}-gru@champion")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "y_hat-lo-80" in r.stdout and "y_hat-hi-95" in r.stdout

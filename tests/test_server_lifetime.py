@@ -106,3 +106,24 @@ def test_a_bad_idle_setting_is_one_line(tmp_path, make_sine_frame):
     assert r.returncode == 2
     assert r.stderr.strip() == "error: FORECASTING_SERVER_IDLE='soon': expected seconds >= 0 (0: a server per command)"
     assert not (tmp_path / "home" / "data" / "processed").exists()
+
+
+@pytest.mark.slow
+def test_a_kept_server_whose_prefect_home_was_removed_ends(tmp_path, make_sine_frame):
+    # A temporary Prefect home (a test's, a CI job's) removed with its server still kept: nothing can
+    # reach that server any more, so it ends at its next check instead of after its idle time.
+    import shutil
+
+    cmd, env = _ingest_command(tmp_path, make_sine_frame, idle="600")
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    pid = json.loads((tmp_path / "prefect" / "server.json").read_text())["pid"]
+    try:
+        shutil.rmtree(tmp_path / "prefect")
+        deadline = time.monotonic() + 30
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(pid), "the kept server outlived its removed Prefect home"
+    finally:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)

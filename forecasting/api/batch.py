@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from forecasting.core.columns import ID
@@ -49,6 +50,23 @@ def forecast_with(forecaster, history: pd.DataFrame, levels: tuple[int, ...] = (
     t0 = time.perf_counter()
     out, skipped = forecaster.predict(history, levels=levels)
     return BatchResult(out, skipped, time.perf_counter() - t0)
+
+
+def partitions(history: pd.DataFrame, n: int) -> list[pd.DataFrame]:
+    """`history` cut into at most `n` parts of whole series (a series is never split), in the order
+    the series first appear; each part holds about the same number of series."""
+    ids = history[ID].drop_duplicates().to_numpy()
+    n = max(1, min(n, len(ids)))
+    part_of = pd.Series(np.arange(len(ids)) * n // max(len(ids), 1), index=ids)
+    keys = part_of.reindex(history[ID].to_numpy()).to_numpy()
+    return [history[keys == k].reset_index(drop=True) for k in range(n)]
+
+
+def merged(results: list[BatchResult]) -> BatchResult:
+    """The parts' results as one: forecasts in part order, every skipped series, the summed model time."""
+    frames = [r.forecasts for r in results if len(r.forecasts)]
+    out = pd.concat(frames, ignore_index=True) if frames else results[0].forecasts
+    return BatchResult(out, [s for r in results for s in r.skipped], sum(r.seconds for r in results))
 
 
 def check_plot(path: str | Path) -> Path:

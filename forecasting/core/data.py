@@ -86,6 +86,14 @@ def _require(df: pd.DataFrame, cols: list[str], what: str) -> None:
         )
 
 
+def _looks_like_times(col: pd.Series) -> bool:
+    """Whether any of a column's first 20 values reads as a timestamp (a cheap check of a guess)."""
+    head = col.dropna().head(20).astype(str)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pandas' "could not infer format" on non-dates
+        return bool(pd.to_datetime(head, errors="coerce", format="mixed").notna().any()) if len(head) else False
+
+
 def to_long(df: pd.DataFrame, cfg: IngestConfig = IngestConfig()) -> pd.DataFrame:
     """Rename (long) or melt (wide) a raw table into `unique_id`, `ds`, `y`, covariates; numeric
     timestamps become times in `cfg.time_unit` since the epoch (refused later without one)."""
@@ -106,6 +114,10 @@ def _reshaped(df: pd.DataFrame, cfg: IngestConfig) -> pd.DataFrame:
         covs = [c for c in out.columns if c not in (ID, TIME, TARGET)]
         return out[[ID, TIME, TARGET, *covs]].copy()
     time_col = cfg.time_col if cfg.time_col in df.columns else df.columns[0]
+    if time_col != cfg.time_col and cfg.time_unit is None and not _looks_like_times(df[time_col]):
+        raise DataError(f"no time column: {cfg.time_col!r} is absent and the first column {time_col!r} holds no "
+                        f"timestamps (columns found: {list(df.columns)}); for a long file name its columns with "
+                        "--id-col, --time-col and --target-col, for a wide one its time column with --time-col")
     series = list(cfg.series_cols) if cfg.series_cols else [c for c in df.columns if c != time_col]
     _require(df, series, "series")
     if not series:

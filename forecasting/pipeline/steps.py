@@ -255,9 +255,22 @@ def comparison(rows: list[dict], job: TrainJob, parent_run_id: str | None = None
     if parent_run_id:
         runs.log_table(parent_run_id, table, "comparison")
         runs.log_values(parent_run_id, tags={"best_baseline": summary["best_baseline"]},
-                            metrics={f"test_{job.metric}_vs_best_baseline_{k}": v
-                                     for k, v in summary["margins"].items()})
+                        metrics=key_scores(rows, job, summary))
     return table, summary
+
+
+def key_scores(rows: list[dict], job: TrainJob, summary: dict) -> dict[str, float]:
+    """The parent run's metrics, so the UI's run list shows them: each family's test and gate scores,
+    its margin to the best baseline, and the best baseline's test score."""
+    gate = gate_metric(job)
+    scores = {f"test_{job.metric}_vs_best_baseline_{k}": v for k, v in summary["margins"].items()}
+    for r in rows:
+        if r["model"] in job.families:
+            scores |= {f"{r['model']}.test_{job.metric}": float(r[job.metric]),
+                       f"{r['model']}.{gate}": float(r.get(gate, "nan"))}
+    if summary["best_baseline"] is not None:
+        scores[f"best_baseline.test_{job.metric}"] = float(summary["best_baseline_value"])
+    return scores
 
 
 def check_comparison(rows: list[dict], job: TrainJob) -> None:

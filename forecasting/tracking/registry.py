@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -152,12 +153,25 @@ def champion_value(name: str, metric: str, rescore: Callable[[Forecaster], float
         return None
     if rescore is not None:
         try:
-            model = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}", suppress_warnings=True).unwrap_python_model()
+            model = load_pyfunc(f"models:/{name}/{mv.version}").unwrap_python_model()
             return float(rescore(model.forecaster))
         except (KeyError, ValueError, RuntimeError, MlflowException, OSError):
             pass  # another horizon, unknown series or an unreadable model: fall back to the tag
     v = mv.tags.get(metric)
     return float(v) if v is not None else None
+
+
+def load_pyfunc(uri: str) -> mlflow.pyfunc.PyFuncModel:
+    """A registered pyfunc model, loaded inside the project: its bundled code (`code/`, for loading where
+    the project is not installed) leaves `sys.path` as it found it. Left there, it would shadow the
+    installed package in every process started later (a Dask worker imports the model's old copy).
+    No pip-requirements check: it scans every installed distribution (about 1.5 s per load) to log
+    warnings the command hides; `mlflow.pyfunc.load_model` outside the project still does it."""
+    path = list(sys.path)
+    try:
+        return mlflow.pyfunc.load_model(uri, suppress_warnings=True)
+    finally:
+        sys.path[:] = path
 
 
 def load_model(name: str, alias: str = CHAMPION) -> tuple[mlflow.pyfunc.PyFuncModel, str]:
@@ -172,15 +186,20 @@ def load_model(name: str, alias: str = CHAMPION) -> tuple[mlflow.pyfunc.PyFuncMo
             known = [m.name for m in client.search_registered_models()]
             raise ModelNotFoundError(f"no registered model named {name!r} (known: {known})") from None
         raise ModelNotFoundError(f"model {name!r} has no alias {alias!r}") from None
-    # No pip-requirements check: it scans every installed distribution (about 1.5 s per load) to log
-    # warnings the command hides; `mlflow.pyfunc.load_model` outside the project still does it.
-    return mlflow.pyfunc.load_model(f"models:/{name}@{alias}", suppress_warnings=True), str(mv.version)
+    return load_pyfunc(f"models:/{name}@{alias}"), str(mv.version)
 
 
 def load_forecaster(name: str, alias: str = CHAMPION) -> tuple[Forecaster, str]:
     """The fitted forecaster (or ensemble) inside `models:/<name>@<alias>` and its version."""
     model, version = load_model(name, alias)
     return model.unwrap_python_model().forecaster, version
+
+
+def load_version(name: str, version: str) -> Forecaster:
+    """The fitted forecaster of version `version` of `name` (what an alias pointed at when a job began:
+    every worker of a job forecasts with the same version, even if the alias moves meanwhile)."""
+    uri = f"models:/{name}/{version}"
+    return load_pyfunc(uri).unwrap_python_model().forecaster
 
 
 def load_registered_forecaster(ref: str) -> tuple[Forecaster, str, pd.Timestamp | None]:

@@ -1,0 +1,56 @@
+"""Past one process: a Dask cluster behind Prefect's own task runner (prefect-dask), for `--cluster`.
+
+`--cluster local` starts a LocalCluster with one single-threaded worker process per usable CPU,
+`local:N` with N; `tcp://host:8786` joins a scheduler that already runs (its workers must reach the
+home's files and stores: a shared file system and a tracking server). Without the option nothing
+here is imported: the single-process path needs no Dask.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+SPEC = re.compile(r"local(:(?P<n>[1-9]\d{0,3}))?|tcp://[\w.\-]+:\d{1,5}")
+PARTS_PER_WORKER = 2  # a little slack: a slow or restarted worker does not hold the whole job back
+
+
+def cluster_spec(text: str) -> str:
+    """An option's parser: `local`, `local:N` or `tcp://host:port` (anything else is the option's error)."""
+    if not SPEC.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected local, local:N or tcp://host:port, got {text!r}")
+    return text
+
+
+def workers(spec: str) -> int:
+    """How many workers `spec` gives: N of `local:N`, the usable CPUs for `local`, or what the scheduler
+    at a `tcp://` address has now."""
+    m = SPEC.fullmatch(spec)
+    if spec.startswith("local"):
+        from forecasting.core.cpus import usable_cpus
+
+        return int(m.group("n")) if m.group("n") else usable_cpus()
+    from distributed import Client
+
+    with Client(spec, timeout=10) as client:
+        return max(1, len(client.scheduler_info()["workers"]))
+
+
+def task_runner(spec: str):
+    """Prefect's Dask task runner for `spec`: a LocalCluster of single-threaded worker processes (torch
+    runs one thread in each), or the scheduler at a `tcp://` address."""
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError:
+        from forecasting.core.errors import ForecastingError
+
+        raise ForecastingError("--cluster needs Dask and prefect-dask: pip install -e '.[cluster]'") from None
+    if spec.startswith("local"):
+        kwargs = {"n_workers": workers(spec), "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+        return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs)
+    return DaskTaskRunner(address=spec)
+
+
+def partitions(spec: str | None) -> int:
+    """How many parts a job is cut into on `spec` (1: no cluster, one part in this process)."""
+    return PARTS_PER_WORKER * workers(spec) if spec else 1
