@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -369,7 +371,8 @@ def cmd_backtest(args, home: Path) -> dict:
 
     r = backtest_flow(from_options(BacktestJob, args, dataset=args.name), str(home))
     print(f"backtest of {r['what']} at {r['cutoffs']} cutoff(s) over the end of {args.name}:\n")
-    print(to_markdown(r["metrics"]))
+    # The frame keeps Nixtla's `y_hat` column; the table names the model (what a reader compares).
+    print(to_markdown(r["metrics"].replace({"predictor": {"y_hat": r["what"]}})))
     if r["output"]:
         print(f"forecasts -> {r['output']}")
     return r
@@ -523,6 +526,12 @@ def main(argv: list[str] | None = None) -> int:
     # How much a search shows (forecasting.tuning.progress reads it): a process-wide setting, made here.
     os.environ["FORECASTING_PROGRESS"] = "quiet" if args.quiet else "verbose" if args.verbose else "normal"
     _quiet(args.debug)
+    with _CtrlC() as ctrl_c:
+        return _outcome(args, ctrl_c)
+
+
+def _outcome(args: argparse.Namespace, ctrl_c: _CtrlC) -> int:
+    """Run the command; its exit code, with one `error:` line for each kind of failure."""
     from forecasting.core.errors import ForecastingError, NothingToForecastError, StoreError
 
     try:
@@ -548,10 +557,38 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 (one line and a distinct code for each kind; --debug re-raises)
         if args.debug:
             raise
+        if ctrl_c.seen:  # a failure while the interrupt unwound (see _CtrlC)
+            print("interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
         code, text = failure(exc)
         print(f"error: {text}", file=sys.stderr)
         return code
     return 0
+
+
+class _CtrlC:
+    """Ctrl-C noticed at the command's entry: the handler records it before raising KeyboardInterrupt,
+    so a failure that replaces the interrupt while it unwinds (Optuna's "Should not reach." when the
+    tell of the stopped trial fails) is still reported as an interruption. Python's handler is put
+    back when the command ends (tests call `main` many times in one process)."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self.old = None
+
+    def __enter__(self) -> _CtrlC:
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self.old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc) -> None:
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)
 
 
 def _first_line(exc: BaseException) -> str:

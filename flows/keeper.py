@@ -21,7 +21,7 @@ def _idle_watch(server, lease: Path, info: Path, idle: float) -> None:
     """Stop `server` once no command has held the lease for `idle` seconds."""
     free_since = time.monotonic()
     while not server.should_exit:
-        time.sleep(max(0.2, min(5.0, idle / 4)))
+        time.sleep(max(0.2, min(2.0, idle / 4)))  # a lock attempt: cheap
         try:
             fd = os.open(lease, os.O_RDWR)
         except OSError:  # the Prefect home was removed (a temporary one): nobody can find this server

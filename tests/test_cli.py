@@ -469,3 +469,23 @@ def test_a_tracking_server_that_does_not_answer_is_one_line_at_once(trained_home
     err = capsys.readouterr().err
     assert code == EXIT_STORE and err.count("error:") == 1 and "does not answer" in err, err
     assert _time.perf_counter() - t0 < 60 and not (tmp_path / "o.csv").exists()
+
+
+def test_a_failure_while_ctrl_c_is_handled_is_still_an_interruption(tmp_path, capsys, monkeypatch):
+    # Optuna's tell of a trial stopped by Ctrl-C can fail on the store (SQLite busy under load); its
+    # finally block then raises AssertionError("Should not reach."), which replaces the interrupt.
+    import signal
+
+    import flows.cli as cli
+
+    def stopped(args, home):
+        try:
+            signal.raise_signal(signal.SIGINT)  # the user's Ctrl-C, through the command's handler
+        except KeyboardInterrupt:
+            pass  # Optuna records the stopped trial ...
+        raise AssertionError("Should not reach.")  # ... and its tell fails: no interrupt in the context
+
+    monkeypatch.setitem(cli.COMMANDS, "models", stopped)
+    assert cli.main(["models", "--home", str(tmp_path)]) == cli.EXIT_INTERRUPTED == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's handler is back

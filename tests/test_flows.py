@@ -251,6 +251,7 @@ def test_backtest_of_the_registered_champion(trained_home, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"{DATASET}-gru@champion (v" in printed and "seasonal_naive_24" in printed
     assert "coverage_95" in printed and "msis_95" in printed  # the model's stored intervals, scored
+    assert f"| {DATASET}-gru@champion (v" in printed and "| y_hat |" not in printed  # the table names the model
     cv = pd.read_csv(out, parse_dates=["ds", "cutoff"])
     assert list(cv.columns[:5]) == ["unique_id", "ds", "cutoff", "y", "y_hat"]
     assert {"y_hat-lo-80", "y_hat-hi-80", "y_hat-lo-95", "y_hat-hi-95"} <= set(cv.columns)
