@@ -570,20 +570,23 @@ class _CtrlC:
     """Ctrl-C noticed at the command's entry: the handler records it before raising KeyboardInterrupt,
     so a failure that replaces the interrupt while it unwinds (Optuna's "Should not reach." when the
     tell of the stopped trial fails) is still reported as an interruption. Python's handler is put
-    back when the command ends (tests call `main` many times in one process)."""
+    back when the command ends (tests call `main` many times in one process). A Ctrl-C the process
+    ignores (SIG_IGN, e.g. under nohup) stays ignored."""
 
     def __init__(self) -> None:
         self.seen = False
         self.old = None
 
     def __enter__(self) -> _CtrlC:
-        if threading.current_thread() is threading.main_thread() and \
-                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        current = signal.getsignal(signal.SIGINT)
+        if threading.current_thread() is threading.main_thread() and current not in (signal.SIG_IGN, None):
             self.old = signal.signal(signal.SIGINT, self._handle)
         return self
 
     def _handle(self, signum, frame) -> None:
         self.seen = True
+        if callable(self.old) and self.old is not signal.default_int_handler:
+            self.old(signum, frame)  # whoever handled it before (a test runner, an embedding program)
         raise KeyboardInterrupt
 
     def __exit__(self, *exc) -> None:

@@ -27,12 +27,12 @@ def data():
 
 
 def _search(data, mode: str, monkeypatch) -> list[str]:
-    """A 3-trial, 3-epoch search with its progress written to a (non-terminal) buffer."""
+    """A 3-trial, 2-epoch search with its progress written to a (non-terminal) buffer."""
     out = io.StringIO()
     monkeypatch.setattr(progress.sys, "stderr", out)
     monkeypatch.setenv(progress.STYLE_ENV, mode)
     df, split = data
-    cfg = TuneConfig(n_trials=3, max_epochs=3, pruner="none")
+    cfg = TuneConfig(n_trials=3, max_epochs=2, pruner="none")
     tune(df, split, base_config(), "gru", study_name("toy", 12, "gru"), cfg, SPACE)
     return out.getvalue().splitlines()
 
