@@ -40,9 +40,9 @@ if PREFECT_HOME_ISOLATED:
     atexit.register(shutil.rmtree, _prefect_home, ignore_errors=True)
     os.environ["PREFECT_HOME"] = _prefect_home
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-# A command run as a subprocess keeps its Prefect server for the next one: 120 s here (the tests' commands
+# A command run as a subprocess keeps its Prefect server for the next one: 300 s here (the tests' commands
 # share one Prefect home, so most find it running), not 10 minutes: a session's servers end soon after it.
-os.environ.setdefault("FORECASTING_SERVER_IDLE", "120")
+os.environ.setdefault("FORECASTING_SERVER_IDLE", "300")
 
 # The tiny training budget every trained home uses (seconds on a 2-core CPU).
 DATASET = "syn"
