@@ -97,7 +97,6 @@ class Pending:
     lease: int | None = None  # the shared lock held on a kept server while the command runs
     ready: bool = False
     pid: int | None = None
-    reused: bool = False
 
     def wait(self, timeout: float = BOOT_TIMEOUT) -> str:
         """Block until the server answers; its API URL."""
@@ -220,7 +219,7 @@ def kept_server(prefect_home: Path, idle: float) -> Pending:
                 info = _spawn_keeper(prefect_home, idle)
         finally:
             os.close(lock)
-    return Pending(info["url"], lease=lease, pid=info["pid"], reused=not info.get("new"))
+    return Pending(info["url"], lease=lease, pid=info["pid"])
 
 
 def _spawn_keeper(prefect_home: Path, idle: float) -> dict:
@@ -236,7 +235,7 @@ def _spawn_keeper(prefect_home: Path, idle: float) -> dict:
                                 stderr=log, start_new_session=True, cwd=prefect_home)
     info = {"pid": proc.pid, "url": f"http://127.0.0.1:{port}/api", "started": time.time()}
     write_json(info, info_file)
-    return info | {"new": True}
+    return info
 
 
 def begin(debug: bool = False) -> Pending:
@@ -244,7 +243,7 @@ def begin(debug: bool = False) -> Pending:
     its libraries meanwhile and calls `Pending.wait` just before the first flow."""
     existing = configured_api()
     if existing:
-        return Pending(existing, ready=True, reused=True)
+        return Pending(existing, ready=True)
     idle = idle_seconds()
     if idle == 0 or not hasattr(os, "fork"):
         return start_server(debug)
