@@ -1,8 +1,14 @@
 """Backtest flow: rolling-origin cutoffs over the end of a processed dataset, for a registered
-model (`NAME@ALIAS`) or a family fitted before the first cutoff; logged to MLflow."""
+model (`NAME@ALIAS`) or a family fitted before the first cutoff; logged to MLflow.
+
+With `partitions` > 1 (`--cluster`), the forecasts of every cutoff's windows are cut into that many
+parts, each a task of the flow's task runner (Dask workers); fitting, scoring and intervals stay in
+the flow, on all the windows at once, so the output frame and metrics are those of one process.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 from prefect import flow, task
 
 from flows.common import COMPUTE, IO
@@ -10,6 +16,7 @@ from forecasting.api import backtest_run
 from forecasting.api.jobs import BacktestJob
 from forecasting.core import datasets, files
 from forecasting.core.backtest import BacktestConfig
+from forecasting.core.evaluation import PredictFn, Predictor, in_process, window_parts
 from forecasting.core.home import Home
 from forecasting.core.options import from_dict
 from forecasting.pipeline import backtest_runs as backtest_pipeline
@@ -27,17 +34,41 @@ def load_registered(home: str, ref: str):
     return registry.load_registered_forecaster(ref)
 
 
-@task(**COMPUTE)
-def run_registered(df, loaded, cfg: BacktestConfig, levels: tuple[int, ...]) -> backtest_run.BacktestResult:
+def registered(df, loaded, cfg: BacktestConfig, levels: tuple[int, ...], predict: PredictFn = in_process
+               ) -> backtest_run.BacktestResult:
     forecaster, what, trained_until = loaded
-    return backtest_run.backtest_registered(df, forecaster, cfg, what, trained_until, levels)
+    return backtest_run.backtest_registered(df, forecaster, cfg, what, trained_until, levels, predict)
 
 
-@task(**COMPUTE)
-def run_family(df, freq: str, home: str, job: BacktestJob, cfg: BacktestConfig) -> backtest_run.BacktestResult:
+def family(df, freq: str, home: str, job: BacktestJob, cfg: BacktestConfig, predict: PredictFn = in_process
+           ) -> backtest_run.BacktestResult:
     fcfg = backtest_pipeline.family_config(df, freq, home, job.dataset, job.family, job.horizon, job.max_epochs,
                                            job.seed)
-    return backtest_run.backtest_family(df, fcfg, cfg, job.levels)
+    return backtest_run.backtest_family(df, fcfg, cfg, job.levels, predict)
+
+
+run_registered = task(**COMPUTE)(registered)
+run_family = task(**COMPUTE)(family)
+
+
+@task(**COMPUTE)
+def predict_part(predictor: Predictor, x: np.ndarray, series: np.ndarray) -> np.ndarray:
+    """Forecasts [n, H] of one part of the windows x [n, L, F], on whichever worker runs it (one torch
+    thread: one worker per CPU)."""
+    from forecasting.core.training import torch_threads
+
+    with torch_threads(1):
+        return predictor(x, series)
+
+
+def predict_in_parts(parts: int) -> PredictFn:
+    """A backtest's `predict` that cuts the windows into `parts` slices, each a task of the flow's task
+    runner, and puts their forecasts back in order."""
+    def predict(p: Predictor, x: np.ndarray, series: np.ndarray) -> np.ndarray:
+        futures = [predict_part.submit(p, x[s], series[s]) for s in window_parts(len(x), parts)]
+        return np.concatenate([f.result() for f in futures])
+
+    return predict
 
 
 @task(**IO)
@@ -52,15 +83,20 @@ def log(home: str, name: str, result: backtest_run.BacktestResult, cfg: Backtest
 
 # Deployments would pass the job as a JSON object: rebuilt by the one deserializer, not by Prefect.
 @flow(name="backtest", validate_parameters=False)
-def backtest_flow(job: BacktestJob | dict, home: str = ".") -> dict:
-    """Backtest `job.model` (NAME@ALIAS) or `job.family` on `job.dataset` at `job.windows` cutoffs."""
+def backtest_flow(job: BacktestJob | dict, home: str = ".", partitions: int = 1) -> dict:
+    """Backtest `job.model` (NAME@ALIAS) or `job.family` on `job.dataset` at `job.windows` cutoffs; with
+    `partitions` > 1 the windows' forecasts run in that many tasks of the flow's task runner."""
     job = job if isinstance(job, BacktestJob) else from_dict(BacktestJob, job)
     if job.output:
         files.check_output(job.output)  # refuse a bad output path before any work
         files.check_apart(job.output, [Home.of(home).dataset(job.dataset)], Home.of(home).protected)
     cfg = BacktestConfig(job.windows, job.step)
     df, freq = load_dataset(home, job.dataset)
-    if job.model:
+    if partitions > 1:  # in the flow itself: its parts are the tasks (a task cannot submit tasks to Dask)
+        predict = predict_in_parts(partitions)
+        result = (registered(df, load_registered(home, job.model), cfg, job.levels, predict) if job.model else
+                  family(df, freq, home, job, cfg, predict))
+    elif job.model:
         result = run_registered(df, load_registered(home, job.model), cfg, job.levels)
     else:
         result = run_family(df, freq, home, job, cfg)

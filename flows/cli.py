@@ -153,6 +153,8 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="processed dataset (from `forecasting ingest --name NAME`)")
     add_options(p, TrainJob)
     _threads_option(p)
+    _cluster_option(p, "the tuning workers (--workers of them, default one per cluster worker) are its tasks, "
+                       "all on one Optuna study")
 
 
 def _family(name: str) -> str:
@@ -174,6 +176,7 @@ def _worker_parser(p: argparse.ArgumentParser) -> None:
 def _backtest_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="processed dataset")
     add_options(p, BacktestJob)
+    _cluster_option(p, "the cutoffs' windows are cut into parts forecast by its workers")
 
 
 def _forecast_parser(p: argparse.ArgumentParser) -> None:
@@ -263,18 +266,28 @@ def _storage_hidden(job: TrainJob) -> TrainJob:
 
 def cmd_train(args, home: Path) -> dict:
     return run_train(_storage_hidden(from_options(TrainJob, args, dataset=args.name)), home,
-                     getattr(args, "threads", None))
+                     getattr(args, "threads", None), getattr(args, "cluster", None))
 
 
-def run_train(job: TrainJob, home: Path, threads: int | None = None) -> dict:
-    """Run the train flow and print the short comparison, the best baseline and the registrations."""
+def run_train(job: TrainJob, home: Path, threads: int | None = None, cluster_spec: str | None = None) -> dict:
+    """Run the train flow (its tuning on `cluster_spec`'s Dask workers when given: `--workers` of them,
+    default one per cluster worker) and print the short comparison, the best baseline and the registrations."""
     from flows.train import train_flow
     from forecasting.core.cpus import default_threads
     from forecasting.core.training import resolve_device, torch_threads
 
     resolve_device(job.device)  # refuse --device cuda on a machine without CUDA before any work
-    with torch_threads(threads or default_threads()):
-        r = train_flow(job, str(home))
+    flow, workers = train_flow, 0
+    if cluster_spec:
+        from flows import cluster
+
+        flow = train_flow.with_options(task_runner=cluster.task_runner(cluster_spec))
+        workers = job.workers if job.workers > 1 else cluster.workers(cluster_spec)
+    from forecasting.core.secrets import exported
+
+    # A local cluster's worker processes start inside the flow: they inherit the storage's real URL.
+    with torch_threads(threads or default_threads()), exported():
+        r = flow(job, str(home), cluster_workers=workers)
     print(f"\nComparison on the test part ({job.metric} decides nothing here: the champion is gated on "
           f"val_backtest_{job.metric}, over the validation cutoffs). The full table, with intervals and costs, "
           "is the pipeline run's `comparison` artifact in MLflow.\n")
@@ -366,10 +379,12 @@ def cmd_forecast(args, home: Path) -> dict:
 
 
 def cmd_backtest(args, home: Path) -> dict:
+    from flows import cluster
     from flows.backtest import backtest_flow
     from forecasting.core.tables import to_markdown
 
-    r = backtest_flow(from_options(BacktestJob, args, dataset=args.name), str(home))
+    flow = backtest_flow.with_options(task_runner=cluster.task_runner(args.cluster)) if args.cluster else backtest_flow
+    r = flow(from_options(BacktestJob, args, dataset=args.name), str(home), partitions=cluster.partitions(args.cluster))
     print(f"backtest of {r['what']} at {r['cutoffs']} cutoff(s) over the end of {args.name}:\n")
     # The frame keeps Nixtla's `y_hat` column; the table names the model (what a reader compares).
     print(to_markdown(r["metrics"].replace({"predictor": {"y_hat": r["what"]}})))

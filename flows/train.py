@@ -38,6 +38,26 @@ def tune_family(ctx: RunContext, job: TrainJob, df, split: Split, family: str) -
 
 
 @task(**COMPUTE)
+def tune_worker(home: str, job: TrainJob, family: str, parent_run_id: str, index: int) -> int:
+    """One tuning worker, on whichever cluster worker runs it: it fills the family's study (one torch
+    thread; trials nested under the pipeline's run) until the study is full."""
+    search.join_study(home, job, family, parent_run_id, index, threads=1, progress=False)
+    return index
+
+
+def tune_on_cluster(ctx: RunContext, job: TrainJob, df, split: Split, family: str, workers: int
+                    ) -> list[ForecasterConfig]:
+    """`workers` tuning workers as tasks of the flow's task runner (Dask), all on one study; then the
+    study's best configurations. Runs in the flow: its tasks are the workers."""
+    job = search.with_storage(job, ctx.home)
+    futures = [tune_worker.submit(ctx.home, search.with_storage(job, ctx.home, i), family, ctx.parent_run_id, i)
+               for i in range(workers)]
+    for f in futures:
+        f.result()
+    return search.top_configs(search.finished_on_cluster(ctx, job, df, split, family), family, job.ensemble)
+
+
+@task(**COMPUTE)
 def final_model(ctx: RunContext, job: TrainJob, df, split: Split, cfgs: list[ForecasterConfig], family: str
                 ) -> tuple[dict, Forecaster]:
     return pipeline.final_model(ctx, job, df, split, cfgs, family)
@@ -68,11 +88,16 @@ def register(ctx: RunContext, job: TrainJob, row: dict, df: pd.DataFrame, split:
     return pipeline.register_family(ctx, job, row, df, split)
 
 
-def _families(ctx: RunContext, job: TrainJob, df, split: Split) -> list[dict]:
-    """Tune, refit and backtest every family: one comparison row each."""
+def _families(ctx: RunContext, job: TrainJob, df, split: Split, cluster_workers: int = 0) -> list[dict]:
+    """Tune (on the cluster's workers when `cluster_workers`), refit and backtest every family: one
+    comparison row each."""
     rows = []
     for family in job.families:
-        cfgs = tune_family(ctx, job, df, split, family)
+        if cluster_workers:
+            with step(f"{job.dataset}: tune {family}: {cluster_workers} workers on the cluster, one study"):
+                cfgs = tune_on_cluster(ctx, job, df, split, family, cluster_workers)
+        else:
+            cfgs = tune_family(ctx, job, df, split, family)
         members = f" ({len(cfgs)} members)" if len(cfgs) > 1 else ""
         with step(f"{job.dataset}: refit {family}{members}, score the test part once"):
             row, forecaster = final_model(ctx, job, df, split, cfgs, family)
@@ -90,15 +115,17 @@ def _families(ctx: RunContext, job: TrainJob, df, split: Split) -> list[dict]:
 
 # Deployments pass the job as a JSON object: it is rebuilt by the one deserializer, not by Prefect.
 @flow(name="train", validate_parameters=False)
-def train_flow(job: TrainJob | dict, home: str = ".") -> dict:
-    """Tune and register every family of `job`; returns the comparison table and the registrations."""
+def train_flow(job: TrainJob | dict, home: str = ".", cluster_workers: int = 0) -> dict:
+    """Tune and register every family of `job`; returns the comparison table and the registrations.
+    With `cluster_workers` the tuning runs as that many tasks of the flow's task runner (a Dask cluster
+    under `--cluster`), all on the family's one study."""
     job = job if isinstance(job, TrainJob) else from_dict(TrainJob, job)
     df, freq = load_dataset(home, job.dataset)
     split = plan.make_split(df, job)
     plan.check_job(df, freq, job, split)  # seasons, lookbacks, backtest cutoffs: refused before any run
     ctx = start(home, job, df, freq)
     try:
-        rows = _families(ctx, job, df, split)
+        rows = _families(ctx, job, df, split, cluster_workers)
         with step(f"{job.dataset}: baselines (naive, seasonal naive, ridge) on the same windows"):
             base_rows = baselines(ctx, job, df, split)
         if base_rows and all(r.get("reused") for r in base_rows):

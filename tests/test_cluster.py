@@ -5,6 +5,10 @@ reasons, and the same values up to float32 rounding (the parts are batched diffe
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import threading
+import time
 
 import flows_fixtures  # noqa: F401  (first: sets PREFECT_HOME before prefect is imported)
 import numpy as np
@@ -42,6 +46,79 @@ def test_a_batch_forecast_on_a_local_cluster_equals_the_single_process_one(train
     for col in ("y_hat", "y_hat-lo-80", "y_hat-hi-80"):
         np.testing.assert_allclose(cluster[col], single[col], rtol=1e-5, atol=1e-5)
     assert "short" not in set(cluster["unique_id"])
+
+
+@pytest.mark.slow
+def test_a_backtest_on_a_local_cluster_equals_the_single_process_one(trained_home, tmp_path, capsys):
+    """The cutoffs' windows are forecast in parts on the workers; the frame (every series, cutoff and
+    target, the model's and the baselines' columns, the interval columns) and the metrics are those
+    of the single-process backtest."""
+    from flows.cli import main
+
+    outs = {}
+    for name, extra in (("single", []), ("cluster", ["--cluster", "local:2"])):
+        outs[name] = tmp_path / f"{name}.parquet"
+        assert main(["backtest", DATASET, "--model", f"{DATASET}-gru@champion", "--windows", "3", "--level", "80",
+                     "--output", str(outs[name]), "--home", str(trained_home.home), *extra]) == 0
+    single, cluster = (pd.read_parquet(p) for p in outs.values())
+    assert list(cluster.columns) == list(single.columns) and len(cluster) == len(single) > 0
+    assert {"y_hat", "linear", "naive", "y_hat-lo-80"} <= set(single.columns)
+    keys = ["unique_id", "ds", "cutoff", "y"]
+    pd.testing.assert_frame_equal(cluster[keys], single[keys])
+    assert single["cutoff"].nunique() == 3 and single["unique_id"].nunique() == trained_home.ingest["n_series"]
+    for col in single.columns.drop(keys):
+        np.testing.assert_allclose(cluster[col], single[col], rtol=1e-5, atol=1e-5, err_msg=col)
+    assert capsys.readouterr().out.count(f"at 3 cutoff(s) over the end of {DATASET}") == 2
+
+
+def _kill_a_busy_worker(client, pids: dict, killed: list, timeout: float = 180) -> None:
+    """SIGKILL the first worker seen running a task (its nanny starts a new one; Dask reruns the task)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy = [a for a, tasks in client.processing().items() if tasks]
+        if busy:
+            os.kill(pids[busy[0]], signal.SIGKILL)
+            killed.append(busy[0])
+            return
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_part_loses_nothing(trained_home, tmp_path):
+    """A worker killed while it forecasts a part: Dask runs the part again on a live worker, and the
+    one output equals the single-process forecast (every series once, the same values)."""
+    from distributed import Client, LocalCluster
+
+    from flows.cli import main
+
+    hist = pd.read_csv(trained_home.csv)
+    src = tmp_path / "many.parquet"  # enough series that a part is still running when the worker dies
+    pd.concat([hist.assign(unique_id=hist["unique_id"] + f"-{k}") for k in range(300)]).to_parquet(src)
+    base = ["forecast", f"{DATASET}-gru", "--input", str(src), "--home", str(trained_home.home)]
+    assert main([*base, "--output", str(tmp_path / "single.parquet")]) == 0
+    killed: list[str] = []
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc, \
+            Client(lc) as client:
+        pids = client.run(os.getpid)  # {worker address: pid}
+        killer = threading.Thread(target=_kill_a_busy_worker, args=(client, pids, killed), daemon=True)
+        killer.start()
+        code = main([*base, "--output", str(tmp_path / "cluster.parquet"), "--cluster", lc.scheduler_address])
+        killer.join(timeout=5)
+    assert killed and code == 0
+    single, cluster = pd.read_parquet(tmp_path / "single.parquet"), pd.read_parquet(tmp_path / "cluster.parquet")
+    pd.testing.assert_frame_equal(cluster[["unique_id", "ds"]], single[["unique_id", "ds"]])
+    np.testing.assert_allclose(cluster["y_hat"], single["y_hat"], rtol=1e-5, atol=1e-5)
+
+
+def test_window_parts_cover_every_row_once_in_order():
+    from forecasting.core.evaluation import window_parts
+
+    for n, parts in ((10, 3), (3, 8), (1, 1), (7, 1), (100, 4)):
+        cut = window_parts(n, parts)
+        rows = np.concatenate([np.arange(n)[s] for s in cut])
+        np.testing.assert_array_equal(rows, np.arange(n))
+        assert len(cut) == min(n, parts) and all(s.stop > s.start for s in cut)
+        assert max(s.stop - s.start for s in cut) - min(s.stop - s.start for s in cut) <= 1
 
 
 def test_parts_hold_whole_series_in_order_and_every_row_once():

@@ -478,11 +478,13 @@ def files_holding(text: str, *roots: Path) -> list[Path]:
     return [p for p in files if text.encode() in p.read_bytes()]
 
 
-def test_cli_train_with_two_workers(dataset, pg_url, servers, tmp_path):
+@pytest.mark.parametrize("runner", [[], ["--cluster", "local:2"]], ids=["processes", "dask"])
+def test_cli_train_with_two_workers(dataset, pg_url, servers, tmp_path, runner):
     """`forecasting train --workers 2 --storage postgresql://user:password@...` end to end, with the default
     local MLflow store (SQLite, written by both processes), reaches the trial count; the password is
     nowhere in what the run recorded: the home's stores, Prefect's (the server's and the command's),
-    the user's home, or the command's output."""
+    the user's home, or the command's output. With `--cluster local:2` the two workers are tasks on a
+    Dask LocalCluster's worker processes (not the command's own), on the same one study."""
     n = 4
     home, ds = dataset
     url, secret = with_password(pg_url)
@@ -492,7 +494,7 @@ def test_cli_train_with_two_workers(dataset, pg_url, servers, tmp_path):
     log = tmp_path / "cli-train.log"
     proc = _spawn([*_forecasting(), "train", ds, "--horizon", str(H), "--models", "gru",
                    "--trials", str(n), "--max-epochs", "2", "--max-train-windows", "128", "--pruner", "none",
-                   "--storage", url, "--workers", "2", "--home", str(home)], env, log)
+                   "--storage", url, "--workers", "2", "--home", str(home), *runner], env, log)
     try:
         _wait(proc, log)
     finally:
@@ -506,8 +508,13 @@ def test_cli_train_with_two_workers(dataset, pg_url, servers, tmp_path):
     parent = client.search_runs([exp], filter_string="tags.kind = 'pipeline'")[0]
     assert parent.info.status == "FINISHED"
     per_trial = Counter(int(r.data.tags["optuna.trial"]) for r in _trial_runs(client, exp, parent.info.run_id))
-    assert per_trial == Counter({t.number: 1 for t in trials}), per_trial
+    # a worker that asks for a trial when the study is already full gets one it fails unrun (no MLflow run)
+    assert per_trial == Counter({t.number: 1 for t in trials if not t.user_attrs.get("surplus")}), per_trial
     assert str(client.get_model_version_by_alias(f"{ds}-gru", "champion").version) == "1"
     assert parent.data.params["tune.storage"] == url.replace(secret, "***")  # what the run says it used
     assert files_holding(secret, home, tmp_path / "prefect-home", servers["prefect_home"], user, log) == []
-    print(json.dumps({"trials_per_worker": Counter(t.user_attrs.get("worker") for t in trials)}))
+    workers = Counter(t.user_attrs.get("worker") for t in trials)
+    if runner:  # every trial ran in a cluster worker process, none in the command's
+        assert all(w and not w.endswith(f"-{proc.pid}") for w in workers), workers
+        assert "2 workers on the cluster, one study" in log.read_text()
+    print(json.dumps({"trials_per_worker": workers}))

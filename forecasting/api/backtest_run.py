@@ -19,6 +19,7 @@ from forecasting.core.backtest import Backtest, BacktestConfig, cutoffs
 from forecasting.core.columns import CUTOFF, ID, Y_HAT
 from forecasting.core.data import Split
 from forecasting.core.errors import DataError
+from forecasting.core.evaluation import PredictFn, in_process
 from forecasting.core.intervals import Conformal, backtest_intervals, interval_scores
 from forecasting.core.scaling import SeriesScaler
 
@@ -59,11 +60,13 @@ def _scaling(f: Forecaster, df: pd.DataFrame, split: Split) -> Forecaster:
     return f.rescaled(SeriesScaler(own.scaler_.ids, mean, std), own.mase_scale_)
 
 
-def run_backtest(df: pd.DataFrame, forecaster: Fitted, split: Split, cfg: BacktestConfig) -> Backtest:
+def run_backtest(df: pd.DataFrame, forecaster: Fitted, split: Split, cfg: BacktestConfig,
+                 predict: PredictFn = in_process) -> Backtest:
     """The model and the baselines (naive, seasonal naive per period, ridge fitted before the first
-    cutoff) at the K cutoffs over the end of every series."""
+    cutoff) at the K cutoffs over the end of every series; `predict` runs each on the windows."""
     baselines, _ = forecaster.baselines(df, split, (forecaster.cfg.model.lookback,))
-    return forecaster.cross_validation(df, split.lengths, split.val_end, cfg, [forecaster.predictor(), *baselines])
+    return forecaster.cross_validation(df, split.lengths, split.val_end, cfg, [forecaster.predictor(), *baselines],
+                                       predict)
 
 
 def with_intervals(bt: Backtest, df: pd.DataFrame, f: Fitted, conf: Conformal | None,
@@ -83,26 +86,29 @@ def with_intervals(bt: Backtest, df: pd.DataFrame, f: Fitted, conf: Conformal | 
 
 
 def backtest_registered(df: pd.DataFrame, forecaster: Fitted, cfg: BacktestConfig, what: str,
-                        trained_until: pd.Timestamp | None = None, levels: tuple[int, ...] = ()) -> BacktestResult:
-    """Backtest a loaded registered model (no refit) over the end of `df`, with its stored intervals."""
+                        trained_until: pd.Timestamp | None = None, levels: tuple[int, ...] = (),
+                        predict: PredictFn = in_process) -> BacktestResult:
+    """Backtest a loaded registered model (no refit) over the end of `df`, with its stored intervals;
+    `predict` runs the model and the baselines on the cutoffs' windows (default: here)."""
     m = forecaster.cfg.model
     split = cutoff_split(df, m.horizon, m.lookback, cfg)
     g = _scaling(forecaster, df, split)
-    bt = with_intervals(run_backtest(df, g, split, cfg), df, g, forecaster.conformal_, levels)
+    bt = with_intervals(run_backtest(df, g, split, cfg, predict), df, g, forecaster.conformal_, levels)
     first = bt.forecasts[CUTOFF].min()
     return BacktestResult(bt, what, int(bt.by_cutoff[CUTOFF].nunique()),
                           bool(trained_until is not None and trained_until > first))
 
 
 def backtest_family(df: pd.DataFrame, cfg: ForecasterConfig, bt_cfg: BacktestConfig,
-                    levels: tuple[int, ...] = ()) -> BacktestResult:
+                    levels: tuple[int, ...] = (), predict: PredictFn = in_process) -> BacktestResult:
     """Fit `cfg` on the rows before the first cutoff (early stopping on their last tenth, where its
-    intervals are calibrated too), then backtest it with the baselines at the K cutoffs."""
+    intervals are calibrated too), then backtest it with the baselines at the K cutoffs (`predict`
+    runs them on the windows; the fit stays in this process)."""
     split = cutoff_split(df, cfg.model.horizon, cfg.model.lookback, bt_cfg)
     f = Forecaster(cfg)
     f.fit(df, split)
     # Calibrated on every window of the fitting rows' validation tenth, before the first cutoff.
     conf = f.calibrate(df, levels, split.val_end, split.train_end)
-    bt = with_intervals(run_backtest(df, f, split, bt_cfg), df, f, conf, levels)
+    bt = with_intervals(run_backtest(df, f, split, bt_cfg, predict), df, f, conf, levels)
     return BacktestResult(bt, f"{cfg.family} (fitted before the first cutoff)", int(bt.by_cutoff[CUTOFF].nunique()),
                           False)

@@ -26,8 +26,10 @@ from forecasting.core.columns import ID, TIME, Y_HAT
 from forecasting.core.data import Split
 from forecasting.core.evaluation import (
     Evaluation,
+    PredictFn,
     Predictor,
     fit_linear,
+    in_process,
     point_metrics,
     score,
     simple_predictors,
@@ -112,14 +114,16 @@ class Fitted:
     conformal_: Conformal | None
 
     def cross_validation(self, df: pd.DataFrame, end: np.ndarray | None = None, lo: np.ndarray | None = None,
-                         backtest: BacktestConfig = BacktestConfig(), predictors: list[Predictor] | None = None
-                         ) -> Backtest:
+                         backtest: BacktestConfig = BacktestConfig(), predictors: list[Predictor] | None = None,
+                         predict: PredictFn = in_process) -> Backtest:
         """Rolling-origin backtest (Nixtla's `cross_validation` frame: unique_id, ds, cutoff, y, y_hat
         and one column per extra predictor) whose targets lie in rows [lo, end) of each series
-        (default: up to each series' end); inputs may come from before `lo`."""
+        (default: up to each series' end); inputs may come from before `lo`. `predict` runs each
+        predictor on the windows (default: here)."""
         end = df.groupby(ID, sort=False).size().to_numpy() if end is None else end
         return cross_validation(self.panel(df), predictors or [self.predictor()], self.cfg.model.horizon, end,
-                                self.scaler_.mean[:, 0], self.scaler_.std[:, 0], self.mase_scale_, backtest, lo)
+                                self.scaler_.mean[:, 0], self.scaler_.std[:, 0], self.mase_scale_, backtest, lo,
+                                predict)
 
     def calibrate(self, df: pd.DataFrame, levels: tuple[int, ...], end: np.ndarray, lo: np.ndarray
                   ) -> Conformal | None:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from forecasting.core.columns import CUTOFF, ID, TARGET, TIME
 from forecasting.core.config import BacktestConfig  # noqa: F401  (re-exported)
-from forecasting.core.evaluation import Evaluation, Predictor, point_metrics, score
+from forecasting.core.evaluation import Evaluation, PredictFn, Predictor, in_process, point_metrics, score
 from forecasting.core.metrics import mse
 from forecasting.core.windows import Panel, Windows
 
@@ -75,12 +75,14 @@ def _times(panel: Panel, series: np.ndarray, rows: np.ndarray) -> pd.DatetimeInd
 
 def cross_validation(panel: Panel, predictors: list[Predictor], horizon: int, end: np.ndarray,
                      mean: np.ndarray, std: np.ndarray, mase_scale: np.ndarray,
-                     cfg: BacktestConfig = BacktestConfig(), lo: np.ndarray | None = None) -> Backtest:
+                     cfg: BacktestConfig = BacktestConfig(), lo: np.ndarray | None = None,
+                     predict: PredictFn = in_process) -> Backtest:
     """Backtest every predictor at the same cutoffs of a standardized `panel`.
 
     `mean`/`std` [S] undo the standardization of the target; `mase_scale` [S] is each series'
     in-sample seasonal-naive error. Every predictor sees the same targets: the windows are cut
-    with the longest lookback among them.
+    with the longest lookback among them. `predict` runs a predictor on the windows (here, or in
+    parts elsewhere); scoring stays here, on all the windows at once.
     """
     L = max(p.lookback for p in predictors)
     w, local = cutoff_windows(panel, L, horizon, end, cfg, lo)
@@ -97,7 +99,7 @@ def cross_validation(panel: Panel, predictors: list[Predictor], horizon: int, en
     })
     overall, per_cut = [], []
     for p in predictors:
-        y_hat_std = p(x[:, L - p.lookback:], series)  # [N, H]
+        y_hat_std = predict(p, x[:, L - p.lookback:], series)  # [N, H]
         ev = score(y_std, y_hat_std, series, mean, std, mase_scale)
         if "y" not in frame:
             frame[TARGET] = ev.y.reshape(-1)

@@ -41,6 +41,22 @@ class Predictor:
         return self.fn(x, series) if self.by_series else self.fn(x)
 
 
+# How a backtest runs its predictors: (predictor, x [N, L, F], series [N]) -> [N, H]. The default calls
+# the predictor here; a runner may cut the windows into parts and forecast them elsewhere (Dask workers).
+PredictFn = Callable[[Predictor, np.ndarray, np.ndarray], np.ndarray]
+
+
+def in_process(p: Predictor, x: np.ndarray, series: np.ndarray) -> np.ndarray:
+    """Forecasts [N, H] of every window in this process."""
+    return p(x, series)
+
+
+def window_parts(n: int, parts: int) -> list[slice]:
+    """Rows [0, n) cut into at most `parts` contiguous, non-empty slices of about equal size, in order."""
+    bounds = np.linspace(0, n, max(1, min(parts, n)) + 1).round().astype(int)
+    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+
+
 @dataclass
 class Evaluation:
     """Forecasts of a set of windows on the original scale, with their metrics."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 SECRET_ENV = "FORECASTING_SECRET_URLS"  # {redacted: real} for worker processes (their environment only)
@@ -53,3 +55,18 @@ def child_env() -> dict[str, str]:
     """Environment entries that let a worker process `reveal` what this one hid."""
     known = {**json.loads(os.environ.get(SECRET_ENV) or "{}"), **_REAL}
     return {SECRET_ENV: json.dumps(known)} if known else {}
+
+
+@contextmanager
+def exported() -> Iterator[None]:
+    """Within the block, this process's environment carries what `child_env` gives, so that worker
+    processes it starts (a local Dask cluster's) can `reveal` what this one hid; restored after."""
+    before = os.environ.get(SECRET_ENV)
+    os.environ.update(child_env())
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(SECRET_ENV, None)
+        else:
+            os.environ[SECRET_ENV] = before

@@ -36,7 +36,7 @@ from forecasting.pipeline.steps import run_context
 from forecasting.tracking import runs
 from forecasting.tuning.objective import TuneResult, tune
 from forecasting.tuning.space import apply_params
-from forecasting.tuning.study import check_storage, default_storage, study_name
+from forecasting.tuning.study import check_storage, default_storage, open_study, study_name
 
 JOB_ENV = "FORECASTING_WORKER_JOB"  # the job of worker processes (keeps a storage password off `ps`)
 
@@ -108,9 +108,23 @@ def tune_parallel(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split
         raise ForecastingError(f"{len(failed)} of {job.workers - 1} worker process(es) failed (exit {failed})")
     # This worker stops when the study is full, while the others may still finish a trial they
     # had started: take the best (and draw the plots) of the whole study once they are done.
-    best = result.study.best_trial
-    search_log.log_search(ctx.parent_run_id, result.study, family)
-    return TuneResult(result.study, dict(best.params), apply_params(result.config, best.params, family))
+    return whole_study(ctx, result.study, result.config, family)
+
+
+def whole_study(ctx: RunContext, study, config: ForecasterConfig, family: str) -> TuneResult:
+    """The best of a study every worker has finished, applied to `config`; its plots on the parent run."""
+    best = study.best_trial
+    search_log.log_search(ctx.parent_run_id, study, family)
+    return TuneResult(study, dict(best.params), apply_params(config, best.params, family))
+
+
+def finished_on_cluster(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split, family: str) -> TuneResult:
+    """The result of a search whose workers all ran elsewhere (tasks on a cluster), read from its storage."""
+    job = with_storage(job, ctx.home)
+    study = open_study(study_name(job.dataset, job.horizon, family), job.tune)
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        raise ForecastingError(f"the {family} study {study.study_name} holds no completed trial after its workers ended")
+    return whole_study(ctx, study, base_config(df, ctx.freq, job, split, family), family)
 
 
 def join_study(home: str | Path, job: TrainJob, family: str, parent_run_id: str | None = None,
