@@ -1,4 +1,5 @@
-"""Scale-out benchmark: tuning trials per hour with 1 worker and with 2 workers, in one run.
+"""Scale-out benchmark: tuning trials per hour with 1 worker and with 2 workers, as processes and as
+Dask tasks, in one run.
 
 Each run tunes a fresh study in a fresh PostgreSQL database (created and dropped here) with the
 same fixed budget: the study is pre-filled with `trials` copies of one fixed configuration
@@ -64,11 +65,20 @@ def parse(argv: list[str] | None):
     p.add_argument("--postgres", default=os.environ.get("FORECASTING_BENCH_POSTGRES",
                                                         "postgresql://postgres@127.0.0.1:5432"),
                    help="PostgreSQL server URL without a database name")
+    p.add_argument("--runners", default="processes,dask", type=_runners,
+                   help="how the workers run, comma-separated: processes (`train --workers N`), dask "
+                        "(`train --cluster local:N`); default both")
     p.add_argument("--timeout", type=float, default=3600, help="seconds a run may take before it is abandoned")
     args = p.parse_args(argv)
     if args.out is None:
         args.out = Path(tempfile.mkdtemp(prefix="scaleout-quick-")) if args.quick else C.RESULTS
     return args
+
+
+def _runners(text: str) -> str:
+    if not text or not set(text.split(",")) <= {"processes", "dask"}:
+        raise argparse.ArgumentTypeError(f"expected processes, dask or both, got {text!r}")
+    return text
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -190,16 +200,16 @@ def _worker_log(logs: Path, workers: int, i: int) -> Path:
     return logs / f"workers{workers}-{i}.log"
 
 
-def _wait_at_gate(cur, procs: list[subprocess.Popen], logs: Path) -> None:
-    """Return once every worker is blocked on the locked study tables (all started, imports done)."""
-    workers = len(procs)
+def _wait_at_gate(cur, workers: int, check_alive) -> None:
+    """Return once `workers` workers are blocked on the locked study tables (all started, imports done);
+    `check_alive()` raises when one of them died."""
     deadline = time.monotonic() + 600
     while True:
         cur.execute("SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted "
                     "AND relation IN ('version_info'::regclass, 'studies'::regclass)")
         if cur.fetchone()[0] >= workers:
             return
-        _check_alive(procs, logs, workers)
+        check_alive()
         if time.monotonic() > deadline:
             raise SystemExit("error: the workers did not reach the study within 600 s")
         time.sleep(0.1)
@@ -217,7 +227,7 @@ def timed_workers(commands: list[list[str]], env: dict, url: str, logs: Path, ti
             for i, cmd in enumerate(commands):
                 outs.append(open(_worker_log(logs, workers, i), "wb"))  # noqa: SIM115
                 procs.append(subprocess.Popen(cmd, env=env, stdout=outs[-1], stderr=subprocess.STDOUT))
-            _wait_at_gate(cur, procs, logs)
+            _wait_at_gate(cur, workers, lambda: _check_alive(procs, logs, workers))
         t0 = time.perf_counter()
         gate.rollback()  # release: every worker starts tuning now
         for p in procs:
@@ -228,6 +238,45 @@ def timed_workers(commands: list[list[str]], env: dict, url: str, logs: Path, ti
         _stop(procs, outs)
     _check_alive(procs, logs, workers, finished=True)
     return seconds
+
+
+def _warm() -> None:
+    """Imports a tuning worker needs, done in each Dask worker before the clock (as a process's are)."""
+    import mlflow  # noqa: F401
+
+    import forecasting.pipeline.search  # noqa: F401
+
+
+def timed_dask(calls: list[tuple], url: str, tracking_uri: str, timeout: float) -> float:
+    """The same gate and clock with the workers as tasks on a Dask LocalCluster of one single-threaded
+    process per call (what `train --cluster local:N` runs: `search.join_study` in each), one task pinned
+    to each worker; the cluster's start and the workers' imports stay off the clock."""
+    from distributed import Client, LocalCluster
+
+    from forecasting.pipeline.search import join_study
+
+    workers, before = len(calls), os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # inherited by the worker processes
+    try:
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as lc, \
+                Client(lc) as client:
+            client.run(_warm)
+            addresses = sorted(client.scheduler_info()["workers"])
+            gate = _connect(url)
+            try:
+                with gate.cursor() as cur:
+                    cur.execute("LOCK TABLE version_info, studies IN ACCESS EXCLUSIVE MODE")
+                    futures = [client.submit(join_study, *args, pure=False, workers=[a])
+                               for args, a in zip(calls, addresses, strict=True)]
+                    _wait_at_gate(cur, workers, lambda: [f.result() for f in futures if f.status == "error"])
+                t0 = time.perf_counter()
+                gate.rollback()
+                client.gather(futures)
+                return time.perf_counter() - t0
+            finally:
+                gate.close()
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI") if before is None else os.environ.update(MLFLOW_TRACKING_URI=before)
 
 
 def _stop(procs: list[subprocess.Popen], outs: list) -> None:
@@ -260,21 +309,27 @@ def run_timings(job, params: dict, url: str, name: str, workers: int, threads: i
             "mean_train_seconds": round(float(np.mean(train)), 3) if train else None}
 
 
-def run(workers: int, home: Path, job, params: dict, db: Databases, tracking_uri: str, experiment_id: str,
-        logs: Path, timeout: float) -> dict:
-    """Tune `job.tune.n_trials` fixed trials with `workers` worker processes; return the timings."""
+def run(runner: str, workers: int, home: Path, job, params: dict, db: Databases, tracking_uri: str,
+        experiment_id: str, logs: Path, timeout: float) -> dict:
+    """Tune `job.tune.n_trials` fixed trials with `workers` workers (`processes`: worker processes with
+    `threads_per_worker(workers)` threads; `dask`: Dask tasks, one thread each); return the timings."""
     from mlflow import MlflowClient
 
-    from forecasting.pipeline.search import threads_per_worker, worker_command
+    from forecasting.pipeline.search import threads_per_worker, with_storage, worker_command
 
     job, name = prefilled_study(job, params, workers, db)
     client = MlflowClient(tracking_uri=tracking_uri)
-    parent = client.create_run(experiment_id, run_name=f"workers-{workers}", tags={"kind": "benchmark"}).info.run_id
-    threads = threads_per_worker(workers)
-    commands = [worker_command(home, job, FAMILY, parent, i, threads) for i in range(workers)]
-    seconds = timed_workers(commands, worker_env(tracking_uri, threads), job.tune.storage, logs, timeout)
+    parent = client.create_run(experiment_id, run_name=f"{runner}-{workers}", tags={"kind": "benchmark"}).info.run_id
+    if runner == "dask":
+        threads = 1
+        calls = [(home, with_storage(job, home, i), FAMILY, parent, i, 1, False) for i in range(workers)]
+        seconds = timed_dask(calls, job.tune.storage, tracking_uri, timeout)
+    else:
+        threads = threads_per_worker(workers)
+        commands = [worker_command(home, job, FAMILY, parent, i, threads) for i in range(workers)]
+        seconds = timed_workers(commands, worker_env(tracking_uri, threads), job.tune.storage, logs, timeout)
     client.set_terminated(parent)
-    return run_timings(job, params, job.tune.storage, name, workers, threads, seconds)
+    return {"runner": runner, **run_timings(job, params, job.tune.storage, name, workers, threads, seconds)}
 
 
 def _check_alive(procs, logs: Path, workers: int, finished: bool = False) -> None:
@@ -299,16 +354,18 @@ def _load_trials(url: str, name: str):
 
 
 def summary(res: dict) -> str:
-    rows = [[str(r["workers"]), str(r["threads_per_worker"]), str(r["trials"]),
+    base = {r["runner"]: r["trials_per_hour"] for r in res["runs"] if r["workers"] == res["runs"][0]["workers"]}
+    rows = [[r["runner"], str(r["workers"]), str(r["threads_per_worker"]), str(r["trials"]),
              " / ".join(map(str, r["trials_per_worker"])), C.fmt(r["seconds"], 1), C.fmt(r["trials_per_hour"], 0),
-             C.fmt(r["trials_per_hour"] / res["runs"][0]["trials_per_hour"], 2) + "x"]
+             C.fmt(r["trials_per_hour"] / base[r["runner"]], 2) + "x"]
             for r in res["runs"]]
-    text = C.table(["workers", "torch threads each", "trials", "trials per worker", "seconds",
+    text = C.table(["runner", "workers", "torch threads each", "trials", "trials per worker", "seconds",
                     "trials / hour", "vs 1 worker"], rows)
-    if res.get("ratio") is not None:
-        text += (f"\n{res['runs'][-1]['workers']} workers against 1: **{res['ratio']:.2f}x** trials per hour "
-                 f"(goal ≥ {GOAL_RATIO}x: {C.verdict(res['ratio'] >= GOAL_RATIO)}); from Optuna's first-trial-"
-                 f"start to last-trial-end span: {res['ratio_span']:.2f}x.\n")
+    for runner, (ratio, span) in res.get("ratios", {}).items():
+        if ratio is not None:
+            text += (f"\n{runner}: {res['runs'][-1]['workers']} workers against 1: **{ratio:.2f}x** trials per hour "
+                     f"(goal ≥ {GOAL_RATIO}x: {C.verdict(ratio >= GOAL_RATIO)}); from Optuna's first-trial-"
+                     f"start to last-trial-end span: {span:.2f}x.\n")
     return text
 
 
@@ -320,9 +377,12 @@ def render(res: dict) -> str:
         f"Each run: a fresh PostgreSQL study pre-filled with {b['trials']} trials of one fixed GRU "
         f"configuration ({', '.join(f'{k} {v}' for k, v in p.items())}), {b['max_epochs']} epoch(s) of "
         f"{b['max_train_windows']} windows each, pruner none, on {b['n_series']} synthetic hourly series of "
-        f"{b['length']} points (horizon {HORIZON}); workers are `python -m forecasting.pipeline.worker` processes with "
-        "`threads_per_worker(workers)` torch threads each, trials logged to MLflow on PostgreSQL. Seconds run "
-        "from the moment all workers wait on the study (process start and imports excluded) to the last exit.",
+        f"{b['length']} points (horizon {HORIZON}); trials logged to MLflow on PostgreSQL. Runner `processes`: "
+        "workers are `python -m forecasting.pipeline.worker` processes (what `train --workers N` starts) with "
+        "`threads_per_worker(workers)` torch threads each. Runner `dask`: workers are `search.join_study` tasks, "
+        "one pinned to each single-threaded process of a Dask LocalCluster (what `train --cluster local:N` runs, "
+        "without Prefect's task wrapper), one torch thread each. Seconds run from the moment all workers wait on "
+        "the study (process or cluster start and imports excluded) to the last one's end.",
         "",
         f"PostgreSQL {res['postgres']}.", "",
         C.conditions(res),
@@ -378,17 +438,21 @@ def measure(db: Databases, counts: list[int], b: dict, args: argparse.Namespace)
         tracking_uri = db.create("fc_bench_mlflow")
         client = MlflowClient(tracking_uri=tracking_uri)  # creates MLflow's tables before the clock
         exp = client.create_experiment(f"{DATASET}-h{HORIZON}", artifact_location=(tmp / "artifacts").as_uri())
-        for w in counts:
-            print(f"{w} worker(s): {b['trials']} trials ...", file=sys.stderr, flush=True)
-            r = run(w, home, job, params, db, tracking_uri, exp, logs, args.timeout)
+        for runner, w in [(r, w) for r in args.runners.split(",") for w in counts]:
+            print(f"{runner}, {w} worker(s): {b['trials']} trials ...", file=sys.stderr, flush=True)
+            r = run(runner, w, home, job, params, db, tracking_uri, exp, logs, args.timeout)
             print(f"    {r['seconds']:.1f} s, {r['trials_per_hour']:.0f} trials/hour, trials per worker "
                   f"{r['trials_per_worker']}", file=sys.stderr, flush=True)
             runs.append(r)
     return params, runs
 
 
-def ratios(runs: list[dict]) -> tuple[float | None, float | None]:
-    """Trials per hour of the last run over the first: by the clock, and by Optuna's trial span."""
+def ratios(runs: list[dict]) -> dict[str, tuple[float | None, float | None]]:
+    """Per runner, trials per hour of its last run over its first: by the clock, and by Optuna's trial span."""
+    return {r: _ratio([x for x in runs if x["runner"] == r]) for r in dict.fromkeys(x["runner"] for x in runs)}
+
+
+def _ratio(runs: list[dict]) -> tuple[float | None, float | None]:
     base, last = runs[0], runs[-1]
     if len(runs) < 2:
         return None, None
@@ -412,10 +476,11 @@ def main(argv: list[str] | None = None) -> dict:
         params, runs = measure(db, counts, b, args)
     finally:
         db.drop_all()
-    ratio, ratio_span = ratios(runs)
-    res = meta.finish({"postgres": db.version, "params": params, "runs": runs,
+    by_runner = ratios(runs)
+    ratio, ratio_span = next(iter(by_runner.values()))  # the first runner's (processes by default)
+    res = meta.finish({"postgres": db.version, "params": params, "runs": runs, "ratios": by_runner,
                        "ratio": ratio, "ratio_span": ratio_span, "goal_ratio": GOAL_RATIO,
-                       "goal_met": None if ratio is None else ratio >= GOAL_RATIO})
+                       "goal_met": {r: None if v[0] is None else v[0] >= GOAL_RATIO for r, v in by_runner.items()}})
     js, md = C.write(args.out, NAME, res, render(res))
     print(summary(res))
     print(f"wrote {js} and {md}")

@@ -255,9 +255,12 @@ def test_benchmark_scaleout_quick(tmp_path):
     assert res["machine"]["cpu_count"] >= 1 and res["device"]["type"] in ("cpu", "cuda")
     for lib in ("torch", "optuna", "mlflow", "sqlalchemy", "psycopg2"):
         assert res["versions"][lib] not in (None, "", "not installed"), lib
-    assert [run["workers"] for run in res["runs"]] == [1, 2]
+    assert [(run["runner"], run["workers"]) for run in res["runs"]] == [("processes", 1), ("processes", 2),
+                                                                        ("dask", 1), ("dask", 2)]
     for run in res["runs"]:
         assert run["trials"] >= res["budget"]["trials"] and run["trials_per_hour"] > 0
         assert sum(run["trials_per_worker"]) == run["trials"]
-    assert res["ratio"] == pytest.approx(res["runs"][1]["trials_per_hour"] / res["runs"][0]["trials_per_hour"],
-                                         rel=1e-2)
+    for i, runner in ((0, "processes"), (2, "dask")):
+        tph = [r["trials_per_hour"] for r in res["runs"][i:i + 2]]
+        assert res["ratios"][runner][0] == pytest.approx(tph[1] / tph[0], rel=1e-2)
+    assert res["ratio"] == res["ratios"]["processes"][0] and "| dask | 2 |" in md
