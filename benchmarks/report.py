@@ -1,6 +1,6 @@
 """Regenerate the "Results" Markdown block (benchmarks/results/README.md) from the JSON files alone.
 
-Every number comes from `<results>/{etth1,etth1_h24_intervals,m4_hourly,demo,speed,scaleout}.json`
+Every number comes from `<results>/{etth1,etth1_h24_intervals,m4_hourly,demo,speed,scaleout,cluster}.json`
 through the benchmark scripts' own renderers (`summary()` unless a section names another); nothing is
 typed by hand. A missing JSON file is named, not invented.
 
@@ -28,6 +28,7 @@ SECTIONS = (
     ("demo", "The demo's training job over seeds (bundled ETTh1, H=24)", "demo", "summary"),
     ("speed", "Speed (ratios measured within one run)", "speed", "summary"),
     ("scaleout", "Scale-out (tuning workers sharing one study)", "scaleout", "summary"),
+    ("cluster", "Batch forecast on a Dask cluster", "cluster", "summary"),
 )
 
 

@@ -190,7 +190,7 @@ def test_benchmark_missing_data_dir_fails_clearly(tmp_path):
         assert not list(tmp_path.glob("*.json"))
 
 
-_REPORT_SECTIONS = ("etth1", "etth1_h24_intervals", "m4_hourly", "demo", "speed", "scaleout")
+_REPORT_SECTIONS = ("etth1", "etth1_h24_intervals", "m4_hourly", "demo", "speed", "scaleout", "cluster")
 
 
 def _report(results: Path, out: Path) -> str:
@@ -231,6 +231,19 @@ def test_benchmark_report_uses_only_json_and_names_what_is_missing(tmp_path):
         assert f"[{name}.md](" not in text, name
     assert text.count("is missing") == len(_REPORT_SECTIONS) - 1
     assert sorted(p.name for p in results.iterdir()) == ["etth1.json"]  # it wrote nothing beside the JSON
+
+
+@pytest.mark.slow
+def test_benchmark_cluster_quick(tmp_path):
+    """benchmarks/cluster.py --quick: one batch forecast per mode (one process, local:1, local:2)."""
+    res = _bench_quick("cluster.py", "cluster", tmp_path)
+    assert list(res["modes"]) == ["one process", "local:1", "local:2"] and res["budget"]["series"] == 2000
+    for mode in res["modes"].values():
+        (run,) = mode["runs"]
+        assert run["wall_seconds"] > 0 and run["model_seconds"] > 0
+    walls = {k: v["median_wall_seconds"] for k, v in res["modes"].items()}
+    assert res["ratio"] == pytest.approx(walls["local:1"] / walls["local:2"], rel=1e-2)
+    assert "| local:2 |" in (tmp_path / "cluster.md").read_text()
 
 
 @pytest.mark.slow
