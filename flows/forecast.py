@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import shutil
 
+import pandas as pd
 from prefect import flow, task
 
 from flows.common import COMPUTE, IO, log
@@ -48,21 +50,41 @@ def _model_in_this_process(home: str, model_name: str, version: str):
 
 
 @task(**COMPUTE)
-def forecast_part(home: str, model_name: str, version: str, part, levels: tuple[int, ...]) -> batch.BatchResult:
-    """One part of the series, on whichever worker runs it (one torch thread: one worker per CPU)."""
+def forecast_part(home: str, model_name: str, version: str, part, levels: tuple[int, ...],
+                  path: str | None = None) -> batch.BatchResult:
+    """One part of the series, on whichever worker runs it (one torch thread: one worker per CPU); with
+    `path` the worker writes its forecasts there (a dataset's part file) and returns only the counts."""
     from forecasting.core.training import torch_threads
 
     with torch_threads(1):
         result = batch.forecast_with(_model_in_this_process(home, model_name, version), part, levels)
     log(f"part of {part[ID].nunique()} series: {result.n_forecast} forecast, {len(result.skipped)} skipped")
-    return result
+    return batch.write_part(result, path) if path else result
 
 
 def forecast_parts(home: str, model_name: str, version: str, history, levels: tuple[int, ...],
-                   parts: int) -> batch.BatchResult:
-    """Every part submitted to the flow's task runner (Dask workers under --cluster), merged in order."""
-    futures = [forecast_part.submit(home, model_name, version, p, levels) for p in batch.partitions(history, parts)]
+                   parts: int, staging: str | None = None) -> batch.BatchResult:
+    """Every part submitted to the flow's task runner (Dask workers under --cluster), merged in order;
+    with `staging` (a dataset output) each worker writes its part file there."""
+    futures = [forecast_part.submit(home, model_name, version, p, levels,
+                                    str(files.part_path(staging, k)) if staging else None)
+               for k, p in enumerate(batch.partitions(history, parts))]
     return batch.merged([f.result() for f in futures])
+
+
+def forecast_to_dataset(home: str, model_name: str, version: str, history, levels: tuple[int, ...], parts: int,
+                        output: str) -> tuple[batch.BatchResult, str]:
+    """The workers write the parts of the dataset `output` (a folder) themselves; it is put in place
+    once every part is written and something was forecast, else nothing is left behind."""
+    staging = files.dataset_staging(output)
+    try:
+        result = batch.require_forecasts(forecast_parts(home, model_name, version, history, levels, parts,
+                                                        str(staging)))
+        path = str(files.commit_dataset(staging, output))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone after the commit; a failure's parts go too
+    log(f"workers wrote {result.rows} rows -> {path}")
+    return result, path
 
 
 @task(**IO)
@@ -93,7 +115,8 @@ def forecast_flow(model_name: str, input: str, output: str, alias: str = "champi
     """Forecast the next H steps of every series in `input` with `models:/<model_name>@<alias>`, with
     intervals at `levels`; `plot_path` also writes a fan chart (PNG). With `partitions` > 1 the series
     are cut into that many parts, each a task of the flow's task runner (a Dask cluster under
-    `--cluster`); the output is the same one file."""
+    `--cluster`); the output is the same one file, or, for an output without an extension, a Parquet
+    dataset folder whose part files the workers write themselves."""
     files.check_output(output)  # refuse a bad output path, plot path or model name before any work
     files.check_apart(output, [input], Home.of(home).protected)
     if plot_path:
@@ -103,9 +126,14 @@ def forecast_flow(model_name: str, input: str, output: str, alias: str = "champi
     forecaster, version = load_model(home, model_name, alias)
     cfg = cfg if isinstance(cfg, IngestConfig) else from_dict(IngestConfig, cfg or {})
     history = read_history(input, cfg)
-    result = batch.require_forecasts(forecast_parts(home, model_name, version, history, tuple(levels), partitions)
-                                     if partitions > 1 else forecast(forecaster, history, tuple(levels)))
-    path = write(result, output)
+    if partitions > 1 and files.is_dataset(output):  # written by the workers, part by part
+        result, path = forecast_to_dataset(home, model_name, version, history, tuple(levels), partitions, output)
+    else:
+        result = batch.require_forecasts(forecast_parts(home, model_name, version, history, tuple(levels), partitions)
+                                         if partitions > 1 else forecast(forecaster, history, tuple(levels)))
+        path = write(result, output)
+    if plot_path and result.written:  # the chart needs the rows the workers wrote
+        result = batch.BatchResult(pd.read_parquet(path), result.skipped, result.seconds)
     chart = (plot(history, result, tuple(levels), plot_path, f"{model_name} v{version}", tuple(plot_series))
              if plot_path else None)
     try:

@@ -92,6 +92,32 @@ def test_complete_write_replaces_the_older_output(tmp_path):
     assert list(out.parent.iterdir()) == [out]
 
 
+def test_an_output_without_extension_is_a_parquet_dataset_replaced_whole(tmp_path):
+    """No extension: a folder of part files, committed by a rename (an older one replaced, a killed
+    writer's staging folder removed, a file in the way refused before anything is written)."""
+    from forecasting.core import files
+
+    out = tmp_path / "forecasts"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs: its staging folder is a killed command's
+    stale = tmp_path / f".forecasts.{dead.pid}.abc.staging"
+    stale.mkdir()
+    assert write_table(forecasts(5), out) == out
+    assert sorted(p.name for p in out.iterdir()) == ["part-00000.parquet"]
+    staging = files.dataset_staging(out)  # the cluster path: parts written one by one, then committed
+    for k, n in enumerate((3, 4)):
+        write_table(forecasts(n), files.part_path(staging, k))
+    (staging / ".part-00002.parquet.1.x.tmp").write_text("half")  # a killed worker's write, rerun since
+    assert files.commit_dataset(staging, out) == out
+    assert sorted(p.name for p in out.iterdir()) == ["part-00000.parquet", "part-00001.parquet"]
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.concat([forecasts(3), forecasts(4)], ignore_index=True),
+                                  check_dtype=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["forecasts"]  # no staging, no old copy, no stale
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(DataError, match="a file is in the way"):
+        write_table(forecasts(), tmp_path / "taken")
+
+
 def test_unsupported_extension_writes_nothing(tmp_path):
     with pytest.raises(DataError, match="unsupported extension '.json'"):
         write_table(forecasts(), tmp_path / "forecast.json")

@@ -86,7 +86,8 @@ def _kill_a_busy_worker(client, pids: dict, killed: list, timeout: float = 180) 
 @pytest.mark.slow
 def test_a_worker_killed_mid_part_loses_nothing(trained_home, tmp_path):
     """A worker killed while it forecasts a part: Dask runs the part again on a live worker, and the
-    one output equals the single-process forecast (every series once, the same values)."""
+    output (a Parquet dataset whose parts the workers write) equals the single-process forecast:
+    every series once, in order, the same values."""
     from distributed import Client, LocalCluster
 
     from flows.cli import main
@@ -102,10 +103,14 @@ def test_a_worker_killed_mid_part_loses_nothing(trained_home, tmp_path):
         pids = client.run(os.getpid)  # {worker address: pid}
         killer = threading.Thread(target=_kill_a_busy_worker, args=(client, pids, killed), daemon=True)
         killer.start()
-        code = main([*base, "--output", str(tmp_path / "cluster.parquet"), "--cluster", lc.scheduler_address])
+        code = main([*base, "--output", str(tmp_path / "cluster"), "--cluster", lc.scheduler_address])
         killer.join(timeout=5)
     assert killed and code == 0
-    single, cluster = pd.read_parquet(tmp_path / "single.parquet"), pd.read_parquet(tmp_path / "cluster.parquet")
+    # the workers wrote the dataset's parts themselves: one file per part, nothing else, no staging left
+    parts = sorted(p.name for p in (tmp_path / "cluster").iterdir())
+    assert parts == [f"part-{k:05d}.parquet" for k in range(4)], parts
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    single, cluster = pd.read_parquet(tmp_path / "single.parquet"), pd.read_parquet(tmp_path / "cluster")
     pd.testing.assert_frame_equal(cluster[["unique_id", "ds"]], single[["unique_id", "ds"]])
     np.testing.assert_allclose(cluster["y_hat"], single["y_hat"], rtol=1e-5, atol=1e-5)
 

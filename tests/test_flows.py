@@ -283,6 +283,12 @@ def test_backtest_of_a_family_fitted_before_the_first_cutoff(trained_home, capsy
     assert 0 <= model["coverage_80"] <= 1 and model["msis_80"] > 0  # calibrated before the first cutoff
     assert set(r["metrics"]["predictor"]) >= {"y_hat", "naive", "seasonal_naive_24", "linear"}
     assert r["metrics"]["mase"].map(math.isfinite).all()
+    # The same cutoffs backtested with the registered model: the baselines that fit nothing score
+    # exactly alike in both modes (the MASE scales come from every row before the first cutoff).
+    reg = backtest_flow(BacktestJob(DATASET, model=f"{DATASET}-lstm@champion", windows=2), str(trained_home.home))
+    fixed = ["naive", "seasonal_naive_24"]
+    pd.testing.assert_frame_equal(r["metrics"].set_index("predictor").loc[fixed, ["mase", "smape", "mae", "mse"]],
+                                  reg["metrics"].set_index("predictor").loc[fixed, ["mase", "smape", "mae", "mse"]])
 
 
 def test_train_prints_every_step_with_its_time(trained_home, capfd):

@@ -109,6 +109,9 @@ def backtest_family(df: pd.DataFrame, cfg: ForecasterConfig, bt_cfg: BacktestCon
     f.fit(df, split)
     # Calibrated on every window of the fitting rows' validation tenth, before the first cutoff.
     conf = f.calibrate(df, levels, split.val_end, split.train_end)
-    bt = with_intervals(run_backtest(df, f, split, bt_cfg, predict), df, f, conf, levels)
+    # MASE scales from every row before the first cutoff, as for a registered model: both modes score
+    # the same cutoffs alike (the fit's own scales stop at its validation tenth).
+    g = _scaling(f, df, split)
+    bt = with_intervals(run_backtest(df, g, split, bt_cfg, predict), df, g, conf, levels)
     return BacktestResult(bt, f"{cfg.family} (fitted before the first cutoff)", int(bt.by_cutoff[CUTOFF].nunique()),
                           False)

@@ -25,13 +25,25 @@ def read_history(path: str | Path, cfg: IngestConfig = IngestConfig()) -> pd.Dat
 
 @dataclass
 class BatchResult:
-    forecasts: pd.DataFrame
+    forecasts: pd.DataFrame  # [rows, unique_id ds y_hat ...]; empty for parts their worker wrote itself
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    written: int = 0  # series forecast into part files by the workers (their rows are not in `forecasts`)
+    written_rows: int = 0
 
     @property
     def n_forecast(self) -> int:
-        return int(self.forecasts[ID].nunique()) if len(self.forecasts) else 0
+        return self.written + (int(self.forecasts[ID].nunique()) if len(self.forecasts) else 0)
+
+    @property
+    def rows(self) -> int:
+        return self.written_rows + len(self.forecasts)
+
+
+def write_part(result: BatchResult, path: str | Path) -> BatchResult:
+    """Write a part's forecasts to `path` (a dataset's part file, atomically); the result without them."""
+    write_atomic(path, lambda tmp: result.forecasts.to_parquet(tmp, index=False))
+    return BatchResult(result.forecasts.iloc[:0], result.skipped, result.seconds, result.n_forecast, result.rows)
 
 
 def require_forecasts(result: BatchResult) -> BatchResult:
@@ -66,7 +78,8 @@ def merged(results: list[BatchResult]) -> BatchResult:
     """The parts' results as one: forecasts in part order, every skipped series, the summed model time."""
     frames = [r.forecasts for r in results if len(r.forecasts)]
     out = pd.concat(frames, ignore_index=True) if frames else results[0].forecasts
-    return BatchResult(out, [s for r in results for s in r.skipped], sum(r.seconds for r in results))
+    return BatchResult(out, [s for r in results for s in r.skipped], sum(r.seconds for r in results),
+                       sum(r.written for r in results), sum(r.written_rows for r in results))
 
 
 def check_plot(path: str | Path) -> Path:

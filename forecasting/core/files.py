@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -23,11 +24,22 @@ if TYPE_CHECKING:  # pandas is the caller's: the command line reaches this modul
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 
 
+def is_dataset(path: str | Path) -> bool:
+    """An output path without an extension names a Parquet dataset: a folder of part files."""
+    return Path(path).suffix == ""
+
+
 def check_output(path: str | Path) -> Path:
-    """The output path, refused early when its extension names no supported table format."""
+    """The output path, refused early when its extension names no supported table format (no
+    extension: a Parquet dataset folder, refused where a file of that name is in the way)."""
     path = Path(path)
+    if is_dataset(path):
+        if path.exists() and not path.is_dir():
+            raise DataError(f"output {path}: a file is in the way of the dataset folder (or add .csv or .parquet)")
+        return path
     if path.suffix.lower() not in TABLE_SUFFIXES:
-        raise DataError(f"output {path}: unsupported extension {path.suffix.lower()!r} (use .csv or .parquet)")
+        raise DataError(f"output {path}: unsupported extension {path.suffix.lower()!r} (use .csv, .parquet, or no "
+                        "extension for a Parquet dataset folder)")
     return path
 
 
@@ -70,11 +82,49 @@ def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
 
 
 def write_table(df: pd.DataFrame, path: str | Path) -> Path:
-    """A frame as CSV or Parquet (by extension), atomically."""
+    """A frame as CSV or Parquet (by extension), or as a one-part Parquet dataset (no extension), atomically."""
     path = check_output(path)
+    if is_dataset(path):
+        staging = dataset_staging(path)
+        write_table(df, part_path(staging, 0))
+        return commit_dataset(staging, path)
     if path.suffix.lower() == ".csv":
         return write_atomic(path, lambda tmp: df.to_csv(tmp, index=False))
     return write_atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
+
+
+def dataset_staging(path: str | Path) -> Path:
+    """A fresh folder beside the dataset `path` where its parts are written (by any process) before
+    `commit_dataset` puts it in place; staging folders of killed commands are removed first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for old in path.parent.glob(f".{glob.escape(path.name)}.*.staging"):
+        pid = old.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".staging", dir=path.parent))
+
+
+def part_path(staging: str | Path, k: int) -> Path:
+    """Where part `k` of a dataset goes (each written atomically, so a rerun part replaces itself)."""
+    return Path(staging) / f"part-{k:05d}.parquet"
+
+
+def commit_dataset(staging: str | Path, path: str | Path) -> Path:
+    """Put a staging folder whose every part is written in place of the dataset `path`: one rename when
+    there is none yet; else the old one is renamed aside first and removed after."""
+    staging, path = Path(staging), Path(path)
+    for tmp in staging.glob(".*.tmp"):  # a part's write that a killed worker left (its rerun wrote it whole)
+        tmp.unlink(missing_ok=True)
+    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp's 0700 would survive the rename
+    if not path.exists():
+        os.replace(staging, path)
+        return path
+    aside = staging.with_suffix(".old")
+    os.replace(path, aside)
+    os.replace(staging, path)
+    shutil.rmtree(aside, ignore_errors=True)
+    return path
 
 
 def write_json(obj: object, path: str | Path) -> Path:
