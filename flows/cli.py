@@ -183,7 +183,8 @@ def _forecast_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_name", help="registered model name, e.g. etth1-gru")
     p.add_argument("--alias", default="champion", help="which version (default: champion)")
     p.add_argument("--input", required=True, help="history file (CSV or Parquet, long or wide)")
-    p.add_argument("--output", required=True, help="forecasts file (.csv or .parquet), written atomically")
+    p.add_argument("--output", required=True, help="forecasts file (.csv or .parquet), written atomically; no extension: a Parquet "
+                        "dataset folder (under --cluster the workers write its parts)")
     add_options(p, IngestConfig, skip=("freq", "fill", "min_length", "short"))
     p.add_argument("--level", type=int, nargs="*", default=[], metavar="LEVEL",
                    help="prediction-interval levels in percent, e.g. --level 80 95 (the model's conformal calibration)")
