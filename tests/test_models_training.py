@@ -372,9 +372,9 @@ def test_peak_memory_is_what_the_block_allocates_not_process_growth():
 def test_successive_fits_report_their_own_peak(make_sine_frame):
     """Two identical fits, large enough for the 5 ms sampler to see their working set, report about
     the same peak (the second once read ~0: memory the first had freed was still resident)."""
-    df = make_sine_frame(n_series=4, length=3000, seed=0)
+    df = make_sine_frame(n_series=4, length=1500, seed=0)
     split = split_fractions(df.groupby("unique_id", sort=False).size(), 0.1, 0.2)
     cfg = ForecasterConfig(model=ModelConfig(lookback=96, horizon=24, hidden=64, layers=2),
-                           train=TrainConfig(max_epochs=2, device="cpu", batch_size=512), calendar=False)
+                           train=TrainConfig(max_epochs=1, device="cpu", batch_size=512), calendar=False)
     peaks = [Forecaster(cfg).fit(df, split).peak_memory_mb for _ in range(2)]
     assert peaks[0] > 10 and peaks[1] > 10 and 0.5 < peaks[1] / peaks[0] < 2.0, peaks
