@@ -63,3 +63,17 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+# The longest test files (a minute or more each, mostly servers and subprocesses), longest first.
+# `make test` hands whole files to two processes in collection order: starting these first keeps one
+# long file from running alone at the end while the other process idles.
+LONGEST_FIRST = ("test_benchmarks_smoke.py", "test_benchmarks_scale_smoke.py", "test_scaleout.py", "test_cli.py",
+                 "test_serving.py", "test_tuning.py", "test_cluster.py", "test_families.py", "test_flows.py",
+                 "test_server_lifetime.py")
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """Order the files longest first (the same order in every process); tests keep their order within a file."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable: the rest as collected
