@@ -16,7 +16,6 @@ the parts. Each mode runs `--repeats` times; the table shows the median.
 
 from __future__ import annotations
 
-import os
 import re
 import statistics
 import subprocess
@@ -30,6 +29,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
+from startup import _env as command_env  # noqa: E402
 
 NAME = "cluster"
 GOAL_RATIO = 1.8  # 2 workers against 1 (issue 21)
@@ -43,12 +43,11 @@ QUICK_MODES = ("local:1", "local:2", "local:2, dataset")  # a smoke run: each pa
 
 
 def _cli(home: Path, *argv: str) -> tuple[float, str]:
-    """Wall seconds and stdout of one `forecasting` command in a fresh interpreter (it must succeed)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "FORECASTING_"))}
-    env.update(PYTHONPATH=str(C.REPO), OMP_NUM_THREADS="1", PREFECT_HOME=str(home / ".prefect"))
+    """Wall seconds and stdout of one `forecasting` command in a fresh interpreter (it must succeed), in
+    the environment of the start-up benchmark's commands (one OpenMP thread, the home's Prefect home)."""
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "flows.cli", "--home", str(home), *argv], cwd=C.REPO, env=env,
-                       capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "flows.cli", "--home", str(home), *argv], cwd=C.REPO,
+                       env=command_env(C.REPO, home, None), capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         raise SystemExit(f"error: {' '.join(argv[:2])} failed: {r.stderr[-2000:]}")

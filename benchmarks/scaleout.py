@@ -354,7 +354,7 @@ def _load_trials(url: str, name: str):
 
 
 def summary(res: dict) -> str:
-    runs = [{"runner": "processes", **r} for r in res["runs"]]  # results from before the Dask runner: processes
+    runs = res["runs"]
     base = {r["runner"]: r["trials_per_hour"] for r in runs if r["workers"] == runs[0]["workers"]}
     rows = [[r["runner"], str(r["workers"]), str(r["threads_per_worker"]), str(r["trials"]),
              " / ".join(map(str, r["trials_per_worker"])), C.fmt(r["seconds"], 1), C.fmt(r["trials_per_hour"], 0),
@@ -362,7 +362,7 @@ def summary(res: dict) -> str:
             for r in runs]
     text = C.table(["runner", "workers", "torch threads each", "trials", "trials per worker", "seconds",
                     "trials / hour", "vs 1 worker"], rows)
-    for runner, (ratio, span) in res.get("ratios", {"processes": (res["ratio"], res["ratio_span"])}).items():
+    for runner, (ratio, span) in res["ratios"].items():
         if ratio is not None:
             text += (f"\n{runner}: {res['runs'][-1]['workers']} workers against 1: **{ratio:.2f}x** trials per hour "
                      f"(goal ≥ {GOAL_RATIO}x: {C.verdict(ratio >= GOAL_RATIO)}); from Optuna's first-trial-"

@@ -52,21 +52,22 @@ run_family = task(**COMPUTE)(family)
 
 
 @task(**COMPUTE)
-def predict_part(predictor: Predictor, x: np.ndarray, series: np.ndarray) -> np.ndarray:
-    """Forecasts [n, H] of one part of the windows x [n, L, F], on whichever worker runs it (one torch
-    thread: one worker per CPU)."""
+def predict_part(predictors: list[Predictor], x: np.ndarray, series: np.ndarray) -> list[np.ndarray]:
+    """Forecasts [n, H] of one part of the windows x [n, L, F] by every predictor, on whichever worker
+    runs it (one torch thread: one worker per CPU)."""
     from forecasting.core.training import torch_threads
 
     with torch_threads(1):
-        return predictor(x, series)
+        return in_process(predictors, x, series)
 
 
 def predict_in_parts(parts: int) -> PredictFn:
     """A backtest's `predict` that cuts the windows into `parts` slices, each a task of the flow's task
-    runner, and puts their forecasts back in order."""
-    def predict(p: Predictor, x: np.ndarray, series: np.ndarray) -> np.ndarray:
-        futures = [predict_part.submit(p, x[s], series[s]) for s in window_parts(len(x), parts)]
-        return np.concatenate([f.result() for f in futures])
+    runner (its windows shipped once for all predictors), and puts the forecasts back in order."""
+    def predict(predictors: list[Predictor], x: np.ndarray, series: np.ndarray) -> list[np.ndarray]:
+        futures = [predict_part.submit(predictors, x[s], series[s]) for s in window_parts(len(x), parts)]
+        done = [f.result() for f in futures]  # [part][predictor] -> [n, H]
+        return [np.concatenate([part[i] for part in done]) for i in range(len(predictors))]
 
     return predict
 

@@ -8,6 +8,7 @@ shows the traceback and Prefect's own logs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -183,8 +184,9 @@ def _forecast_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_name", help="registered model name, e.g. etth1-gru")
     p.add_argument("--alias", default="champion", help="which version (default: champion)")
     p.add_argument("--input", required=True, help="history file (CSV or Parquet, long or wide)")
-    p.add_argument("--output", required=True, help="forecasts file (.csv or .parquet), written atomically; no extension: a Parquet "
-                        "dataset folder (under --cluster the workers write its parts)")
+    p.add_argument("--output", required=True,
+                   help="forecasts file (.csv or .parquet), written atomically; no extension: a Parquet dataset "
+                        "folder (under --cluster the workers write its parts)")
     add_options(p, IngestConfig, skip=("freq", "fill", "min_length", "short"))
     p.add_argument("--level", type=int, nargs="*", default=[], metavar="LEVEL",
                    help="prediction-interval levels in percent, e.g. --level 80 95 (the model's conformal calibration)")
@@ -287,7 +289,7 @@ def run_train(job: TrainJob, home: Path, threads: int | None = None, cluster_spe
     from forecasting.core.secrets import exported
 
     # A local cluster's worker processes start inside the flow: they inherit the storage's real URL.
-    with torch_threads(threads or default_threads()), exported():
+    with torch_threads(threads or default_threads()), exported() if cluster_spec else contextlib.nullcontext():
         r = flow(job, str(home), cluster_workers=workers)
     print(f"\nComparison on the test part ({job.metric} decides nothing here: the champion is gated on "
           f"val_backtest_{job.metric}, over the validation cutoffs). The full table, with intervals and costs, "

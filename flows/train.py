@@ -49,7 +49,6 @@ def tune_on_cluster(ctx: RunContext, job: TrainJob, df, split: Split, family: st
                     ) -> list[ForecasterConfig]:
     """`workers` tuning workers as tasks of the flow's task runner (Dask), all on one study; then the
     study's best configurations. Runs in the flow: its tasks are the workers."""
-    job = search.with_storage(job, ctx.home)
     futures = [tune_worker.submit(ctx.home, search.with_storage(job, ctx.home, i), family, ctx.parent_run_id, i)
                for i in range(workers)]
     for f in futures:

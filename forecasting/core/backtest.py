@@ -98,8 +98,7 @@ def cross_validation(panel: Panel, predictors: list[Predictor], horizon: int, en
         CUTOFF: np.repeat(_times(panel, series, local - 1), horizon),
     })
     overall, per_cut = [], []
-    for p in predictors:
-        y_hat_std = predict(p, x[:, L - p.lookback:], series)  # [N, H]
+    for p, y_hat_std in zip(predictors, predict(predictors, x, series), strict=True):  # [N, H] each
         ev = score(y_std, y_hat_std, series, mean, std, mase_scale)
         if "y" not in frame:
             frame[TARGET] = ev.y.reshape(-1)

@@ -41,14 +41,15 @@ class Predictor:
         return self.fn(x, series) if self.by_series else self.fn(x)
 
 
-# How a backtest runs its predictors: (predictor, x [N, L, F], series [N]) -> [N, H]. The default calls
-# the predictor here; a runner may cut the windows into parts and forecast them elsewhere (Dask workers).
-PredictFn = Callable[[Predictor, np.ndarray, np.ndarray], np.ndarray]
+# How a backtest runs its predictors: (predictors, x [N, L, F], series [N]) -> one [N, H] per predictor,
+# each reading the last `lookback` steps of x. The default runs them here; a runner may cut the windows
+# into parts and forecast each part elsewhere (Dask workers), shipping its windows once for all predictors.
+PredictFn = Callable[[list[Predictor], np.ndarray, np.ndarray], list[np.ndarray]]
 
 
-def in_process(p: Predictor, x: np.ndarray, series: np.ndarray) -> np.ndarray:
-    """Forecasts [N, H] of every window in this process."""
-    return p(x, series)
+def in_process(predictors: list[Predictor], x: np.ndarray, series: np.ndarray) -> list[np.ndarray]:
+    """Forecasts [N, H] of every window by every predictor, in this process."""
+    return [p(x[:, x.shape[1] - p.lookback:], series) for p in predictors]
 
 
 def window_parts(n: int, parts: int) -> list[slice]:
