@@ -34,7 +34,7 @@ def start(home: str, job: TrainJob, df: pd.DataFrame, freq: str) -> RunContext:
 
 @task(**COMPUTE)
 def tune_family(ctx: RunContext, job: TrainJob, df, split: Split, family: str) -> list[ForecasterConfig]:
-    return search.top_configs(search.tune_parallel(ctx, job, df, split, family), family, job.ensemble)
+    return search.top_configs(search.tune_parallel(ctx, job, df, split, family), family, job.ensemble, job.ensemble_seeds)
 
 
 @task(**COMPUTE)
@@ -53,7 +53,7 @@ def tune_on_cluster(ctx: RunContext, job: TrainJob, df, split: Split, family: st
                for i in range(workers)]
     for f in futures:
         f.result()
-    return search.top_configs(search.finished_on_cluster(ctx, job, df, split, family), family, job.ensemble)
+    return search.top_configs(search.finished_on_cluster(ctx, job, df, split, family), family, job.ensemble, job.ensemble_seeds)
 
 
 @task(**COMPUTE)

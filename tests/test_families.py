@@ -30,6 +30,8 @@ PLUGINS = REPO / "tests" / "plugins"
 sys.path.insert(0, str(PLUGINS))
 import mlp_family  # noqa: E402  (registers "mlp")
 
+pytest_plugins = ["flows_fixtures"]  # prefect_api_url, also when this file runs alone
+
 
 def test_the_registry_knows_the_builtin_families_and_names_the_known_ones_on_a_typo():
     assert {"gru", "lstm", "mlp"} <= set(families.names())

@@ -77,3 +77,18 @@ def test_the_refit_after_a_search_loads_the_best_trials(data, tmp_path):
     assert cost_trained["loaded_fits"] == 0
     np.testing.assert_allclose(model.evaluate(df, split, "test").y_hat, trained.evaluate(df, split, "test").y_hat,
                                atol=1e-5)
+
+
+def test_an_ensemble_across_seeds_refits_each_configuration_with_the_next_seeds(data, tmp_path):
+    df, split = data
+    cache = FitCache(tmp_path / "fits", dataset_fingerprint(df))
+    space = SearchSpace(lookbacks=(24, 48), periods=(24,))
+    result = tune(df, split, config(), "gru", "seeds", TuneConfig(n_trials=2, max_epochs=2, seed=0), space,
+                  progress=False, cache=cache)
+    cfgs = top_configs(result, "gru", 2, seeds=2)
+    base = config().train.seed
+    assert [c.train.seed for c in cfgs] == [base, base + 1, base, base + 1]
+    assert cfgs[0].model == cfgs[1].model and cfgs[0].model != cfgs[2].model
+    model, cost = fit_final(df, split, cfgs, cache, combine="median")
+    assert cost["ensemble_size"] == 4 and cost["loaded_fits"] == 2  # each trial's own seed is loaded
+    assert model.combine == "median" and [m.cfg.train.seed for m in model.members] == [base, base + 1] * 2

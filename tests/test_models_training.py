@@ -378,3 +378,63 @@ def test_successive_fits_report_their_own_peak(make_sine_frame):
                            train=TrainConfig(max_epochs=1, device="cpu", batch_size=512), calendar=False)
     peaks = [Forecaster(cfg).fit(df, split).peak_memory_mb for _ in range(2)]
     assert peaks[0] > 10 and peaks[1] > 10 and 0.5 < peaks[1] / peaks[0] < 2.0, peaks
+
+
+# --------------------------------------------------------------------------- the MASE-scaled loss
+
+
+class ConstantModel(torch.nn.Module):
+    """Forecasts one learnt constant b at every step: y_hat [B, H] = b."""
+
+    def __init__(self, horizon: int, b: float = 0.0):
+        super().__init__()
+        self.horizon, self.b = horizon, torch.nn.Parameter(torch.tensor(b))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b.expand(x.shape[0], self.horizon)
+
+
+def two_level_panel(lengths=(40, 40), levels=(1.0, -1.0)) -> Panel:
+    """Two series, each constant at its level: every window's targets equal that level."""
+    values = np.concatenate([np.full((n, 1), v, np.float32) for n, v in zip(lengths, levels, strict=True)])
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    return Panel(("a", "b"), values, offsets, (pd.Timestamp(0),) * 2, "h", ("y",))
+
+
+def test_mase_loss_is_the_error_weighted_per_series_by_hand():
+    panel = two_level_panel(lengths=(30, 50), levels=(2.0, -1.0))
+    train = make_windows(panel, 4, 3)
+    weights = np.array([3.0, 0.5])  # MASE units per unit of the values, per series
+    cfg = train_cfg(loss="mase", lr=0.0, batch_size=10_000, max_epochs=1, max_train_windows=None)
+    res = fit(ConstantModel(3, b=0.5), train, None, cfg, weights=weights)
+    # By hand: |2 - 0.5| = 1.5 on a's windows, |-1 - 0.5| = 1.5 on b's, weights scaled to mean 1.
+    n_a, n_b = 30 - 7 + 1, 50 - 7 + 1
+    w = np.repeat(weights, [n_a, n_b])
+    expected = np.mean(w / w.mean() * np.repeat([1.5, 1.5], [n_a, n_b]))
+    assert res.history[0]["train_loss"] == pytest.approx(expected, rel=1e-6)
+    mae = fit(ConstantModel(3, b=0.5), train, None, replace(cfg, loss="mae")).history[0]["train_loss"]
+    assert mae == pytest.approx(1.5, rel=1e-6)
+    with pytest.raises(ValueError, match="per-series weights"):
+        fit(ConstantModel(3), train, None, cfg)
+
+
+def test_mase_loss_moves_the_optimum_to_the_weighted_median():
+    # Equal numbers of windows at +1 and -1: any constant in [-1, 1] minimizes the plain absolute
+    # error, but with series a weighted 3 to 1 the weighted absolute error is lowest only at +1.
+    train = make_windows(two_level_panel(), 4, 3)
+    cfg = train_cfg(loss="mase", lr=0.05, batch_size=1_000, max_epochs=80, max_train_windows=None, patience=100)
+    model = ConstantModel(3)
+    fit(model, train, None, cfg, weights=np.array([3.0, 1.0]))
+    assert model.b.item() == pytest.approx(1.0, abs=0.05)
+    with pytest.raises(ValueError, match="val_metric"):
+        TrainConfig(val_metric="mase")
+
+
+def test_forecaster_mase_weights_are_std_over_the_seasonal_naive_mae(sines):
+    df, split = sines
+    f = Forecaster(forecaster_cfg())
+    f.fit_scaler(df, split)
+    for i, (_, g) in enumerate(df.groupby("unique_id", sort=False)):
+        y = g["y"].to_numpy()[: int(split.train_end[i])]
+        snaive_mae = np.mean([abs(y[t] - y[t - 24]) for t in range(24, len(y))])  # a naive loop
+        assert f.mase_weights()[i] == pytest.approx(np.std(y) / snaive_mae, rel=1e-4)

@@ -39,14 +39,15 @@ def test_defaults_of_the_cli_are_the_dataclass_defaults():
 
 def test_every_option_field_is_on_the_command_line_once():
     """No option is spelled by hand: each field made with `option(...)` appears in `train --help`,
-    and `tune-worker` has the same ones but the three that only a pipeline run uses."""
+    and `tune-worker` has the same ones but those that only a pipeline run uses."""
     sub = build_parser()._subparsers._group_actions[0].choices
     train_flags = {f for a in sub["train"]._actions for f in a.option_strings}
     worker_flags = {f for a in sub["tune-worker"]._actions for f in a.option_strings}
     wanted = {"--" + flag_name(f).replace("_", "-") for _, f, _ in option_fields(TrainJob)}
     assert wanted <= train_flags
-    assert wanted - {"--models", "--workers", "--ensemble"} <= worker_flags
-    assert not {"--models", "--workers", "--ensemble"} & worker_flags
+    pipeline_only = {"--models", "--workers", "--ensemble", "--ensemble-seeds", "--ensemble-combine"}
+    assert wanted - pipeline_only <= worker_flags
+    assert not pipeline_only & worker_flags
     ingest_flags = {f for a in sub["ingest"]._actions for f in a.option_strings}
     assert {"--" + flag_name(f).replace("_", "-") for _, f, _ in option_fields(IngestConfig)} <= ingest_flags
 
@@ -117,6 +118,8 @@ EVERY_TRAIN_OPTION: dict[str, tuple[list[str], object]] = {
     "max_lookback": (["--max-lookback", "96"], 96),
     "workers": (["--workers", "3"], 3),
     "ensemble": (["--ensemble", "2"], 2),
+    "ensemble_seeds": (["--ensemble-seeds", "3"], 3),
+    "ensemble_combine": (["--ensemble-combine", "median"], "median"),
     "seasons": (["--seasons", "24,168"], (24, 168)),
     "backtest.n_windows": (["--backtest-windows", "4"], 4),
     "backtest.step": (["--backtest-step", "6"], 6),
@@ -142,7 +145,8 @@ def test_every_train_option_round_trips_through_the_command_line_and_json():
         seed=value["seed"],
         calendar=value["calendar"], max_train_windows=value["max_train_windows"],
         max_val_windows=value["max_val_windows"], metric=value["metric"], max_lookback=value["max_lookback"],
-        workers=value["workers"], ensemble=value["ensemble"], seasons=value["seasons"],
+        workers=value["workers"], ensemble=value["ensemble"], ensemble_seeds=value["ensemble_seeds"],
+        ensemble_combine=value["ensemble_combine"], seasons=value["seasons"],
         backtest=BacktestConfig(value["backtest.n_windows"], value["backtest.step"]),
         objective=value["objective"], levels=value["levels"], plot_series=value["plot_series"],
         statistical=value["statistical"], force=value["force"])
@@ -160,3 +164,12 @@ def test_every_train_option_round_trips_through_the_command_line_and_json():
     assert stored["tune"]["pruner"] == "hyperband" and stored["levels"] == [50, 90]
     back = from_dict(TrainJob, stored)
     assert back == want and isinstance(back.levels, tuple) and isinstance(back.backtest, BacktestConfig)
+
+
+def test_the_ensemble_combinations_offered_are_those_the_ensemble_knows():
+    from forecasting.api.ensemble import COMBINES
+    from forecasting.api.jobs import COMBINES as OFFERED
+
+    assert tuple(COMBINES) == OFFERED
+    with pytest.raises(ValueError, match="--ensemble-seeds"):
+        TrainJob("d", 5, ensemble_seeds=0)

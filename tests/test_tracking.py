@@ -412,6 +412,24 @@ def test_an_ensemble_is_one_registered_model_that_averages_its_members(store):
     np.testing.assert_allclose(loaded.predict(store.df)["y_hat"].to_numpy(), got["y_hat"].to_numpy(), rtol=1e-5)
 
 
+def test_a_median_ensemble_forecasts_the_members_median_and_keeps_it_when_saved(store, tmp_path):
+    from forecasting.api.ensemble import Ensemble, load_forecaster
+
+    ens = Ensemble(store.forecasters, combine="median")
+    got, _ = ens.predict(store.df)
+    each = [f.predict(store.df)[0]["y_hat"].to_numpy() for f in store.forecasters]
+    np.testing.assert_allclose(got["y_hat"].to_numpy(), np.median(each, axis=0), rtol=1e-6)
+    assert not np.allclose(np.median(each, axis=0), np.mean(each, axis=0))  # the test can tell them apart
+    members = [f.evaluate(store.df, store.split, "test").y_hat for f in store.forecasters]
+    np.testing.assert_allclose(ens.evaluate(store.df, store.split, "test").y_hat, np.median(members, axis=0),
+                               rtol=1e-5)
+    loaded = load_forecaster(ens.save(tmp_path / "ens"))
+    assert loaded.combine == "median"
+    np.testing.assert_allclose(loaded.predict(store.df)[0]["y_hat"].to_numpy(), got["y_hat"].to_numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="combine"):
+        Ensemble(store.forecasters, combine="mode")
+
+
 # --------------------------------------------------------------------------- pipeline
 
 

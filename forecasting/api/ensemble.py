@@ -1,8 +1,10 @@
-"""An equal-weight ensemble of fitted forecasters (refits of the K best trials of a search).
+"""An equal-weight ensemble of fitted forecasters (refits of the K best trials of a search, each
+with one or more seeds).
 
-Averaging several good configurations is how N-BEATS and the strongest M4 entries got their
-accuracy. The members share the dataset, split and horizon, so they share the per-series
-scaler; each reads its own lookback from the end of a window cut with the longest one.
+Combining several good configurations is how N-BEATS and the strongest M4 entries got their
+accuracy: the mean, or the median (N-BEATS's and Smyl's choice), which one bad member cannot drag.
+The members share the dataset, split and horizon, so they share the per-series scaler; each reads
+its own lookback from the end of a window cut with the longest one.
 """
 
 from __future__ import annotations
@@ -20,24 +22,28 @@ from forecasting.core.evaluation import Evaluation, Predictor
 from forecasting.core.intervals import forecast_intervals, load_conformal
 from forecasting.core.training import FitResult
 
+COMBINES = {"mean": np.mean, "median": np.median}  # how members' forecasts become one, per point
+
 
 class Ensemble(Fitted):
-    """The mean forecast of `members` (`Forecaster`s of one dataset and horizon), with the front
-    door of one: fit, predict, cross_validation, calibrate, save, load."""
+    """The mean or median forecast of `members` (`Forecaster`s of one dataset and horizon), with the
+    front door of one: fit, predict, cross_validation, calibrate, save, load."""
 
-    def __init__(self, members: list[Forecaster]):
+    def __init__(self, members: list[Forecaster], combine: str = "mean"):
         if not members:
             raise ValueError("an ensemble needs at least one member")
         if len({m.cfg.model.horizon for m in members}) != 1:
             raise ValueError("ensemble members must share the horizon")
-        self.members = members
+        if combine not in COMBINES:
+            raise ValueError(f"combine must be one of {', '.join(COMBINES)}, got {combine!r}")
+        self.members, self.combine = members, combine
         self.conformal_ = None  # the ensemble's own interval calibration (its residuals, not a member's)
 
     @classmethod
-    def of(cls, cfgs: list[ForecasterConfig]) -> Forecaster | Ensemble:
+    def of(cls, cfgs: list[ForecasterConfig], combine: str = "mean") -> Forecaster | Ensemble:
         """One unfitted forecaster per configuration: itself when there is one, else their ensemble."""
         members = [Forecaster(c) for c in cfgs]
-        return members[0] if len(members) == 1 else cls(members)
+        return members[0] if len(members) == 1 else cls(members, combine)
 
     def fit(self, df: pd.DataFrame, split: Split, callback=None) -> list[FitResult]:
         """Fit every member on the same split (each with its own early stopping)."""
@@ -67,7 +73,7 @@ class Ensemble(Fitted):
 
     def rescaled(self, scaler, mase_scale: np.ndarray) -> Ensemble:
         """Every member reading series through other statistics (see `Forecaster.rescaled`)."""
-        ens = Ensemble([m.rescaled(scaler, mase_scale) for m in self.members])
+        ens = Ensemble([m.rescaled(scaler, mase_scale) for m in self.members], self.combine)
         ens.conformal_ = self.conformal_
         return ens
 
@@ -76,10 +82,11 @@ class Ensemble(Fitted):
         return sum(m.n_parameters for m in self.members)
 
     def predictor(self, device: str = "cpu") -> Predictor:
-        """Mean of the members' forecasts on standardized windows x [N, L_max, F] -> [N, H]."""
-        L = self.cfg.model.lookback
+        """Mean or median of the members' forecasts on standardized windows x [N, L_max, F] -> [N, H]
+        (the per-series scaling is shared and monotone, so the median commutes with it)."""
+        L, combine = self.cfg.model.lookback, COMBINES[self.combine]
         preds = [m.predictor(device) for m in self.members]
-        return Predictor(Y_HAT, L, lambda x: np.mean([p.fn(x[:, L - p.lookback:]) for p in preds], axis=0))
+        return Predictor(Y_HAT, L, lambda x: combine([p.fn(x[:, L - p.lookback:]) for p in preds], axis=0))
 
     def evaluate(self, df: pd.DataFrame, split: Split, part: str = "test", device: str = "cpu") -> Evaluation:
         return self.members[0].evaluate(df, split, part, predictor=self.predictor(device))
@@ -93,20 +100,21 @@ class Ensemble(Fitted):
 
     def predict(self, history: pd.DataFrame, device: str = "cpu", levels: tuple[int, ...] = ()
                 ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-        """Mean of the members' forecasts of the series every member could forecast, with the
-        ensemble's intervals at `levels`."""
+        """Mean or median of the members' forecasts of the series every member could forecast, with
+        the ensemble's intervals at `levels`."""
         outs, skipped = zip(*(m.predict(history, device) for m in self.members), strict=True)
         frame = pd.concat(outs, ignore_index=True)
         counts = frame.groupby([ID, TIME], sort=False)[Y_HAT].transform("size")
-        mean = frame[counts == len(self.members)].groupby([ID, TIME], sort=False, as_index=False)[Y_HAT].mean()
-        return forecast_intervals(mean, history, self.conformal_, levels), sorted(set().union(*map(set, skipped)))
+        every = frame[counts == len(self.members)]
+        combined = every.groupby([ID, TIME], sort=False, as_index=False)[Y_HAT].agg(self.combine)
+        return forecast_intervals(combined, history, self.conformal_, levels), sorted(set().union(*map(set, skipped)))
 
     def save(self, path: str | Path) -> Path:
         """members/<i>/ per member plus ensemble.json."""
         path = Path(path)
         for i, m in enumerate(self.members):
             m.save(path / "members" / str(i))
-        (path / "ensemble.json").write_text(json.dumps({"members": len(self.members)}))
+        (path / "ensemble.json").write_text(json.dumps({"members": len(self.members), "combine": self.combine}))
         if self.conformal_ is not None:
             (path / "intervals.json").write_text(json.dumps(self.conformal_.to_dict()))
         return path
@@ -116,8 +124,9 @@ class Ensemble(Fitted):
     def load(cls, path: str | Path) -> Ensemble:
         """A saved ensemble, on the CPU."""
         path = Path(path)
-        n = json.loads((path / "ensemble.json").read_text())["members"]
-        ens = cls([Forecaster.load(path / "members" / str(i)) for i in range(n)])
+        meta = json.loads((path / "ensemble.json").read_text())
+        ens = cls([Forecaster.load(path / "members" / str(i)) for i in range(meta["members"])],
+                  meta.get("combine", "mean"))  # saved before the median existed: the mean
         ens.conformal_ = load_conformal(path)
         return ens
 

@@ -183,9 +183,15 @@ class Forecaster(Fitted):
             if self.family.start else None
         if started is not None:
             self.cfg = replace(self.cfg, model=started)
-        self.fit_result_ = fit(self.model_, train, val, self.cfg.train, callback, start_competes=started is not None)
+        self.fit_result_ = fit(self.model_, train, val, self.cfg.train, callback, start_competes=started is not None,
+                               weights=self.mase_weights())
         self.model_.cpu()
         return self.fit_result_
+
+    def mase_weights(self) -> np.ndarray:
+        """Per series [S]: MASE units per standardized unit (standard deviation over the in-sample
+        seasonal-naive MAE), the weights that put the "mase" loss on MASE's own scale."""
+        return self.scaler_.std[:, 0] / self.mase_scale_
 
     def fit_scaler(self, df: pd.DataFrame, split: Split) -> Panel:
         """Fit the per-series scaler and MASE scales on the training rows; returns the scaled panel.

@@ -18,6 +18,7 @@ ABSOLUTE_METRICS = ("mase", "mae", "smape")  # scored on absolute errors: select
 METRICS = (*ABSOLUTE_METRICS, "mse")
 PRUNERS = ("median", "hyperband", "none")
 OBJECTIVES = ("val", "backtest")
+COMBINES = ("mean", "median")  # as forecasting.api.ensemble.COMBINES (this module stays free of numpy)
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -87,7 +88,10 @@ class TrainJob:
                          choices=METRICS)
     max_lookback: int | None = option(None, "longest lookback searched (default: two longest seasons)")
     workers: int = option(1, "tuning processes sharing each study")
-    ensemble: int = option(1, "refit the K best trials of each family and register their average as one model")
+    ensemble: int = option(1, "refit the K best trials of each family and register their combination as one model")
+    ensemble_seeds: int = option(1, "refit each of those configurations with N seeds (seed, seed+1, ...): N members "
+                                 "each, so an ensemble across seeds as well as lookbacks")
+    ensemble_combine: str = option("mean", "how an ensemble's members are combined, per point", choices=COMBINES)
     seasons: tuple[int, ...] = option((), "seasonal periods in steps, e.g. 48,336 (default: every period the "
                                       "frequency implies that the training history covers twice)", parse=int_list)
     backtest: BacktestConfig = BacktestConfig()  # cutoffs over the validation part
@@ -112,8 +116,9 @@ class TrainJob:
             raise ValueError(f"--models: unknown model family {bad}; use any of {', '.join(known)}")
         if self.horizon < 1:
             raise ValueError(f"--horizon must be positive, got {self.horizon}")
-        if self.ensemble < 1:
-            raise ValueError(f"--ensemble must be at least 1, got {self.ensemble}")
+        for flag, value in (("--ensemble", self.ensemble), ("--ensemble-seeds", self.ensemble_seeds)):
+            if value < 1:
+                raise ValueError(f"{flag} must be at least 1, got {value}")
         if self.workers < 1:
             raise ValueError(f"--workers must be at least 1, got {self.workers}")
         for flag, value, least in (("--max-lookback", self.max_lookback, 2),

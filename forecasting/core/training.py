@@ -25,8 +25,10 @@ from forecasting.core.errors import DivergedError, ForecastingError
 from forecasting.core.windows import Windows, inputs_targets
 
 EpochCallback = Callable[[int, float, float], None]
-# Elementwise errors; the mean of one over a batch is the loss.
-LOSSES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"mse": torch.square, "mae": torch.abs}
+# Elementwise errors; the mean of one over a batch is the loss. "mase" is the absolute error weighted
+# per series (`fit`'s `weights`): on standardized values that is the error on MASE's scale.
+LOSSES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"mse": torch.square, "mae": torch.abs, "mase": torch.abs}
+VAL_METRICS = ("mse", "mae")  # validation (early stopping, Optuna objective) is unweighted
 
 
 @dataclass(frozen=True)
@@ -53,14 +55,14 @@ class TrainConfig:
     eval_batch_size: int = 4096
     val_cutoffs: int = 0
     val_step: int = 0
-    loss: str = "mse"  # training loss: mse, or mae (the absolute error MASE and sMAPE score)
+    loss: str = "mse"  # training loss: mse, mae (the absolute error sMAPE scores) or mase (MASE's own scale)
     val_metric: str = "mse"  # validation (early stopping, Optuna objective): mse or mae
     precision: str = "auto"  # on CUDA: PRECISIONS
 
     def __post_init__(self) -> None:
-        for name in ("loss", "val_metric"):
-            if getattr(self, name) not in LOSSES:
-                raise ValueError(f"{name} must be one of {sorted(LOSSES)}, got {getattr(self, name)!r}")
+        for name, allowed in (("loss", LOSSES), ("val_metric", VAL_METRICS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {sorted(allowed)}, got {getattr(self, name)!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
@@ -223,18 +225,30 @@ def _val_windows(val: Windows | None, cfg: TrainConfig, device: torch.device) ->
     return view, starts, val.lookback
 
 
+def _window_weights(windows: Windows, weights: np.ndarray | None, device: torch.device) -> torch.Tensor | None:
+    """Per-window loss weights [N] from per-series ones [S], scaled to mean 1 over the windows (so a
+    weighted loss keeps the learning rate's meaning); None without weights."""
+    if weights is None:
+        return None
+    w = np.asarray(weights, dtype=np.float64)[windows.series_index]  # [N]
+    return torch.from_numpy((w / max(w.mean(), 1e-12)).astype(np.float32)).to(device)
+
+
 def _train_epoch(model: nn.Module, opt: torch.optim.Optimizer, view: torch.Tensor, starts: torch.Tensor,
-                 order: torch.Tensor, lookback: int, cfg: TrainConfig) -> float:
-    """One pass over the windows `order` (indices into `starts`) in minibatches; the mean loss."""
+                 order: torch.Tensor, lookback: int, cfg: TrainConfig, weights: torch.Tensor | None = None) -> float:
+    """One pass over the windows `order` (indices into `starts`) in minibatches; the mean loss, each
+    window's errors weighted by `weights` [N] when given."""
     model.train()
     total, count = torch.zeros((), device=view.device), 0
     # fp16 gradients underflow without loss scaling; everywhere else the scaler passes through.
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(view.device, cfg.precision) == torch.float16)
     for i in range(0, len(order), cfg.batch_size):
-        x, y = inputs_targets(view[starts[order[i:i + cfg.batch_size]]], lookback)  # [B, L, F], [B, H]
+        batch = order[i:i + cfg.batch_size]  # [B]
+        x, y = inputs_targets(view[starts[batch]], lookback)  # [B, L, F], [B, H]
         with _autocast(view.device, cfg.precision):
             pred = model(x)  # [B, H]
-        loss = torch.mean(LOSSES[cfg.loss](pred.float() - y))
+        err = LOSSES[cfg.loss](pred.float() - y)  # [B, H]
+        loss = torch.mean(err if weights is None else err * weights[batch, None])
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if cfg.clip:
@@ -252,20 +266,26 @@ def _snapshot(model: nn.Module) -> dict:
 
 
 def fit(model: nn.Module, train: Windows, val: Windows | None, cfg: TrainConfig = TrainConfig(),
-        callback: EpochCallback | None = None, start_competes: bool = False) -> FitResult:
+        callback: EpochCallback | None = None, start_competes: bool = False,
+        weights: np.ndarray | None = None) -> FitResult:
     """Train `model` in place with AdamW on `cfg.loss`; keep the weights of the best validation epoch.
 
     `callback(epoch, train_loss, val_loss)` runs after each epoch and may raise to
     stop (Optuna pruning). A non-finite training loss raises `DivergedError`. With
-    `start_competes` the untrained weights are scored first and kept if no epoch beats them.
+    `start_competes` the untrained weights are scored first and kept if no epoch beats them. The
+    "mase" loss needs `weights` [S]: per series of `train.panel`, MASE units per unit of the values
+    (the series' standard deviation over its seasonal-naive MAE, for standardized series).
     """
     if len(train) == 0:
         raise ValueError("no training windows: series are shorter than lookback + horizon")
+    if cfg.loss == "mase" and weights is None:
+        raise ValueError("the mase loss needs per-series weights (each series' MASE scale)")
     device = resolve_device(cfg.device)
     set_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(model.to(device).parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     t_view, t_starts = _device_windows(train, device)
+    t_weights = _window_weights(train, weights, device) if cfg.loss == "mase" else None  # [N]
     v = _val_windows(val, cfg, device)
     result, best_state, stale, t0 = FitResult(device=str(device)), None, 0, time.perf_counter()
     if v and start_competes:
@@ -276,7 +296,7 @@ def fit(model: nn.Module, train: Windows, val: Windows | None, cfg: TrainConfig 
     with PeakMemory(device) as mem:
         for epoch in range(cfg.max_epochs):
             order = torch.randperm(len(t_starts), generator=gen)[: cfg.max_train_windows or None].to(device)
-            train_loss = _train_epoch(model, opt, t_view, t_starts, order, train.lookback, cfg)
+            train_loss = _train_epoch(model, opt, t_view, t_starts, order, train.lookback, cfg, t_weights)
             if not math.isfinite(train_loss):
                 raise DivergedError(f"epoch {epoch}: training loss is {train_loss}")
             val_loss = _loss(model, *v, cfg.eval_batch_size, cfg.val_metric, cfg.precision) if v else train_loss

@@ -153,18 +153,18 @@ def fit_cache(ctx: RunContext) -> FitCache:
     return FitCache(Home.of(ctx.home).fits, ctx.fingerprint)
 
 
-def fit_final(df: pd.DataFrame, split: Split, cfgs: list[ForecasterConfig], cache: FitCache | None = None
-              ) -> tuple[Forecaster | Ensemble, dict]:
-    """Refit one configuration, or each of several as an equal-weight ensemble, loading the fits a
-    trial already made of the same configuration on the same data (`cache`); returns the model and
-    its cost (seconds, peak memory and best epoch of the fits, how many were loaded)."""
+def fit_final(df: pd.DataFrame, split: Split, cfgs: list[ForecasterConfig], cache: FitCache | None = None,
+              combine: str = "mean") -> tuple[Forecaster | Ensemble, dict]:
+    """Refit one configuration, or each of several as an ensemble (`combine`: mean or median),
+    loading the fits a trial already made of the same configuration on the same data (`cache`);
+    returns the model and its cost (seconds, peak memory and best epoch of the fits, how many were loaded)."""
     fitted = [fit_or_load(c, df, split, cache) for c in cfgs]
     members = [f for f, _ in fitted]
     fits = [f.fit_result_ for f in members]
     cost = {"train_seconds": sum(r.seconds for r in fits), "peak_memory_mb": max(r.peak_memory_mb for r in fits),
             "best_epoch": fits[0].best_epoch, "device": fits[0].device, "ensemble_size": len(cfgs),
             "loaded_fits": sum(kept for _, kept in fitted)}
-    return (members[0] if len(members) == 1 else Ensemble(members)), cost
+    return (members[0] if len(members) == 1 else Ensemble(members, combine)), cost
 
 
 def validation_backtest(forecaster: Fitted, df: pd.DataFrame, split: Split, job: TrainJob,

@@ -148,11 +148,13 @@ def join_study(home: str | Path, job: TrainJob, family: str, parent_run_id: str 
             runs.end_run(ctx.parent_run_id)
 
 
-def top_configs(result: TuneResult, family: str, k: int) -> list[ForecasterConfig]:
-    """The configurations of the `k` best completed trials of a search (fewer if it has fewer)."""
+def top_configs(result: TuneResult, family: str, k: int, seeds: int = 1) -> list[ForecasterConfig]:
+    """The configurations of the `k` best completed trials of a search (fewer if it has fewer), each
+    `seeds` times: with its own seed (the trial's fit, which the refit may load), then seed + 1, ..."""
     done = [t for t in result.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
     best = sorted(done, key=lambda t: t.value)[:max(k, 1)]
-    return [apply_params(result.config, t.params, family) for t in best] or [result.config]
+    cfgs = [apply_params(result.config, t.params, family) for t in best] or [result.config]
+    return [replace(c, train=replace(c.train, seed=c.train.seed + j)) for c in cfgs for j in range(max(seeds, 1))]
 
 
 def job_from_json(text: str) -> TrainJob:

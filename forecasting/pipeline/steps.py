@@ -80,12 +80,13 @@ def final_model(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split, 
     a pyfunc model by the next steps)."""
     with runs.run(ctx.experiment_id, f"{family}-final", ctx.parent_run_id,
                   tags={"kind": "final", "family": family}) as run_id:
-        forecaster, cost = fit_final(df, split, cfgs, fit_cache(ctx))
+        forecaster, cost = fit_final(df, split, cfgs, fit_cache(ctx), job.ensemble_combine)
         ev = forecaster.evaluate(df, split, "test")
         x, _ = forecaster.windows(df, split, "test").arrays()
         row = {"model": family, **ev.metrics, "params": forecaster.n_parameters, **cost,
                "infer_ms_per_1000": inference_ms_per_1000(forecaster, x), "run_id": run_id}
-        runs.log_values(run_id, params=runs.params_of(forecaster) | {"ensemble_size": len(cfgs)},
+        params = runs.params_of(forecaster) | {"ensemble_size": len(cfgs), "ensemble_combine": job.ensemble_combine}
+        runs.log_values(run_id, params=params,
                         metrics={f"test_{k}": v for k, v in ev.metrics.items()} | {
                             k: row[k] for k in ("train_seconds", "peak_memory_mb", "best_epoch",
                                                 "infer_ms_per_1000", "loaded_fits")} | {"n_parameters": row["params"]})

@@ -29,7 +29,7 @@ class SearchSpace:
     lr: tuple[float, float] = (1e-4, 1e-2)
     batch_sizes: tuple[int, ...] = (64, 128, 256, 512)
     weight_decay: tuple[float, float] = (1e-7, 1e-2)
-    losses: tuple[str, ...] = ("mse", "mae")  # training loss (selection is on the job's fixed metric)
+    losses: tuple[str, ...] = ("mse", "mae", "mase")  # training loss (selection is on the job's fixed metric)
     periods: tuple[int, ...] = ()  # the data's seasonal periods (a family's default space may use them)
     family: Any = None
 
