@@ -202,3 +202,86 @@ def test_tuned_gru_beats_weekly_seasonal_naive_on_a_daily_and_weekly_cycle(tmp_p
     # The noise is AR(1): a week-old value carries almost none of it, the last hours carry most.
     assert ours < 0.8 * snaive["seasonal_naive_168"], (ours, snaive)
     assert ours < snaive["seasonal_naive_24"]
+
+
+# --------------------------------------------------------------------------- multiplicative data
+
+
+def multiplicative_frame(n_series: int = 8, weeks: int = 12, seed: int = 0) -> pd.DataFrame:
+    """Hourly demand-like series: a daily and a weekly cycle whose swings scale with a level that
+    drifts as a geometric random walk (1 % per hour), with 3 % multiplicative noise."""
+    rng = np.random.default_rng(seed)
+    n = 168 * weeks
+    t = np.arange(n)
+    parts = []
+    for i in range(n_series):
+        level = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+        day = 1 + rng.uniform(0.3, 0.6) * np.sin(2 * np.pi * t / 24 + rng.uniform(0, 2 * np.pi))
+        week = 1 + rng.uniform(0.15, 0.3) * np.where((t // 24) % 7 >= 5, -1.0, 0.4)  # weekends lower
+        parts.append(pd.DataFrame({"unique_id": f"s{i}", "ds": pd.date_range("2024-01-01", periods=n, freq="h"),
+                                   "y": level * day * week * (1 + 0.03 * rng.normal(size=n))}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_a_multiplicative_linear_start_is_the_ridge_on_log_windows():
+    """`multiplicative` with zero epochs forecasts sigma exp(ridge of the last-value-normalized log
+    window): the ridge refitted here with scikit-learn on loop-cut windows of log(y / sigma)."""
+    from forecasting.core.baselines import best_ridge
+
+    df = multiplicative_frame(n_series=3, weeks=6)
+    split = split_fractions(df.groupby("unique_id", sort=False).size(), 0.15, 0.15)
+    L, H = 48, 12
+    cfg = ForecasterConfig(model=ModelConfig(lookback=L, horizon=H, hidden=8, layers=1, norm="last", highway=True,
+                                             init="linear", multiplicative=True),
+                           train=TrainConfig(max_epochs=0, device="cpu"), calendar=False, seasons=(24,))
+    f = Forecaster(cfg)
+    f.fit(df, split)
+    assert f.cfg.model.multiplicative and f.cfg.level_input
+    raw = [g["y"].to_numpy() for _, g in df.groupby("unique_id", sort=False)]
+    logs = [np.log(y / s) for y, s in zip(raw, f.scaler_.std[:, 0], strict=True)]  # log(x + c)
+    x, y = loop_windows(logs, [0] * 3, list(split.train_end), L, H)
+    xv, yv = loop_windows(logs, list(split.train_end), list(split.val_end), L, H)
+    ridge, _ = best_ridge(x - x[:, -1:], y - x[:, -1:], xv - xv[:, -1:], yv - xv[:, -1:])
+    ref_alpha = min(LINEAR_ALPHAS, key=lambda a: np.mean(
+        (Ridge(alpha=a).fit(x - x[:, -1:], y - x[:, -1:]).predict(xv - xv[:, -1:]) - (yv - xv[:, -1:])) ** 2))
+    assert ridge.alpha == ref_alpha
+    xt, _ = loop_windows(logs, list(split.val_end), [len(s) for s in logs], L, H)
+    r = Ridge(alpha=ref_alpha).fit(x - x[:, -1:], y - x[:, -1:])
+    sigma = np.repeat(f.scaler_.std[:, 0], [len(s) - int(e) - H + 1 for s, e in zip(logs, split.val_end, strict=True)])
+    want = sigma[:, None] * np.exp(r.predict(xt - xt[:, -1:]) + xt[:, -1:])  # forecasts in original units
+    np.testing.assert_allclose(f.evaluate(df, split, "test").y_hat, want, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_on_a_multiplicative_daily_and_weekly_panel_the_tuned_model_beats_mstl_and_the_ridge(tmp_path):
+    """Swings that grow with a drifting level: additive models (the ridge, MSTL) cannot scale them;
+    the search finds the multiplicative form on validation, and it wins on the test part."""
+    from forecasting.core.windows import make_windows
+    from forecasting.stats.predictors import stats_predictor
+    from forecasting.tuning.objective import tune
+    from forecasting.tuning.study import TuneConfig
+
+    df = multiplicative_frame()
+    split = split_fractions(df.groupby("unique_id", sort=False).size(), 0.15, 0.15)
+    H = 24
+    base = ForecasterConfig(model=ModelConfig(horizon=H), freq="h", calendar=False, seasons=(24, 168),
+                            train=TrainConfig(device="cpu", max_train_windows=2048, patience=2))
+    space = replace(default_space((24, 168), 336, H), lookbacks=(168, 336), losses=("mae",))
+    space = replace(space, family=replace(space.own("gru"), hidden=(8, 32), layers=(1, 1)))
+    cfg = TuneConfig(n_trials=4, max_epochs=4, storage=f"sqlite:///{tmp_path / 'o.db'}", seed=0)
+    result = tune(df, split, base, "gru", "multiplicative-h24-gru", cfg, space, progress=False)
+    f = Forecaster(replace(result.config, train=replace(result.config.train, max_epochs=4)))
+    f.fit(df, split)
+    assert f.cfg.model.multiplicative  # chosen on validation
+
+    def test_mase(p):  # every 24th test window (MSTL reads each window anew: one per day keeps this quick)
+        w = make_windows(f.panel(df), p.lookback, H, split, "test", stride=24)
+        x, y = w.arrays()
+        return f._evaluation(w, y, p(x, w.series_index)).metrics["mase"]
+
+    (*_, linear), _ = f.baselines(df, split, (168, 336))
+    raw = build_panel(df, replace(f.cfg, level_input=False))
+    mstl = stats_predictor("mstl", raw, split, f.scaler_.mean[:, 0], f.scaler_.std[:, 0], H, 336, (24, 168))
+    ours, ridge, ms = test_mase(f.predictor()), test_mase(linear), test_mase(mstl)
+    print(f"\ntest MASE: tuned {f.cfg.family} {ours:.4f}, ridge {ridge:.4f}, MSTL {ms:.4f}")
+    assert ours < 0.95 * ridge and ours < 0.95 * ms, (ours, ridge, ms)

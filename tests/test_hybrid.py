@@ -4,6 +4,7 @@ through the front door it beats seasonal naive on a daily + weekly panel and sur
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import replace
 
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from forecasting import families
-from forecasting.api.forecaster import Forecaster, ForecasterConfig
+from forecasting.api.forecaster import Forecaster, ForecasterConfig, with_features
 from forecasting.core.data import split_fractions
 from forecasting.core.training import TrainConfig
 from forecasting.families import hybrid
@@ -81,9 +82,63 @@ def test_with_the_head_at_zero_the_forecast_is_a_plain_holt_winters(seasons, tre
     want = torch.tensor([reference_holt_winters(x[i, :, 0].tolist(), seasons, trend, 0.3, 0.15, (0.2, 0.35), 14)
                          for i in range(4)])
     with torch.no_grad():
-        y_hat, hw = model(x), model.holt_winters(x[..., 0])
+        y_hat, hw = model(x), model.holt_winters(x)
     torch.testing.assert_close(hw, want, atol=1e-5, rtol=0)
     assert torch.equal(y_hat, hw)  # exactly: the remainder is 0
+
+
+@pytest.mark.parametrize("seasons, trend", [((4, 12), False), ((4, 12), True), ((), False)])
+def test_multiplicative_with_the_head_at_zero_is_holt_winters_on_the_log_of_the_original_values(seasons, trend):
+    """x + c = y / sigma: the forecast is exp(Holt-Winters of log(x + c)) - c, computed by hand."""
+    cfg = HybridConfig(lookback=30, horizon=14, n_features=3, hidden=8, segment=5, seasons=seasons, trend=trend,
+                       multiplicative=True)
+    model = started(cfg)
+    x = seasonal_batch(4, 30, 3)
+    c = torch.tensor([4.0, 5.0, 6.5, 9.0])
+    x[..., -1] = c[:, None]  # the level column
+    want = torch.tensor([[math.exp(v) - c[i].item() for v in reference_holt_winters(
+        [math.log(v + c[i].item()) for v in x[i, :, 0].tolist()], seasons, trend, 0.3, 0.15, (0.2, 0.35), 14)]
+        for i in range(4)])
+    with torch.no_grad():
+        y_hat, hw = model(x), model.holt_winters(x)
+    torch.testing.assert_close(hw, want, atol=1e-4, rtol=1e-5)
+    assert torch.equal(y_hat, hw)
+    additive = started(replace(cfg, multiplicative=False))
+    assert not torch.allclose(additive.holt_winters(x), hw, atol=1e-2)  # the two forms differ here
+    with pytest.raises(ValueError, match="level column"):
+        HybridForecaster(HybridConfig(n_features=1, multiplicative=True))
+
+
+def test_a_multiplicative_start_on_data_with_a_non_positive_value_stays_additive(tmp_path):
+    df = daily_weekly_frame(n_series=2, weeks=5)
+    split = split_fractions(df.groupby("unique_id", sort=False).size(), 0.15, 0.15)
+    cfg = ForecasterConfig(model=HybridConfig(lookback=48, horizon=12, hidden=8, segment=12, seasons=(24,),
+                                              multiplicative=True),
+                           train=TrainConfig(max_epochs=1, device="cpu"), calendar=False, seasons=(24,))
+    f = Forecaster(cfg)
+    assert f.cfg.level_input and f.cfg.model.n_features == 2  # a multiplicative model reads the level column
+    f.fit(df, split)
+    assert f.cfg.model.multiplicative  # positive data: it stays multiplicative
+    mean, std = f.scaler_.mean[:, 0], f.scaler_.std[:, 0]
+    np.testing.assert_allclose(f.panel(df).series(1)[:, -1], mean[1] / std[1], rtol=1e-6)
+    bad = df.copy()
+    bad.loc[bad.index[5], "y"] = -1.0  # inside the first training window
+    g = Forecaster(cfg)
+    g.fit(bad, split)
+    assert not g.cfg.model.multiplicative and not g.model_.cfg.multiplicative
+    assert g.cfg.level_input and g.panel(bad).values.shape[1] == 2  # built with the column, it keeps it
+    loaded = Forecaster.load(g.save(tmp_path / "g"))
+    np.testing.assert_allclose(loaded.predict(bad)[0]["y_hat"], g.predict(bad)[0]["y_hat"], rtol=1e-6)
+
+
+def test_configs_saved_before_the_level_column_load_without_it():
+    cfg = with_features(ForecasterConfig(model=HybridConfig(lookback=48, horizon=12), calendar=False))
+    assert not cfg.level_input and cfg.model.n_features == 1  # additive: no level column
+    old = cfg.to_dict()
+    del old["level_input"]
+    assert ForecasterConfig.from_dict(old) == cfg
+    mult = with_features(replace(cfg, model=replace(cfg.model, multiplicative=True)))
+    assert mult.level_input and mult.model.n_features == 2
 
 
 def test_the_smoothing_is_learnt_and_the_remainder_is_added_once_the_head_moves():
@@ -97,7 +152,7 @@ def test_the_smoothing_is_learnt_and_the_remainder_is_added_once_the_head_moves(
     torch.nn.init.normal_(model.head.bias)
     with torch.no_grad():
         model.eval()
-        assert not torch.allclose(model(x), model.holt_winters(x[..., 0]))
+        assert not torch.allclose(model(x), model.holt_winters(x))
     alpha, beta, gamma = model.smoothing()
     assert (alpha.item(), beta.item()) == pytest.approx((0.3, 0.15)) and gamma.tolist() == pytest.approx([0.2, 0.35])
 
@@ -223,7 +278,7 @@ def test_the_family_is_registered_with_its_space_first_trial_and_configure():
     assert "esrnn" in families.names() and families.family_of(HybridConfig()) == "esrnn"
     space = families.get("esrnn").space((24, 168))
     assert space.segments == (12, 24)
-    assert set(space.params()) == {"hidden", "layers", "dropout", "segment", "trend"}
+    assert set(space.params()) == {"hidden", "layers", "dropout", "segment", "trend", "multiplicative"}
     assert space.params()["hidden"] == families.IntRange(16, 128, log=True)
     search = SearchSpace(lookbacks=(48, 96, 168, 336), periods=(24, 168))
     first = starting_point(search, "esrnn")
@@ -251,3 +306,23 @@ def test_a_training_step_of_the_test_model_takes_a_fraction_of_a_second():
     per_batch = (time.perf_counter() - t0) / 2
     print(f"\nesrnn L=336, 2 seasons, batch 256: {per_batch:.3f} s forward + backward")
     assert per_batch < 5.0
+
+
+def test_an_ensemble_of_additive_and_multiplicative_members_gives_each_its_own_columns():
+    from forecasting.api.ensemble import Ensemble
+
+    df = daily_weekly_frame(n_series=2, weeks=5)
+    split = split_fractions(df.groupby("unique_id", sort=False).size(), 0.15, 0.15)
+    members = []
+    for mult in (False, True):
+        f = Forecaster(ForecasterConfig(model=HybridConfig(lookback=48, horizon=12, hidden=8, segment=12,
+                                                           multiplicative=mult),
+                                        train=TrainConfig(max_epochs=1, device="cpu"), calendar=False, seasons=(24,)))
+        f.fit(df, split)
+        members.append(f)
+    assert [m.cfg.model.n_features for m in members] == [1, 2]
+    ens = Ensemble(members)
+    each = [m.evaluate(df, split, "test").y_hat for m in members]
+    np.testing.assert_allclose(ens.evaluate(df, split, "test").y_hat, np.mean(each, axis=0), rtol=1e-5)
+    got, _ = ens.predict(df)
+    np.testing.assert_allclose(got["y_hat"], np.mean([m.predict(df)[0]["y_hat"] for m in members], axis=0), rtol=1e-5)

@@ -85,18 +85,25 @@ class Ensemble(Fitted):
         """Mean or median of the members' forecasts on standardized windows x [N, L_max, F] -> [N, H]
         (the per-series scaling is shared and monotone, so the median commutes with it)."""
         L, combine = self.cfg.model.lookback, COMBINES[self.combine]
-        preds = [m.predictor(device) for m in self.members]
-        return Predictor(Y_HAT, L, lambda x: combine([p.fn(x[:, L - p.lookback:]) for p in preds], axis=0))
+        preds = [(m.predictor(device), m.cfg.model.n_features) for m in self.members]
+        # Each member reads its own lookback and its own columns: the level column is last, so a
+        # member without it reads the first columns of the widest member's windows.
+        return Predictor(Y_HAT, L, lambda x: combine([p.fn(x[:, L - p.lookback:, :F]) for p, F in preds], axis=0))
 
     def evaluate(self, df: pd.DataFrame, split: Split, part: str = "test", device: str = "cpu") -> Evaluation:
-        return self.members[0].evaluate(df, split, part, predictor=self.predictor(device))
+        return self.widest.evaluate(df, split, part, predictor=self.predictor(device))
+
+    @property
+    def widest(self) -> Forecaster:
+        """The member with the most input columns (with the level column, if any member reads it)."""
+        return max(self.members, key=lambda m: m.cfg.model.n_features)
 
     def panel(self, df: pd.DataFrame):
-        """The standardized panel of `df` (the members share the scaler)."""
-        return self.members[0].panel(df)
+        """The standardized panel of `df` (the members share the scaler), with every member's columns."""
+        return self.widest.panel(df)
 
     def windows(self, df: pd.DataFrame, split: Split, part: str):
-        return self.members[0].windows(df, split, part, lookback=self.cfg.model.lookback)
+        return self.widest.windows(df, split, part, lookback=self.cfg.model.lookback)
 
     def predict(self, history: pd.DataFrame, device: str = "cpu", levels: tuple[int, ...] = ()
                 ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:

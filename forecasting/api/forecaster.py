@@ -65,6 +65,7 @@ class ForecasterConfig:
     season: int | None = None  # seasonal period of MASE; the shortest of `seasons` if None
     seasons: tuple[int, ...] = ()  # every seasonal period kept for this dataset, shortest first
     family: str = ""
+    level_input: bool = False  # inputs end with c = mu / sigma per series (set for a multiplicative model)
 
     def __post_init__(self) -> None:
         if not self.family:
@@ -91,9 +92,19 @@ class ForecasterConfig:
 
 
 def with_features(cfg: ForecasterConfig) -> ForecasterConfig:
-    """Set the model's input width from the target, covariates and calendar features."""
-    n = 1 + len(cfg.covariates) + (n_calendar_features(cfg.freq) if cfg.calendar else 0)
-    return replace(cfg, model=replace(cfg.model, n_features=n))
+    """Set the model's input width from the target, covariates, calendar features and the level
+    column, which a multiplicative model reads (and keeps once given: a fitted model whose start fell
+    back to the additive form was built with it)."""
+    level = cfg.level_input or bool(getattr(cfg.model, "multiplicative", False))
+    n = 1 + len(cfg.covariates) + (n_calendar_features(cfg.freq) if cfg.calendar else 0) + level
+    return replace(cfg, level_input=level, model=replace(cfg.model, n_features=n))
+
+
+def with_level(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Append the level column c = mean / std (per row [T] or per window [N, L]) to x [..., F]."""
+    c = (mean / std).astype(x.dtype)
+    return np.concatenate([x, np.broadcast_to(c.reshape(c.shape + (1,) * (x.ndim - c.ndim)), x.shape[:-1] + (1,))],
+                          axis=-1)
 
 
 def build_panel(df: pd.DataFrame, cfg: ForecasterConfig) -> Panel:
@@ -207,7 +218,16 @@ class Forecaster(Fitted):
         self.scaler_ = replace(scaler, mean=mean, std=std)
         self.mase_scale_ = np.array([series_scale(raw.series(i)[: int(e), 0], self.cfg.period)
                                      for i, e in enumerate(split.train_end)])
-        return self.scaler_.transform(raw)
+        return self.scaled(raw)
+
+    def scaled(self, raw: Panel) -> Panel:
+        """A raw panel standardized by the fitted scaler, with the level column when the model reads it."""
+        panel = self.scaler_.transform(raw)
+        if not self.cfg.level_input:
+            return panel
+        codes = np.repeat(self.scaler_.index(panel.ids), panel.lengths)  # [T] series of each row
+        values = with_level(panel.values, self.scaler_.mean[codes, 0], self.scaler_.std[codes, 0])
+        return replace(panel, values=np.ascontiguousarray(values), columns=panel.columns + ("level",))
 
     def rescaled(self, scaler: SeriesScaler, mase_scale: np.ndarray) -> Forecaster:
         """The same fitted model reading series through other statistics (a backtest of a registered
@@ -223,7 +243,7 @@ class Forecaster(Fitted):
     # ------------------------------------------------------------------ evaluation
     def panel(self, df: pd.DataFrame) -> Panel:
         """The standardized panel of `df` (series statistics of the fitted scaler)."""
-        return self.scaler_.transform(build_panel(df, self.cfg))
+        return self.scaled(build_panel(df, self.cfg))
 
     def windows(self, df: pd.DataFrame, split: Split, part: str, lookback: int | None = None) -> Windows:
         """Scaled windows of a split part (stride 1)."""
@@ -250,7 +270,10 @@ class Forecaster(Fitted):
     def inputs(self, history: pd.DataFrame) -> Inputs:
         """Standardized model inputs [S, L, F] at the end of every usable series of `history`."""
         cfg = self.cfg
-        return model_inputs(history, self.scaler_, cfg.model.lookback, cfg.freq, cfg.covariates, cfg.calendar)
+        inputs = model_inputs(history, self.scaler_, cfg.model.lookback, cfg.freq, cfg.covariates, cfg.calendar)
+        if cfg.level_input:
+            inputs = replace(inputs, x=with_level(inputs.x, inputs.mean, inputs.std))
+        return inputs
 
     def predict(self, history: pd.DataFrame, device: str = "cpu", levels: tuple[int, ...] = ()
                 ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from forecasting.core.scaling import window_norm
+from forecasting.core.scaling import LOG_FLOOR, window_norm
 from forecasting.core.windows import Windows
 
 if TYPE_CHECKING:
@@ -109,14 +109,16 @@ def windows_key(*windows: Windows) -> str:
     return h.hexdigest()
 
 
-def linear_start(train: Windows, val: Windows, norm: str) -> tuple[torch.Tensor, torch.Tensor]:
+def linear_start(train: Windows, val: Windows, norm: str, logs: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Ridge map [H, L] and bias [H] from the window-normalized lookback to the normalized horizon,
     fitted on training windows with the penalty that scores best on validation windows: the
     highway's starting point for `init="linear"` (the model then starts as the linear baseline).
-    Fitted once per process for the same windows and normalization (`_STARTS`); copies are returned."""
-    key = f"{windows_key(train, val)}-{norm}"
+    With `logs`, both sides are log(x + c) first, c the windows' level column (last): a multiplicative
+    model's highway. Fitted once per process for the same windows and normalization (`_STARTS`);
+    copies are returned."""
+    key = f"{windows_key(train, val)}-{norm}-{'log' if logs else 'raw'}"
     if key not in _STARTS:
-        _STARTS[key] = _fit_linear_start(train, val, norm)
+        _STARTS[key] = _fit_linear_start(train, val, norm, logs)
         while len(_STARTS) > MAX_STARTS:
             _STARTS.popitem(last=False)
     _STARTS.move_to_end(key)
@@ -124,9 +126,12 @@ def linear_start(train: Windows, val: Windows, norm: str) -> tuple[torch.Tensor,
     return coef.clone(), bias.clone()
 
 
-def _fit_linear_start(train: Windows, val: Windows, norm: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _fit_linear_start(train: Windows, val: Windows, norm: str, logs: bool) -> tuple[torch.Tensor, torch.Tensor]:
     def normalized(w: Windows) -> tuple[np.ndarray, np.ndarray]:
         x, y = w.arrays(np.linspace(0, len(w) - 1, min(len(w), MAX_LINEAR_WINDOWS)).astype(np.int64))
+        if logs:  # log(x + c) on both sides, c [N, 1] the level column (a start checks training is positive)
+            c = x[:, -1:, -1]
+            x, y = np.log(np.maximum(x[..., :1] + c[..., None], LOG_FLOOR)), np.log(np.maximum(y + c, LOG_FLOOR))
         xn, loc, scale = window_norm(torch.from_numpy(np.ascontiguousarray(x[..., :1])), norm)
         return xn[..., 0].double().numpy(), ((torch.from_numpy(y) - loc) / scale).double().numpy()
 

@@ -10,6 +10,7 @@ import torch
 from forecasting.core.windows import Panel
 
 WINDOW_NORMS = ("none", "last", "mean", "standard")
+LOG_FLOOR = 1e-6  # log(max(v, floor)): a multiplicative model's non-positive input (never in training) is floored
 
 
 @dataclass(frozen=True)

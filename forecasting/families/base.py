@@ -8,6 +8,9 @@ A family is a registration: a name plus
   - `configure`: the config a drawn parameter set stands for,
   - `first`: a sensible first trial inside its space,
   - optionally `start`: where training starts (the recurrent highway starts as a ridge fit).
+A config with `multiplicative` set gets one more input column, last: the series' mean over its
+standard deviation c = mu / sigma, constant along the window, so that x + c = y / sigma recovers the
+original values' sign and ratios from standardized ones (`Forecaster` adds it; see `with_features`).
 
 Everything else (the `Forecaster`, tuning, the pipeline, backtests, ensembles, the pyfunc model,
 the benchmarks and `--models`) looks families up here and never branches on their names. Families

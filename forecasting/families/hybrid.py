@@ -1,11 +1,16 @@
-"""An ES-RNN-style hybrid (Smyl's M4 winner, in additive form): Holt-Winters plus a recurrent remainder.
+"""An ES-RNN-style hybrid (Smyl's M4 winner): Holt-Winters plus a recurrent remainder, additive or
+multiplicative.
 
     y = x[..., 0]                                                                [B, L]
+        multiplicative: y = log(x[..., 0] + c), c = x[..., -1] = mu / sigma      [B, L]
+            (the family reads the level column: x + c = y_original / sigma, so additive smoothing of
+            its log is multiplicative Holt-Winters, Smyl's form: level-normalized, deseasonalized logs)
         Holt-Winters (level, optional trend, up to two seasons) over the window:
             last level l_L, trend b_L, seasonal states; the seasonal index s_t used at each t
         z_t = y_t - s_t - l_L  (deseasonalized, relative to the last level), covariates as they are
         recurrent path:  [z, x[..., 1:]] -> (segments) -> GRU/LSTM -> last state -> Linear(D, H) = r
     y_hat_h = l_L + h * b_L + sum_k s_k(L + h) + r_h                               [B, H]
+        multiplicative: y_hat_h = exp(that) - c (back to standardized values)
 
 The exponential smoothing is Taylor's (2003) additive double-seasonal Holt-Winters, with the
 smoothing coefficients learnt as global parameters (one set for all series, like every other weight
@@ -46,6 +51,8 @@ class HybridConfig:
     (a longer one is refused: the window could not initialize it). Empty: `start` picks the (at most
     two shortest) kept periods of the data that fit the lookback, dropping longer ones; with none
     the smoothing is Holt's (or simple) exponential smoothing. `trend` adds Holt's additive trend.
+    `multiplicative` smooths the log of the original values (seasons and trend become factors); it
+    needs the level column as the last input (`n_features` >= 2) and positive training values.
     `segment` > 1 reads the lookback in chunks, as in `RecurrentConfig` (the oldest L mod segment
     steps are left to the smoothing alone).
     """
@@ -60,6 +67,7 @@ class HybridConfig:
     segment: int = 1
     seasons: tuple[int, ...] = ()
     trend: bool = False
+    multiplicative: bool = False
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -103,6 +111,8 @@ class HybridForecaster(recurrent.RecurrentReader):
 
     def __init__(self, cfg: HybridConfig):
         super().__init__()
+        if cfg.multiplicative and cfg.n_features < 2:  # checked here: a config gets its width from the Forecaster
+            raise ValueError("a multiplicative hybrid reads the level column last: n_features must be at least 2")
         self.cfg = cfg
         # Smoothing coefficients, each sigmoid(raw): alpha (level), beta (trend), gamma_k (season k).
         # Always two gammas, whatever `seasons` holds: `start` may choose the seasons after building,
@@ -193,24 +203,38 @@ class HybridForecaster(recurrent.RecurrentReader):
             out = out + torch.stack([s[(L - 1 + h) % m] for h in range(1, H + 1)], dim=1)  # the latest of its phase
         return out
 
-    def holt_winters(self, y: torch.Tensor) -> torch.Tensor:
-        """The pure Holt-Winters forecast [B, H] of the target window y [B, L] (no recurrence)."""
-        return self.extrapolate(self.smooth(y), y.shape[1])
+    def smoothed_target(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The series the smoothing runs on, [B, L]: the target, or with `multiplicative` the log of
+        the original values over sigma; and c [B] (None when additive)."""
+        if not self.cfg.multiplicative:
+            return x[..., 0], None
+        logs, c = recurrent.log_target(x)  # [B, L, F], [B]
+        return logs[..., 0], c
+
+    def back(self, out: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        """A forecast [B, H] on the smoothed series' scale back to standardized values."""
+        return out if c is None else recurrent.exp_back(out, c)
+
+    def holt_winters(self, x: torch.Tensor) -> torch.Tensor:
+        """The pure Holt-Winters forecast [B, H] of the windows x [B, L, F] (no recurrence)."""
+        y, c = self.smoothed_target(x)  # [B, L]
+        return self.back(self.extrapolate(self.smooth(y), y.shape[1]), c)
 
     # ------------------------------------------------------------------ the whole model
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x[..., 0]  # [B, L]
+        y, c = self.smoothed_target(x)  # [B, L]
         sm = self.smooth(y)
         forecast = self.extrapolate(sm, y.shape[1])  # [B, H]
         z = y - sm.seasonal - sm.level[:, None]  # [B, L] deseasonalized, relative to the last level
         x = torch.cat([z.unsqueeze(-1), x[..., 1:]], dim=-1)  # [B, L, F]
-        return forecast + self.read(x).float()  # + the recurrent remainder [B, H]
+        return self.back(forecast + self.read(x).float(), c)  # + the recurrent remainder [B, H]
 
     @torch.no_grad()
-    def start_as_holt_winters(self, seasons: tuple[int, ...]) -> None:
-        """Smooth with `seasons`, the coefficients at their starting values, the recurrent head at
-        zero: until it is trained the model forecasts exactly `holt_winters`."""
-        self.cfg = replace(self.cfg, seasons=tuple(seasons))
+    def start_as_holt_winters(self, seasons: tuple[int, ...], multiplicative: bool | None = None) -> None:
+        """Smooth with `seasons` (and `multiplicative`, if given), the coefficients at their starting
+        values, the recurrent head at zero: until it is trained the model forecasts exactly `holt_winters`."""
+        form = self.cfg.multiplicative if multiplicative is None else multiplicative
+        self.cfg = replace(self.cfg, seasons=tuple(seasons), multiplicative=form)
         self.set_smoothing()
         self.head.weight.zero_()
         self.head.bias.zero_()
@@ -228,12 +252,13 @@ class HybridSpace:
     dropout: tuple[float, float] = (0.0, 0.3)
     segments: tuple[int, ...] = (1, 24)
     trend: tuple[bool, ...] = (True, False)
+    multiplicative: tuple[bool, ...] = (False, True)  # True is tried only on positive data (`start`)
     periods: tuple[int, ...] = ()
 
     def params(self) -> dict[str, Param]:
         return {"hidden": IntRange(*self.hidden, log=True), "layers": IntRange(*self.layers),
                 "dropout": FloatRange(*self.dropout), "segment": Choice(self.segments),
-                "trend": Choice(self.trend)}
+                "trend": Choice(self.trend), "multiplicative": Choice(self.multiplicative)}
 
 
 def default_space(periods: tuple[int, ...]) -> HybridSpace:
@@ -252,14 +277,16 @@ def first(space: HybridSpace, lookbacks: tuple[int, ...]) -> dict:
     return {"lookback": lookback, "hidden": min(max(64, space.hidden[0]), space.hidden[1]),
             "layers": space.layers[0], "dropout": space.dropout[0],
             "segment": max(fits) if fits else min(space.segments),
-            "trend": False if False in space.trend else space.trend[0]}
+            "trend": False if False in space.trend else space.trend[0],
+            "multiplicative": False if False in space.multiplicative else space.multiplicative[0]}
 
 
 def configure(cfg: HybridConfig, p: dict) -> HybridConfig:
     """The architecture a drawn parameter set stands for (`cfg.lookback` is already the drawn one; the
     seasons stay the config's, usually none: `start` picks those that fit the drawn lookback)."""
     return replace(cfg, hidden=p["hidden"], layers=p["layers"], dropout=p["dropout"],
-                   segment=min(p["segment"], cfg.lookback), trend=bool(p.get("trend", cfg.trend)))
+                   segment=min(p["segment"], cfg.lookback), trend=bool(p.get("trend", cfg.trend)),
+                   multiplicative=bool(p.get("multiplicative", cfg.multiplicative)))
 
 
 @torch.no_grad()
@@ -269,7 +296,7 @@ def best_smoothing(model: HybridForecaster, train: Windows, max_windows: int = 1
     at its start. Training data only; 25 batched smoothing passes (well under a second at L = 336)."""
     idx = np.linspace(0, len(train) - 1, min(len(train), max_windows)).astype(np.int64)
     x, y = train.arrays(idx)  # [N, L, F], [N, H]
-    x, y = torch.from_numpy(np.ascontiguousarray(x[..., 0])), torch.from_numpy(y)
+    x, y = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
     gammas = GAMMAS if model.cfg.seasons else (GAMMA0,)
     scores = {}
     for alpha in ALPHAS:
@@ -284,9 +311,11 @@ def start(model: HybridForecaster, cfg: HybridConfig, train: Windows | None, val
     """Start as Holt-Winters: the config's seasons, or else the (two shortest) kept periods that fit
     the lookback, recorded in the returned config; the smoothing coefficients that forecast the
     training windows best (`best_smoothing`; the defaults without windows) and the recurrent head at
-    zero. That start then competes with every epoch on validation."""
-    cfg = replace(cfg, seasons=cfg.seasons or fitting_seasons(periods, cfg.lookback))
-    model.start_as_holt_winters(cfg.seasons)
+    zero. That start then competes with every epoch on validation. A multiplicative config on data
+    with a non-positive value among the training windows' rows starts (and stays) additive."""
+    cfg = replace(cfg, seasons=cfg.seasons or fitting_seasons(periods, cfg.lookback),
+                  multiplicative=cfg.multiplicative and (train is None or recurrent.positive(train)))
+    model.start_as_holt_winters(cfg.seasons, cfg.multiplicative)
     if train is not None and len(train) > 0:
         model.set_smoothing(*best_smoothing(model, train))
     return cfg

@@ -1,9 +1,14 @@
 """One recurrent forecaster: GRU or LSTM encoder, direct multi-horizon head, linear highway.
 
-    x [B, L, F] --window_norm--> x_n [B, L, F]
+    x [B, L, F] --(multiplicative: target -> log(x[..., 0] + c), c = x[..., -1])--window_norm--> x_n [B, L, F]
         recurrent path:  (segments) -> GRU/LSTM -> last state [B, D] -> Linear(D, H)
         highway:         target channel x_n[..., 0] [B, L] -> Linear(L, H)
     y_hat = (recurrent + highway) * scale + loc                                  [B, H]
+        multiplicative: y_hat = exp(that) - c
+
+`multiplicative` models the log of the original values: x + c = y / sigma, c = mu / sigma the level
+column the `Forecaster` appends for such a model. Seasonal swings that grow with the level are then
+additive, and a ridge highway on log windows fits them (on positive data only: see `start`).
 
 The highway is LSTNet's autoregressive component (NLinear when the window norm is "last"):
 a linear map of the normalized lookback straight to the horizon. It makes seasonal naive
@@ -23,13 +28,38 @@ from torch import nn
 
 from forecasting.core.baselines import linear_start, seasonal_naive
 from forecasting.core.metrics import mse
-from forecasting.core.scaling import WINDOW_NORMS, window_norm
+from forecasting.core.scaling import LOG_FLOOR, WINDOW_NORMS, window_norm
 from forecasting.core.training import count_parameters  # noqa: F401  (re-exported)
 from forecasting.core.windows import Windows
 from forecasting.families.base import Choice, Family, FloatRange, IntRange, Param, register
 
 CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 HIGHWAY_INITS = ("default", "seasonal", "linear")
+LOG_CEILING = 30.0  # exp of a forecast in logs is capped: a diverging step gives a large loss, not inf
+
+
+def log_target(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [B, L, F] with the target replaced by log(x[..., 0] + c) = log(y / sigma), and c [B], the
+    level column (last, constant along the window)."""
+    c = x[:, -1, -1]  # [B]
+    y = torch.log(torch.clamp(x[..., :1] + c[:, None, None], min=LOG_FLOOR))  # [B, L, 1]
+    return torch.cat([y, x[..., 1:]], dim=-1), c
+
+
+def exp_back(out: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """A forecast [B, H] of log(y / sigma) back to standardized values."""
+    return torch.exp(torch.clamp(out, max=LOG_CEILING)) - c[:, None]
+
+
+def positive(train: Windows) -> bool:
+    """Whether every original value on the rows the windows cover is positive: target + c > 0, c the
+    level column (x + c = y / sigma)."""
+    values, width = train.panel.values, train.lookback + train.horizon
+    edges = np.zeros(len(values) + 1, dtype=np.int64)  # +1 where a window starts, -1 where it ends
+    np.add.at(edges, train.starts, 1)
+    np.add.at(edges, train.starts + width, -1)
+    rows = np.cumsum(edges[:-1]) > 0  # [T] rows some window covers
+    return bool(np.all(values[rows, 0] + values[rows, -1] > 0))
 
 
 @dataclass(frozen=True)
@@ -44,6 +74,8 @@ class RecurrentConfig:
     `highway` adds the linear lookback -> horizon path; `season` (0: none) is the
     period the highway starts from when `init` is "seasonal"; with "linear" the forecaster
     starts it from a ridge fit of the normalized training windows (`start_as_linear`).
+    `multiplicative` reads and forecasts the log of the original values (see the module docstring;
+    it needs the level column last, `n_features` >= 2).
     """
 
     cell: str = "gru"
@@ -58,6 +90,7 @@ class RecurrentConfig:
     highway: bool = False
     season: int = 0
     init: str = "linear"
+    multiplicative: bool = False
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -118,6 +151,8 @@ class RecurrentForecaster(RecurrentReader):
 
     def __init__(self, cfg: RecurrentConfig):
         super().__init__()
+        if cfg.multiplicative and cfg.n_features < 2:  # checked here: a config gets its width from the Forecaster
+            raise ValueError("a multiplicative model reads the level column last: n_features must be at least 2")
         self.cfg = cfg
         self.build_reader(cfg)
         self.highway = nn.Linear(cfg.lookback, cfg.horizon) if cfg.highway else None
@@ -141,10 +176,12 @@ class RecurrentForecaster(RecurrentReader):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
+        if cfg.multiplicative:
+            x, c = log_target(x)  # [B, L, F] the target in logs, c [B]
         x, loc, scale = window_norm(x, cfg.norm)  # [B, L, F], [B, 1], [B, 1]
         linear = self.highway(x[..., 0]) if self.highway is not None else 0.0  # [B, H]
-        y = self.read(x) + linear  # [B, H]
-        return y.float() * scale + loc
+        y = (self.read(x) + linear).float() * scale + loc  # [B, H]
+        return exp_back(y, c) if cfg.multiplicative else y
 
 
 ModelConfig = RecurrentConfig  # the name saved code and older callers use
@@ -165,11 +202,13 @@ class RecurrentSpace:
     segments: tuple[int, ...] = (1, 24)
     highway: tuple[bool, ...] = (True, False)
     inits: tuple[str, ...] = ("linear", "seasonal")  # where the highway starts (when on)
+    multiplicative: tuple[bool, ...] = (False, True)  # True is tried only on positive data (`start`)
 
     def params(self) -> dict[str, Param]:
         return {"hidden": IntRange(*self.hidden, log=True), "layers": IntRange(*self.layers),
                 "dropout": FloatRange(*self.dropout), "norm": Choice(self.norms), "segment": Choice(self.segments),
-                "highway": Choice(self.highway), "init": Choice(self.inits)}
+                "highway": Choice(self.highway), "init": Choice(self.inits),
+                "multiplicative": Choice(self.multiplicative)}
 
 
 def default_space(periods: tuple[int, ...]) -> RecurrentSpace:
@@ -192,14 +231,15 @@ def first(space: RecurrentSpace, lookbacks: tuple[int, ...]) -> dict:
             "layers": space.layers[0], "dropout": space.dropout[0],
             "norm": "standard" if "standard" in space.norms else space.norms[0],
             "segment": max(fits) if fits else min(space.segments),
-            "highway": True in space.highway, "init": space.inits[0]}
+            "highway": True in space.highway, "init": space.inits[0],
+            "multiplicative": False if False in space.multiplicative else space.multiplicative[0]}
 
 
 def configure(cfg: RecurrentConfig, p: dict) -> RecurrentConfig:
     """The architecture a drawn parameter set stands for (`cfg.lookback` is already the drawn one)."""
     return replace(cfg, hidden=p["hidden"], layers=p["layers"], dropout=p["dropout"], norm=p["norm"],
                    segment=min(p["segment"], cfg.lookback), highway=bool(p.get("highway", False)),
-                   init=p.get("init", cfg.init))
+                   init=p.get("init", cfg.init), multiplicative=bool(p.get("multiplicative", cfg.multiplicative)))
 
 
 def best_season(train: Windows, cfg: RecurrentConfig, periods: tuple[int, ...], max_windows: int = 20_000) -> int:
@@ -216,12 +256,18 @@ def best_season(train: Windows, cfg: RecurrentConfig, periods: tuple[int, ...], 
 def start(model: RecurrentForecaster, cfg: RecurrentConfig, train: Windows, val: Windows,
           periods: tuple[int, ...]) -> RecurrentConfig | None:
     """With the highway on, start it as the best seasonal naive (`init="seasonal"`, the season it
-    chose recorded in the config) or as the ridge fit of the normalized windows, the recurrent head
-    at zero; that start then competes with every epoch on validation."""
+    chose recorded in the config) or as the ridge fit of the normalized windows (in logs when
+    multiplicative), the recurrent head at zero; that start then competes with every epoch on
+    validation. A multiplicative config on data with a non-positive value among the training
+    windows' rows becomes additive (recorded in the returned config)."""
+    additive = cfg.multiplicative and not positive(train)
+    if additive:
+        cfg = replace(cfg, multiplicative=False)
+        model.cfg = cfg
     if not cfg.highway:
-        return None
+        return cfg if additive else None
     if cfg.init == "linear":
-        model.start_as_linear(*linear_start(train, val, cfg.norm))
+        model.start_as_linear(*linear_start(train, val, cfg.norm, cfg.multiplicative))
         return cfg
     season = best_season(train, cfg, periods) if cfg.init == "seasonal" else 0
     if season:

@@ -80,7 +80,7 @@ def family_config(base: ForecasterConfig, family: str) -> ForecasterConfig:
     m = base.model
     model = (replace(m, **fam.defaults) if isinstance(m, fam.config) else
              fam.new_config(horizon=m.horizon, lookback=m.lookback, n_features=m.n_features))
-    return replace(base, family=family, model=model)
+    return replace(base, family=family, model=model, level_input=False)  # with_features sets it again
 
 
 def apply_params(base: ForecasterConfig, params: dict, family: str) -> ForecasterConfig:
