@@ -161,7 +161,8 @@ def fixed_params(home: Path, job, b: dict) -> dict:
             "weight_decay": float(space.weight_decay[0]),
             "norm": "standard" if "standard" in own.norms else own.norms[0],
             "segment": min(s for s in own.segments if s <= lookback),
-            "highway": True, "init": own.inits[0], "loss": space.losses[0]}
+            "highway": True, "init": own.inits[0], "loss": space.losses[0],
+            "multiplicative": False if False in own.multiplicative else own.multiplicative[0]}
 
 
 # --------------------------------------------------------------------------- one run

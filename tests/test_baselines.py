@@ -78,7 +78,7 @@ def test_a_ridge_start_is_fitted_once_per_process_for_the_same_windows(monkeypat
     first[0].zero_()  # the caller's copy
     again = baselines.linear_start(*windows(), "last")
     assert len(calls) == 1 and again[0].abs().sum() > 0
-    fresh = baselines._fit_linear_start(*windows(), "last")
+    fresh = baselines._fit_linear_start(*windows(), "last", False)
     torch.testing.assert_close(again, fresh)
     baselines.linear_start(*windows(scale=2.0), "last")  # other values
     baselines.linear_start(*windows(lookback=48), "last")  # other windows

@@ -208,8 +208,7 @@ def test_a_forecast_reads_its_own_window_only():
         assert not torch.allclose(model(moved)[0], model(x)[0])
 
 
-def test_the_first_backtest_forecast_is_unchanged_when_later_data_changes(fitted):
-    f, df, split = fitted
+def assert_first_cutoff_reads_nothing_after_it(f: Forecaster, df: pd.DataFrame, split) -> None:
     bt = f.cross_validation(df, split.val_end, split.train_end)
     fc = bt.forecasts
     first_cut = fc["cutoff"].min()
@@ -222,6 +221,22 @@ def test_the_first_backtest_forecast_is_unchanged_when_later_data_changes(fitted
     assert not np.allclose(mine["y"].to_numpy(), theirs["y"].to_numpy())  # the targets did change
     later_cut = fc["cutoff"].max()
     assert not np.allclose(fc.loc[fc["cutoff"] == later_cut, "y_hat"], fc2.loc[fc2["cutoff"] == later_cut, "y_hat"])
+
+
+def test_the_first_backtest_forecast_is_unchanged_when_later_data_changes(fitted):
+    assert_first_cutoff_reads_nothing_after_it(*fitted)
+
+
+def test_a_multiplicative_model_reads_nothing_after_the_cutoff_either():
+    """Its level column comes from the training rows' statistics, not from the window's future."""
+    df = daily_weekly_frame()
+    split = split_fractions(df.groupby("unique_id", sort=False).size(), 0.1, 0.2)
+    f = Forecaster(ForecasterConfig(model=HybridConfig(lookback=336, horizon=24, hidden=16, segment=24,
+                                                       multiplicative=True),
+                                    calendar=False, seasons=(24, 168), train=TrainConfig(max_epochs=1, device="cpu")))
+    f.fit(df, split)
+    assert f.cfg.model.multiplicative
+    assert_first_cutoff_reads_nothing_after_it(f, df, split)
 
 
 # --------------------------------------------------------------------------- 3. through the front door

@@ -349,7 +349,8 @@ def _slow_params(home: Path, job: TrainJob) -> dict:
     own = space.own("gru")  # the recurrent family's own ranges
     return {"lookback": max(space.lookbacks), "hidden": own.hidden[1], "layers": own.layers[1],
             "dropout": own.dropout[0], "lr": space.lr[0], "batch_size": min(space.batch_sizes),
-            "weight_decay": space.weight_decay[0], "norm": own.norms[0], "segment": min(own.segments)}
+            "weight_decay": space.weight_decay[0], "norm": own.norms[0], "segment": min(own.segments),
+            "multiplicative": False}
 
 
 def test_killed_worker_trial_is_failed_retried_and_closed(dataset, pg_url, servers, tmp_path):
