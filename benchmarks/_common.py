@@ -284,11 +284,12 @@ ETTH1_BORDERS = (8640, 11520, 14400)
 ETTH1_QUICK_BORDERS = (1200, 1600, 2000)
 
 
-def etth1_frame(data_dir: Path, rows: int, column: str = "OT"):
-    """ETTh1 column `column` (rows [0, rows)) as a long frame with unique_id = the column name."""
+def etth1_frame(data_dir: Path, rows: int, column: str = "OT", dataset: str = "ETTh1"):
+    """ETTh1 (or `dataset`, e.g. ETTh2) column `column` (rows [0, rows)) as a long frame with
+    unique_id = the column name."""
     import pandas as pd
 
-    (path,) = require(data_dir, "ett/ETTh1.csv")
+    (path,) = require(data_dir, f"ett/{dataset}.csv")
     raw = pd.read_csv(path, nrows=rows)
     return pd.DataFrame({"unique_id": column, "ds": pd.to_datetime(raw["date"]),
                          "y": raw[column].astype("float64")})

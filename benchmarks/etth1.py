@@ -74,7 +74,7 @@ SPACE = SearchSpace(
 # One configuration tried first in every study (GRU and LSTM alike): SegRNN-like, highway from ridge.
 PRIOR = {"lookback": 336, "hidden": 64, "layers": 1, "dropout": 0.0, "lr": 1e-3, "batch_size": 256,
          "weight_decay": 1e-6, "norm": "last", "segment": 24, "highway": True, "init": "linear", "loss": "mse",
-         "multiplicative": False}
+         "multiplicative": False, "lags": False}
 
 QUICK_SPACE = SearchSpace(
     lookbacks=(48, 96), lr=(1e-3, 3e-3), batch_sizes=(256,), weight_decay=(1e-7, 1e-5), losses=("mse",),
@@ -83,7 +83,7 @@ QUICK_SPACE = SearchSpace(
 )
 QUICK_PRIOR = {"lookback": 96, "hidden": 16, "layers": 1, "dropout": 0.0, "lr": 1e-3, "batch_size": 256,
                "weight_decay": 1e-6, "norm": "last", "segment": 24, "highway": True, "init": "linear", "loss": "mse",
-         "multiplicative": False}
+         "multiplicative": False, "lags": False}
 
 
 def published_rows(data_dir: Path) -> list[dict]:

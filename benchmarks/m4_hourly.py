@@ -113,14 +113,14 @@ SPACE = SearchSpace(
 )
 PRIOR = {"lookback": 336, "hidden": 128, "layers": 1, "dropout": 0.0, "lr": 1e-3, "batch_size": 256,
          "weight_decay": 1e-6, "norm": "standard", "segment": 24, "highway": True, "init": "linear", "loss": "mae",
-         "multiplicative": False}
+         "multiplicative": False, "lags": False}
 QUICK_SPACE = SearchSpace(
     lookbacks=(48, 96), lr=(1e-3, 3e-3), batch_sizes=(256,), weight_decay=(1e-7, 1e-5), losses=("mae",),
     family=RecurrentSpace(hidden=(8, 16), layers=(1, 1), dropout=(0.0, 0.1), norms=("last", "standard"), segments=(24,), highway=(True, False), inits=("linear",)),
 )
 QUICK_PRIOR = {"lookback": 96, "hidden": 16, "layers": 1, "dropout": 0.0, "lr": 1e-3, "batch_size": 256,
                "weight_decay": 1e-6, "norm": "last", "segment": 24, "highway": True, "init": "linear", "loss": "mae",
-         "multiplicative": False}
+         "multiplicative": False, "lags": False}
 # Any other family: the same shared ranges, its own default space for SEASONS, its first trial from
 # `starting_point` with these shared prior values where they lie inside the space (the lookback stays the
 # family's own first choice, which knows what its seasons need).
@@ -894,7 +894,7 @@ def _header(res: dict) -> str:
             f"{ENSEMBLE} best trials.\n")
 
 
-TUNED = ("lookback", "segment", "hidden", "layers", "norm", "highway", "init", "trend", "multiplicative", "loss")
+TUNED = ("lookback", "segment", "hidden", "layers", "norm", "highway", "init", "trend", "multiplicative", "lags", "loss")
 
 
 def _tuning_table(res: dict) -> str:

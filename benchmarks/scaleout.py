@@ -162,7 +162,8 @@ def fixed_params(home: Path, job, b: dict) -> dict:
             "norm": "standard" if "standard" in own.norms else own.norms[0],
             "segment": min(s for s in own.segments if s <= lookback),
             "highway": True, "init": own.inits[0], "loss": space.losses[0],
-            "multiplicative": False if False in own.multiplicative else own.multiplicative[0]}
+            "multiplicative": False if False in own.multiplicative else own.multiplicative[0],
+            "lags": False if False in own.lags else own.lags[0]}
 
 
 # --------------------------------------------------------------------------- one run

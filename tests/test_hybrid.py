@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from leaks import assert_first_cutoff_reads_nothing_after_it
 
 from forecasting import families
 from forecasting.api.forecaster import Forecaster, ForecasterConfig, with_features
@@ -206,21 +207,6 @@ def test_a_forecast_reads_its_own_window_only():
         moved = x.clone()
         moved[0, -1, 1] += 1.0  # its own covariates are read
         assert not torch.allclose(model(moved)[0], model(x)[0])
-
-
-def assert_first_cutoff_reads_nothing_after_it(f: Forecaster, df: pd.DataFrame, split) -> None:
-    bt = f.cross_validation(df, split.val_end, split.train_end)
-    fc = bt.forecasts
-    first_cut = fc["cutoff"].min()
-    changed = df.copy()
-    after = changed["ds"] > first_cut  # the first cutoff's targets and everything after them
-    changed.loc[after, "y"] = changed.loc[after, "y"] * -3.0 + 100.0
-    fc2 = f.cross_validation(changed, split.val_end, split.train_end).forecasts
-    mine, theirs = fc[fc["cutoff"] == first_cut], fc2[fc2["cutoff"] == first_cut]
-    np.testing.assert_array_equal(mine["y_hat"].to_numpy(), theirs["y_hat"].to_numpy())
-    assert not np.allclose(mine["y"].to_numpy(), theirs["y"].to_numpy())  # the targets did change
-    later_cut = fc["cutoff"].max()
-    assert not np.allclose(fc.loc[fc["cutoff"] == later_cut, "y_hat"], fc2.loc[fc2["cutoff"] == later_cut, "y_hat"])
 
 
 def test_the_first_backtest_forecast_is_unchanged_when_later_data_changes(fitted):

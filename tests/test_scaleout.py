@@ -350,7 +350,7 @@ def _slow_params(home: Path, job: TrainJob) -> dict:
     return {"lookback": max(space.lookbacks), "hidden": own.hidden[1], "layers": own.layers[1],
             "dropout": own.dropout[0], "lr": space.lr[0], "batch_size": min(space.batch_sizes),
             "weight_decay": space.weight_decay[0], "norm": own.norms[0], "segment": min(own.segments),
-            "multiplicative": False}
+            "multiplicative": False, "lags": False}
 
 
 def test_killed_worker_trial_is_failed_retried_and_closed(dataset, pg_url, servers, tmp_path):

@@ -204,7 +204,7 @@ def test_trial_logger_one_nested_run_per_trial(tmp_path, home):
     )
     good = {"lookback": 24, "hidden": 8, "layers": 1, "dropout": 0.0, "lr": 1e-2, "batch_size": 64,
             "weight_decay": 1e-6, "norm": "standard", "segment": 1, "highway": False, "init": "linear",
-            "loss": "mse", "multiplicative": False}
+            "loss": "mse", "multiplicative": False, "lags": False}
     study = optuna.create_study(study_name=name, storage=cfg.storage, direction="minimize")
     for params in (good, {**good, "lr": 1e20}, {**good, "hidden": 12}, {**good, "hidden": 16},
                    {**good, "lr": 1e-6}):
@@ -451,7 +451,7 @@ def test_pipeline_end_to_end(tmp_path, home):
     smallest = {"lookback": lookback, "hidden": own.hidden[0], "layers": own.layers[0],
                 "dropout": own.dropout[0], "batch_size": min(space.batch_sizes),
                 "weight_decay": space.weight_decay[0], "norm": own.norms[-1],
-                "segment": max([s for s in own.segments if s <= lookback] or [1]), "multiplicative": False}
+                "segment": max([s for s in own.segments if s <= lookback] or [1]), "multiplicative": False, "lags": False}
     study = optuna.create_study(study_name=study_name("toy", H, "gru"), storage=default_storage(home),
                                 direction="minimize")
     for lr in (space.lr[1], space.lr[0]):

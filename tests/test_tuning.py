@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 H = 12
 GOOD = {"lookback": 24, "hidden": 8, "layers": 1, "dropout": 0.0, "lr": 1e-2, "batch_size": 64,
         "weight_decay": 1e-6, "norm": "standard", "segment": 1, "highway": False, "init": "linear", "loss": "mse",
-        "multiplicative": False}
+        "multiplicative": False, "lags": False}
 SPACE = SearchSpace(lookbacks=(24,), lr=(1e-3, 1e-2), batch_sizes=(64,), weight_decay=(1e-7, 1e-3),
                     family=RecurrentSpace(hidden=(4, 16), layers=(1, 1), dropout=(0.0, 0.1), norms=("standard",),
                                           segments=(1, 4)))

@@ -1,9 +1,11 @@
 """One recurrent forecaster: GRU or LSTM encoder, direct multi-horizon head, linear highway.
 
     x [B, L, F] --(multiplicative: target -> log(x[..., 0] + c), c = x[..., -1])--window_norm--> x_n [B, L, F]
-        recurrent path:  (segments) -> GRU/LSTM -> last state [B, D] -> Linear(D, H)
+        recurrent path:  (segments) -> GRU/LSTM -> last state h [B, D] -> Linear(D, H)
         highway:         target channel x_n[..., 0] [B, L] -> Linear(L, H)
-    y_hat = (recurrent + highway) * scale + loc                                  [B, H]
+        seasonal lags:   z = relu(W_h h + e_t + W_l lags_t)  [B, H, D] -> Linear(D, 1)  [B, H]
+                         lags_t [B, H, K]: x_n at t - m_k (latest cycle) for each output step t
+    y_hat = (recurrent + highway + lags) * scale + loc                           [B, H]
         multiplicative: y_hat = exp(that) - c
 
 `multiplicative` models the log of the original values: x + c = y / sigma, c = mu / sigma the level
@@ -16,6 +18,12 @@ a linear map of the normalized lookback straight to the horizon. It makes season
 recurrence only has to learn what a linear model cannot. With `init="seasonal"` the highway
 starts as seasonal naive at `season` and the recurrent head at zero: the untrained model *is*
 seasonal naive, and training moves away from it only where that lowers the loss.
+
+`lags` gives every output step its own inputs: the values one (latest) seasonal cycle before it, for
+each of `lag_periods` (DeepAR's and MQ-RNN's seasonal lags, aligned with the step they forecast).
+The highway already weighs those values linearly; the lag path mixes them with the recurrent state
+through a nonlinearity, so that how much a step trusts last day's or last week's value can depend
+on what the recurrence read (a holiday, a level shift). It starts at zero beside the highway.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from forecasting.families.base import Choice, Family, FloatRange, IntRange, Para
 
 CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 HIGHWAY_INITS = ("default", "seasonal", "linear")
+MAX_LAGS = 2  # seasonal-lag slots per output step (shortest periods first; a single one is repeated)
 LOG_CEILING = 30.0  # exp of a forecast in logs is capped: a diverging step gives a large loss, not inf
 
 
@@ -76,6 +85,9 @@ class RecurrentConfig:
     starts it from a ridge fit of the normalized training windows (`start_as_linear`).
     `multiplicative` reads and forecasts the log of the original values (see the module docstring;
     it needs the level column last, `n_features` >= 2).
+    `lags` adds the seasonal-lag path: each output step reads the values one cycle of each of
+    `lag_periods` (at most `MAX_LAGS`, each in [1, lookback]) before it. Empty: `start` picks the
+    kept periods that fit the lookback (none: the last value, period 1).
     """
 
     cell: str = "gru"
@@ -91,10 +103,15 @@ class RecurrentConfig:
     season: int = 0
     init: str = "linear"
     multiplicative: bool = False
+    lags: bool = False
+    lag_periods: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
+        if len(self.lag_periods) > MAX_LAGS or any(not 1 <= m <= self.lookback for m in self.lag_periods):
+            raise ValueError(f"lag_periods must be at most {MAX_LAGS} periods in [1, lookback={self.lookback}], "
+                             f"got {tuple(self.lag_periods)}")
         if self.norm not in WINDOW_NORMS:
             raise ValueError(f"norm must be one of {WINDOW_NORMS}, got {self.norm!r}")
         if self.init not in HIGHWAY_INITS:
@@ -105,6 +122,44 @@ class RecurrentConfig:
             raise ValueError("lookback, horizon, hidden, layers and n_features must be positive")
         if not 0 <= self.season <= self.lookback:
             raise ValueError(f"season must be in [0, lookback={self.lookback}], got {self.season}")
+
+
+def lag_index(lookback: int, horizon: int, periods: tuple[int, ...]) -> torch.Tensor:
+    """[H, K] positions in the window of each output step's seasonal lags: step t (0-based, L + t in
+    window time) reads L - m + (t mod m), its latest value one or more whole cycles m back (seasonal
+    naive's choice). K = `MAX_LAGS` slots filled with `periods` in order (repeated; none: period 1)."""
+    periods = tuple(periods) or (1,)
+    slots = [periods[k % len(periods)] for k in range(MAX_LAGS)]
+    t = torch.arange(horizon)[:, None]  # [H, 1]
+    m = torch.tensor(slots)[None, :]  # [1, K]
+    return lookback - m + t % m  # [H, K]
+
+
+def lag_periods(periods: tuple[int, ...], lookback: int) -> tuple[int, ...]:
+    """The (at most `MAX_LAGS`) shortest periods in [2, lookback]: the seasonal lags a window holds."""
+    return tuple(sorted({int(p) for p in periods if 2 <= p <= lookback}))[:MAX_LAGS]
+
+
+class SeasonalLags(nn.Module):
+    """State h [B, D] and normalized window x_n [B, L] -> [B, H]: each output step mixes its own
+    seasonal lags with the state through one hidden layer (its config needs `lookback`, `horizon`,
+    `hidden`, `lag_periods`). The index is a buffer rebuilt from the config, so it is not saved."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.register_buffer("index", lag_index(cfg.lookback, cfg.horizon, cfg.lag_periods), persistent=False)
+        self.state = nn.Linear(cfg.hidden, cfg.hidden)
+        self.step = nn.Parameter(0.02 * torch.randn(cfg.horizon, cfg.hidden))  # e_t, one per output step
+        self.values = nn.Linear(MAX_LAGS, cfg.hidden, bias=False)
+        self.out = nn.Linear(cfg.hidden, 1)
+
+    def set_periods(self, lookback: int, horizon: int, periods: tuple[int, ...]) -> None:
+        self.index = lag_index(lookback, horizon, periods).to(self.index.device)
+
+    def forward(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        lags = x[:, self.index]  # [B, H, K]
+        z = torch.relu(self.state(h)[:, None, :] + self.step + self.values(lags))  # [B, H, D]
+        return self.out(z)[..., 0]  # [B, H]
 
 
 def seasonal_naive_weights(lookback: int, horizon: int, period: int) -> torch.Tensor:
@@ -136,6 +191,10 @@ class RecurrentReader(nn.Module):
 
     def read(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, L, F] -> [B, H] (in segments when `segment` > 1: the oldest L mod segment steps dropped)."""
+        return self.head(self.encode(x))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, L, F] -> the last state [B, D], after dropout."""
         seg = self.cfg.segment
         if seg > 1:
             n_seg = x.shape[1] // seg
@@ -143,7 +202,7 @@ class RecurrentReader(nn.Module):
             x = x.reshape(x.shape[0], n_seg, seg * x.shape[2])  # [B, L/seg, seg*F]
             x = self.embed(x)  # [B, L/seg, hidden]
         out, _ = self.rnn(x)  # [B, steps, hidden]
-        return self.head(self.drop(out[:, -1]))  # [B, H]
+        return self.drop(out[:, -1])  # [B, D]
 
 
 class RecurrentForecaster(RecurrentReader):
@@ -156,6 +215,7 @@ class RecurrentForecaster(RecurrentReader):
         self.cfg = cfg
         self.build_reader(cfg)
         self.highway = nn.Linear(cfg.lookback, cfg.horizon) if cfg.highway else None
+        self.lags = SeasonalLags(cfg) if cfg.lags else None
         if self.highway is not None and cfg.init == "seasonal" and cfg.season:
             self.start_as_seasonal_naive(cfg.season)
 
@@ -168,11 +228,13 @@ class RecurrentForecaster(RecurrentReader):
     @torch.no_grad()
     def start_as_linear(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
         """Highway = the linear map `weight` [H, L], `bias` [H] on the normalized window, recurrent
-        head = 0 (the recurrence starts as a no-op residual and learns what the map misses)."""
+        head and lag path = 0 (the recurrence starts as a no-op residual and learns what the map misses)."""
         self.highway.weight.copy_(weight)
         self.highway.bias.copy_(bias)
-        self.head.weight.zero_()
-        self.head.bias.zero_()
+        for last in (self.head, self.lags.out if self.lags is not None else None):
+            if last is not None:
+                last.weight.zero_()
+                last.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
@@ -180,7 +242,9 @@ class RecurrentForecaster(RecurrentReader):
             x, c = log_target(x)  # [B, L, F] the target in logs, c [B]
         x, loc, scale = window_norm(x, cfg.norm)  # [B, L, F], [B, 1], [B, 1]
         linear = self.highway(x[..., 0]) if self.highway is not None else 0.0  # [B, H]
-        y = (self.read(x) + linear).float() * scale + loc  # [B, H]
+        h = self.encode(x)  # [B, D]
+        lags = self.lags(h, x[..., 0]) if self.lags is not None else 0.0  # [B, H]
+        y = (self.head(h) + linear + lags).float() * scale + loc  # [B, H]
         return exp_back(y, c) if cfg.multiplicative else y
 
 
@@ -203,12 +267,13 @@ class RecurrentSpace:
     highway: tuple[bool, ...] = (True, False)
     inits: tuple[str, ...] = ("linear", "seasonal")  # where the highway starts (when on)
     multiplicative: tuple[bool, ...] = (False, True)  # True is tried only on positive data (`start`)
+    lags: tuple[bool, ...] = (False, True)  # the seasonal-lag path
 
     def params(self) -> dict[str, Param]:
         return {"hidden": IntRange(*self.hidden, log=True), "layers": IntRange(*self.layers),
                 "dropout": FloatRange(*self.dropout), "norm": Choice(self.norms), "segment": Choice(self.segments),
                 "highway": Choice(self.highway), "init": Choice(self.inits),
-                "multiplicative": Choice(self.multiplicative)}
+                "multiplicative": Choice(self.multiplicative), "lags": Choice(self.lags)}
 
 
 def default_space(periods: tuple[int, ...]) -> RecurrentSpace:
@@ -232,14 +297,16 @@ def first(space: RecurrentSpace, lookbacks: tuple[int, ...]) -> dict:
             "norm": "standard" if "standard" in space.norms else space.norms[0],
             "segment": max(fits) if fits else min(space.segments),
             "highway": True in space.highway, "init": space.inits[0],
-            "multiplicative": False if False in space.multiplicative else space.multiplicative[0]}
+            "multiplicative": False if False in space.multiplicative else space.multiplicative[0],
+            "lags": False if False in space.lags else space.lags[0]}
 
 
 def configure(cfg: RecurrentConfig, p: dict) -> RecurrentConfig:
     """The architecture a drawn parameter set stands for (`cfg.lookback` is already the drawn one)."""
     return replace(cfg, hidden=p["hidden"], layers=p["layers"], dropout=p["dropout"], norm=p["norm"],
                    segment=min(p["segment"], cfg.lookback), highway=bool(p.get("highway", False)),
-                   init=p.get("init", cfg.init), multiplicative=bool(p.get("multiplicative", cfg.multiplicative)))
+                   init=p.get("init", cfg.init), multiplicative=bool(p.get("multiplicative", cfg.multiplicative)),
+                   lags=bool(p.get("lags", cfg.lags)), lag_periods=())
 
 
 def best_season(train: Windows, cfg: RecurrentConfig, periods: tuple[int, ...], max_windows: int = 20_000) -> int:
@@ -259,13 +326,17 @@ def start(model: RecurrentForecaster, cfg: RecurrentConfig, train: Windows, val:
     chose recorded in the config) or as the ridge fit of the normalized windows (in logs when
     multiplicative), the recurrent head at zero; that start then competes with every epoch on
     validation. A multiplicative config on data with a non-positive value among the training
-    windows' rows becomes additive (recorded in the returned config)."""
-    additive = cfg.multiplicative and not positive(train)
-    if additive:
-        cfg = replace(cfg, multiplicative=False)
-        model.cfg = cfg
+    windows' rows becomes additive; the lag path reads the kept periods that fit the lookback (both
+    recorded in the returned config)."""
+    changed = replace(cfg, multiplicative=cfg.multiplicative and positive(train),
+                      lag_periods=(cfg.lag_periods or lag_periods(periods, cfg.lookback)) if cfg.lags else ())
+    recorded = changed != cfg
+    if recorded:
+        cfg = model.cfg = changed
+        if cfg.lags:
+            model.lags.set_periods(cfg.lookback, cfg.horizon, cfg.lag_periods)
     if not cfg.highway:
-        return cfg if additive else None
+        return cfg if recorded else None
     if cfg.init == "linear":
         model.start_as_linear(*linear_start(train, val, cfg.norm, cfg.multiplicative))
         return cfg
