@@ -1,6 +1,6 @@
 """Regenerate the "Results" Markdown block (benchmarks/results/README.md) from the JSON files alone.
 
-Every number comes from `<results>/{etth1,etth1_h24_intervals,m4_hourly,demo,speed,scaleout,cluster}.json`
+Every number comes from `<results>/{etth1,etth1_h24_intervals,m4_hourly,demo,forms,speed,scaleout,cluster}.json`
 through the benchmark scripts' own renderers (`summary()` unless a section names another); nothing is
 typed by hand. A missing JSON file is named, not invented.
 
@@ -26,6 +26,7 @@ SECTIONS = (
     ("etth1_h24_intervals", "ETTh1 OT, H=24: conformal prediction intervals on test", "etth1", "interval_summary"),
     ("m4_hourly", "M4 Hourly (414 series, horizon 48)", "m4_hourly", "summary"),
     ("demo", "The demo's training job over seeds (bundled ETTh1, H=24)", "demo", "summary"),
+    ("forms", "Which model forms win on validation (M4 Hourly, ETTh1, ETTh2)", "forms", "summary"),
     ("speed", "Speed (ratios measured within one run)", "speed", "summary"),
     ("scaleout", "Scale-out (tuning workers sharing one study)", "scaleout", "summary"),
     ("cluster", "Batch forecast on a Dask cluster", "cluster", "summary"),
