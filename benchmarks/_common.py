@@ -107,13 +107,18 @@ def running_script() -> Path | None:
     return None
 
 
+RESULTS_DIR = "benchmarks/results/"
+
+
 def code_state(script: Path | None = None) -> dict:
     """The code a result was measured with: commit, whether the work tree differs from it
-    (modified tracked files and untracked, not ignored, files both count), and the SHA-256 of
-    the benchmark script itself, which identifies it even when the tree was dirty."""
+    (modified tracked files and untracked, not ignored, files both count; not the files under
+    benchmarks/results/, the benchmarks' own outputs, which earlier seeds of a run write into the
+    same tree), and the SHA-256 of the benchmark script itself, which identifies it even when the
+    tree was dirty."""
     script = Path(script).resolve() if script else running_script()
     status = _git("status", "--porcelain", "--untracked-files=all")
-    lines = status.splitlines() if status else []
+    lines = [line for line in (status.splitlines() if status else []) if not line[3:].startswith(RESULTS_DIR)]
     untracked = sum(1 for line in lines if line.startswith("??"))
     try:
         rel = str(script.relative_to(REPO)) if script else None
