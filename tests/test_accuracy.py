@@ -60,6 +60,7 @@ def test_the_recurrent_space_follows_the_periods_and_the_first_trial_fits_it():
     first = starting_point(space, "gru")
     # Longest lookback within 7 segments of 24 (a week of hourly data), read in day-long segments.
     assert (first["lookback"], first["segment"], first["highway"], first["init"]) == (168, 24, True, "linear")
+    assert first["lags"] and not first["multiplicative"]  # lags won on validation (benchmarks/forms.py)
     assert set(first) == set(space.params("gru"))  # every drawn parameter has a first value
 
 
