@@ -118,7 +118,9 @@ def code_state(script: Path | None = None) -> dict:
     tree was dirty."""
     script = Path(script).resolve() if script else running_script()
     status = _git("status", "--porcelain", "--untracked-files=all")
-    lines = [line for line in (status.splitlines() if status else []) if not line[3:].startswith(RESULTS_DIR)]
+    # "XY path" lines; `_git` strips the output, so the first line may have lost a leading blank of XY
+    lines = [line for line in (status.splitlines() if status else [])
+             if not line[2:].lstrip().startswith(RESULTS_DIR)]
     untracked = sum(1 for line in lines if line.startswith("??"))
     try:
         rel = str(script.relative_to(REPO)) if script else None

@@ -13,7 +13,13 @@ from forecasting.api.forecaster import Forecaster, ForecasterConfig
 from forecasting.core.data import split_fractions
 from forecasting.core.training import TrainConfig
 from forecasting.families import recurrent
-from forecasting.families.recurrent import MAX_LAGS, RecurrentConfig, RecurrentForecaster, SeasonalLags, lag_index
+from forecasting.families.recurrent import (
+    MAX_LAGS,
+    RecurrentConfig,
+    RecurrentForecaster,
+    SeasonalLags,
+    lag_index,
+)
 
 
 def naive_lag_positions(lookback: int, horizon: int, period: int) -> list[int]:

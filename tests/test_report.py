@@ -69,3 +69,27 @@ def test_old_results_without_script_hash_say_not_recorded(report):
            "wall_seconds": 1.0, "code": old}
     assert "script sha256 not recorded" in report.sub_line("x", res)
     assert "script sha256 0123456789ab," in report.sub_line("x", {**res, "code": new})
+
+
+def test_result_files_do_not_make_the_code_dirty(report, tmp_path, monkeypatch):
+    """A seed run writes into benchmarks/results/ of the tree it runs from: those files (first line of
+    git's output included) do not count as changed code; a changed script does."""
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    for name in ("benchmarks/results/a.json", "benchmarks/results/b.json", "benchmarks/x.py"):
+        (tmp_path / name).write_text("0\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    monkeypatch.setattr(report.C, "REPO", tmp_path)
+    for name in ("benchmarks/results/a.json", "benchmarks/results/b.json"):
+        (tmp_path / name).write_text("1\n")
+    (tmp_path / "benchmarks" / "results" / "new.json").write_text("{}\n")
+    state = report.C.code_state(tmp_path / "benchmarks" / "x.py")
+    assert (state["dirty"], state["modified"], state["untracked"]) == (False, 0, 0)
+    (tmp_path / "benchmarks" / "x.py").write_text("1\n")
+    assert report.C.code_state(tmp_path / "benchmarks" / "x.py")["modified"] == 1
