@@ -68,7 +68,7 @@ def test_a_config_names_its_family_and_old_saved_configs_still_load():
 def test_the_space_keeps_the_historical_draw_order_and_adds_a_family_s_own_ranges():
     space = SearchSpace(lookbacks=(24, 48), periods=(24,))
     # a seed draws what it drew before families; names added since follow
-    assert tuple(space.params("gru")) == (*DRAW_ORDER, "multiplicative")
+    assert tuple(space.params("gru")) == (*DRAW_ORDER, "multiplicative", "lags")
     assert tuple(space.params("mlp")) == ("lookback", "hidden", "lr", "batch_size", "weight_decay", "loss")
     assert space.params("mlp")["hidden"] == families.IntRange(8, 32, log=True)
     first = starting_point(space, "mlp")
