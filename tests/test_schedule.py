@@ -146,17 +146,21 @@ def test_a_scheduled_ingest_run_completes_on_a_real_server(prefect_server, tmp_p
         serve = subprocess.Popen([sys.executable, "-c", SERVE, json.dumps(cfg)], cwd=tmp_path, env=env,
                                  stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        api = httpx.Client(base_url=prefect_server, timeout=10)
+        api = httpx.Client(base_url=prefect_server, timeout=30)
         deadline = time.monotonic() + 150
         ingest_dep, runs = None, []
         while time.monotonic() < deadline:
             assert serve.poll() is None, f"serve exited:\n{tail(log)}"
-            deps = api.post("/deployments/filter", json={}).json()
-            by_name = {d["name"]: d for d in deps}
-            ingest_dep = by_name.get("sched-ingest")
-            if ingest_dep:
+            try:
+                deps = api.post("/deployments/filter", json={}).json()
+                by_name = {d["name"]: d for d in deps}
+                ingest_dep = by_name.get("sched-ingest")
                 runs = api.post("/flow_runs/filter", json={
-                    "deployments": {"id": {"any_": [ingest_dep["id"]]}}}).json()
+                    "deployments": {"id": {"any_": [ingest_dep["id"]]}}}).json() if ingest_dep else []
+            except httpx.TransportError:  # a busy server (its SQLite, a loaded machine) answers the next poll
+                time.sleep(1)
+                continue
+            if ingest_dep:
                 states = {r["state_type"] for r in runs}
                 bad = [r for r in runs if r["state_type"] in TERMINAL_BAD]
                 assert not bad, f"{bad[0]['state']}\n{tail(log)}"
