@@ -67,3 +67,9 @@ def kept_periods(freq: str, train_lengths: Sequence[int] | np.ndarray,
                              f"(the median series has {covered:.0f})")
         return periods
     return tuple(p for p in seasonal_periods(freq) if 2 * p <= covered)
+
+
+def fitting_periods(periods: Sequence[int], lookback: int, most: int) -> tuple[int, ...]:
+    """The (at most `most`) shortest distinct periods in [2, lookback]: those a window of `lookback`
+    steps holds a whole cycle of (the hybrid's seasons, the recurrent family's seasonal lags)."""
+    return tuple(sorted({int(p) for p in periods if 2 <= p <= lookback}))[:most]

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from forecasting.core.seasons import fitting_periods
 from forecasting.core.windows import Windows
 from forecasting.families import recurrent
 from forecasting.families.base import Choice, Family, FloatRange, IntRange, Param, register
@@ -99,7 +100,7 @@ class Smoothed(NamedTuple):
 
 def fitting_seasons(periods: tuple[int, ...], lookback: int) -> tuple[int, ...]:
     """The (at most two) shortest periods in [2, lookback]: the seasons a window can initialize."""
-    return tuple(sorted({int(p) for p in periods if 2 <= p <= lookback}))[:MAX_SEASONS]
+    return fitting_periods(periods, lookback, MAX_SEASONS)
 
 
 def _logit(p: float) -> float:

@@ -37,6 +37,7 @@ from torch import nn
 from forecasting.core.baselines import linear_start, seasonal_naive
 from forecasting.core.metrics import mse
 from forecasting.core.scaling import LOG_FLOOR, WINDOW_NORMS, window_norm
+from forecasting.core.seasons import fitting_periods
 from forecasting.core.training import count_parameters  # noqa: F401  (re-exported)
 from forecasting.core.windows import Windows
 from forecasting.families.base import Choice, Family, FloatRange, IntRange, Param, register
@@ -137,7 +138,7 @@ def lag_index(lookback: int, horizon: int, periods: tuple[int, ...]) -> torch.Te
 
 def lag_periods(periods: tuple[int, ...], lookback: int) -> tuple[int, ...]:
     """The (at most `MAX_LAGS`) shortest periods in [2, lookback]: the seasonal lags a window holds."""
-    return tuple(sorted({int(p) for p in periods if 2 <= p <= lookback}))[:MAX_LAGS]
+    return fitting_periods(periods, lookback, MAX_LAGS)
 
 
 class SeasonalLags(nn.Module):
@@ -231,10 +232,9 @@ class RecurrentForecaster(RecurrentReader):
         head and lag path = 0 (the recurrence starts as a no-op residual and learns what the map misses)."""
         self.highway.weight.copy_(weight)
         self.highway.bias.copy_(bias)
-        for last in (self.head, self.lags.out if self.lags is not None else None):
-            if last is not None:
-                last.weight.zero_()
-                last.bias.zero_()
+        for last in [self.head] + ([self.lags.out] if self.lags is not None else []):
+            last.weight.zero_()
+            last.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
