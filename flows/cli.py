@@ -43,7 +43,15 @@ STORES = {"mlflow": "MLflow store (MLFLOW_TRACKING_URI or <home>/mlruns/mlflow.d
 
 
 def _home(args: argparse.Namespace) -> Path:
+    """The home folder, created; a command that writes into it (and into the Prefect home) is refused
+    first when it cannot: a read-only disk, no permission, or too little free space."""
+    from forecasting.core.files import check_writable
+
     home = Path(args.home or os.environ.get("FORECASTING_HOME") or ".").resolve()
+    if args.command in WRITING_COMMANDS:
+        check_writable(home)
+        if os.environ.get("PREFECT_HOME"):
+            check_writable(os.environ["PREFECT_HOME"], "PREFECT_HOME")
     home.mkdir(parents=True, exist_ok=True)
     return home
 
@@ -510,6 +518,8 @@ SUBCOMMANDS = {
     "ui": (_ui_parser, "MLflow UI on the local store (127.0.0.1)"),
     "demo": (_demo_parser, "the main job on the bundled ETTh1 data"),
 }
+# The commands that write run records, datasets or stores under the home.
+WRITING_COMMANDS = {"ingest", "train", "tune-worker", "forecast", "backtest", "serve", "demo"}
 # The commands that run flows need a Prefect API; the modules each imports, while its server starts.
 FLOW_COMMANDS = {"ingest": ("flows.ingest",), "train": ("flows.train",), "forecast": ("flows.forecast",),
                  "backtest": ("flows.backtest",), "demo": ("flows.ingest", "flows.train", "flows.forecast")}

@@ -189,11 +189,11 @@ def test_two_commands_starting_together_on_a_fresh_home_both_get_whole_stores(tm
     go = tmp_path / "go"
     code = textwrap.dedent(f"""
         import os, sys, time
-        while not os.path.exists({str(go)!r}):
-            time.sleep(0.01)
         from forecasting.api.jobs import TuneConfig
         from forecasting.tracking import runs
         from forecasting.tuning.study import open_study
+        while not os.path.exists({str(go)!r}):
+            time.sleep(0.01)
         runs.configure({str(tmp_path)!r})
         runs.ensure_experiment("e", {str(tmp_path)!r})
         open_study("s", TuneConfig(storage="sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}"))

@@ -7,6 +7,7 @@ Parquet). Output files follow the process umask, like any file the user's shell 
 
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import os
@@ -59,6 +60,29 @@ def check_apart(output: str | Path, inputs: Iterable[str | Path] = (), protected
         if out == root or root in out.parents:
             raise DataError(f"{what} {output}: inside {root}, which holds the home's datasets and stores; "
                             "write elsewhere")
+
+
+# What a command's stores may need on top of what is there: a new Prefect database is about 6 MB, a new
+# MLflow store 1 MB, and every run adds records, logs and WAL pages; below this, refuse before any work.
+MIN_FREE_BYTES = 32 * 2**20
+
+
+def check_writable(folder: str | Path, what: str = "the home", need: int = MIN_FREE_BYTES) -> None:
+    """Refuse, before any work, a folder this command cannot write into: one on a read-only file system,
+    one this user may not write, or one whose disk has less than `need` bytes free. Raises the OSError
+    the first write would raise (the command line's one line and exit 4), naming the folder; a folder
+    not created yet is judged by the nearest one that exists."""
+    folder = Path(folder)
+    probe = next(p for p in (folder, *folder.parents) if p.exists())
+    st = os.statvfs(probe)
+    if st.f_flag & os.ST_RDONLY:
+        raise OSError(errno.EROFS, f"{what} is on a read-only file system", str(folder))
+    if not os.access(probe, os.W_OK):
+        raise OSError(errno.EACCES, f"{what} is not writable by this user", str(folder))
+    free = st.f_bavail * st.f_frsize
+    if free < need:
+        raise OSError(errno.ENOSPC, f"only {free / 2**20:.1f} MB free on the disk of {what} (a command needs "
+                      f"about {need >> 20} MB for its stores and run records)", str(folder))
 
 
 def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
@@ -230,6 +254,7 @@ def create_store_once(path: str | Path, init: Callable[[Path], None], whole: Cal
         # A name never used before: a library may cache a connection by URL, which would follow the
         # renamed file instead of creating a new one.
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        check_writable(path.parent, f"the {what}")  # a full disk: one clear line, not a store error half-way
         try:
             init(tmp)
             os.replace(tmp, path)
