@@ -89,7 +89,7 @@ def backtest_flow(job: BacktestJob | dict, home: str = ".", partitions: int = 1)
     `partitions` > 1 the windows' forecasts run in that many tasks of the flow's task runner."""
     job = job if isinstance(job, BacktestJob) else from_dict(BacktestJob, job)
     if job.output:
-        files.check_output(job.output)  # refuse a bad output path before any work
+        files.check_destination(job.output)  # refuse a bad output path before any work
         files.check_apart(job.output, [Home.of(home).dataset(job.dataset)], Home.of(home).protected)
     cfg = BacktestConfig(job.windows, job.step)
     df, freq = load_dataset(home, job.dataset)

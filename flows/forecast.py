@@ -117,7 +117,7 @@ def forecast_flow(model_name: str, input: str, output: str, alias: str = "champi
     are cut into that many parts, each a task of the flow's task runner (a Dask cluster under
     `--cluster`); the output is the same one file, or, for an output without an extension, a Parquet
     dataset folder whose part files the workers write themselves."""
-    files.check_output(output)  # refuse a bad output path, plot path or model name before any work
+    files.check_destination(output)  # refuse a bad output path, plot path or model name before any work
     files.check_apart(output, [input], Home.of(home).protected)
     if plot_path:
         batch.check_plot(plot_path)

@@ -89,6 +89,16 @@ def test_every_writing_command_refuses_a_read_only_home_in_one_line_and_writes_n
     assert proc.returncode == 0 and "no models registered" in proc.stdout
 
 
+def test_a_forecast_into_a_read_only_folder_is_refused_before_the_model_is_loaded(tmpfs, tmp_path):
+    disk = tmpfs("out", "1m")
+    subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+    proc = _cli("--home", str(tmp_path / "home"), "forecast", "nosuchmodel", "--input", str(DATA),
+                "--format", "wide", "--output", str(disk / "f.csv"))
+    assert proc.returncode == 4  # before: the model was loaded and the forecasts made, then the write failed
+    assert _one_error_line(proc) == (f"error: the output's folder is on a read-only file system: {disk} "
+                                     "(the folder is read-only)")
+
+
 def test_a_prefect_home_on_a_full_disk_is_named(tmpfs, tmp_path):
     disk = tmpfs("prefect", "600k")
     proc = _cli("--home", str(tmp_path / "home"), "ingest", str(DATA), "--name", "e", "--format", "wide",

@@ -85,6 +85,14 @@ def check_writable(folder: str | Path, what: str = "the home", need: int = MIN_F
                       f"about {need >> 20} MB for its stores and run records)", str(folder))
 
 
+def check_destination(path: str | Path, what: str = "the output's folder") -> Path:
+    """`check_output`, and the folder it goes in must be writable (a read-only folder is refused before
+    any work, not after the forecasts are made)."""
+    path = check_output(path)
+    check_writable(path.parent, what, need=0)
+    return path
+
+
 def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
     """Call `write(tmp)` on a fresh temporary file beside `path`, then rename it over `path`.
 
