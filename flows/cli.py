@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _ingest_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="CSV or Parquet file, long (unique_id, ds, y) or wide (a time column and one "
-                   "column per series)")
+                   "column per series); a path, a file:// URL or any URL fsspec opens (s3://... with s3fs installed)")
     p.add_argument("--name", required=True, help="dataset name: the processed file, experiment, study and model "
                    "names derive from it")
     add_options(p, IngestConfig)
@@ -191,10 +191,10 @@ def _backtest_parser(p: argparse.ArgumentParser) -> None:
 def _forecast_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_name", help="registered model name, e.g. etth1-gru")
     p.add_argument("--alias", default="champion", help="which version (default: champion)")
-    p.add_argument("--input", required=True, help="history file (CSV or Parquet, long or wide)")
+    p.add_argument("--input", required=True, help="history file (CSV or Parquet, long or wide; a path or an fsspec URL)")
     p.add_argument("--output", required=True,
-                   help="forecasts file (.csv or .parquet), written atomically; no extension: a Parquet dataset "
-                        "folder (under --cluster the workers write its parts)")
+                   help="forecasts file (.csv or .parquet; a path or an fsspec URL), written atomically; no "
+                        "extension: a local Parquet dataset folder (under --cluster the workers write its parts)")
     add_options(p, IngestConfig, skip=("freq", "fill", "min_length", "short"))
     p.add_argument("--level", type=int, nargs="*", default=[], metavar="LEVEL",
                    help="prediction-interval levels in percent, e.g. --level 80 95 (the model's conformal calibration)")

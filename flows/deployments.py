@@ -19,6 +19,13 @@ from forecasting.core.home import Home
 from forecasting.core.options import from_flags, to_dict
 
 
+def _absolute(source: str) -> str:
+    """A local source as an absolute path (the deployment runs from another folder); a URL as given."""
+    from forecasting.core.locations import is_remote
+
+    return source if is_remote(source) else str(Path(source).resolve())
+
+
 def build_deployments(cfg: ServeConfig, schedules: Schedules = Schedules()) -> list:
     """The ingest, train and forecast deployments with their schedules."""
     layout = Home.of(cfg.home)
@@ -26,7 +33,7 @@ def build_deployments(cfg: ServeConfig, schedules: Schedules = Schedules()) -> l
     out = [
         ingest_flow.to_deployment(
             name=f"{cfg.dataset}-ingest", cron=schedules.ingest,
-            parameters={"source": str(Path(cfg.source).resolve()), "name": cfg.dataset, "home": home,
+            parameters={"source": _absolute(cfg.source), "name": cfg.dataset, "home": home,
                         "cfg": {"format": cfg.format}}),
         train_flow.to_deployment(
             name=f"{cfg.dataset}-train", cron=schedules.train,

@@ -233,3 +233,30 @@ def test_a_skipped_series_is_told_why_at_another_resolution_a_gap_or_a_missing_v
     assert why[ids[1]] == "gaps in the last 24 points (the model needs one every h)"
     assert why[ids[2]] == "missing or non-finite values in the last 24 points"
     assert fc["unique_id"].unique().tolist() == [ids[3]]
+
+
+@pytest.mark.slow
+def test_forecast_and_ingest_read_and_write_fsspec_urls_like_local_paths(trained_home, tmp_path, restore_environ):
+    """The same commands with the history, the forecasts and the fan chart at URLs (fsspec's in-memory
+    file system, in this process) give the local files' results (issue 21: data the workers can reach)."""
+    import fsspec
+
+    from flows.cli import main
+
+    mem = fsspec.filesystem("memory")
+    mem.put_file(str(trained_home.processed), "/in/syn.parquet")
+    home = str(trained_home.home)
+    local = tmp_path / "f.csv"
+    assert main(["forecast", f"{DATASET}-gru", "--input", str(trained_home.processed), "--output", str(local),
+                 "--level", "80", "--home", home]) == 0
+    assert main(["forecast", f"{DATASET}-gru", "--input", "memory://in/syn.parquet", "--output", "memory://out/f.csv",
+                 "--plot", "memory://out/f.png", "--level", "80", "--home", home]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv("memory://out/f.csv"), pd.read_csv(local))
+    assert mem.cat_file("/out/f.png")[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(mem.ls("/out", detail=False)) == ["/out/f.csv", "/out/f.png"]  # no temporary object left
+    assert main(["ingest", f"file://{trained_home.csv}", "--name", "fromurl", "--home", home]) == 0
+    assert main(["ingest", "memory://in/syn.parquet", "--name", "frommem", "--home", home]) == 0
+    data = Path(home) / "data" / "processed"
+    pd.testing.assert_frame_equal(pd.read_parquet(data / "fromurl.parquet"), pd.read_parquet(trained_home.processed))
+    pd.testing.assert_frame_equal(pd.read_parquet(data / "frommem.parquet"), pd.read_parquet(trained_home.processed))
+    mem.store.clear()

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from forecasting.core import locations
 from forecasting.core.columns import ID
 from forecasting.core.data import IngestConfig, parse_long, read_table, to_long
 from forecasting.core.errors import DataError, NothingToForecastError
@@ -82,19 +83,20 @@ def merged(results: list[BatchResult]) -> BatchResult:
                        sum(r.written for r in results), sum(r.written_rows for r in results))
 
 
-def check_plot(path: str | Path) -> Path:
-    """The fan chart's path, refused early unless it is a PNG file."""
-    path = Path(path)
-    if path.suffix.lower() != ".png":
+def check_plot(path: str | Path) -> locations.Location:
+    """The fan chart's path (or URL), refused early unless it is a PNG file."""
+    path = locations.resolve(path)
+    if locations.suffix(path) != ".png":
         raise DataError(f"--plot {path}: the fan chart is written as PNG; use a .png file name")
     return path
 
 
 def write_fan_chart(history: pd.DataFrame, result: BatchResult, levels: tuple[int, ...], path: str | Path,
-                    title: str, series: tuple[str, ...] = ()) -> Path:
+                    title: str, series: tuple[str, ...] = ()) -> locations.Location:
     """The forecasts of `series` and a sample of the others after the end of their history, with the
     interval bands at `levels`, as a PNG written atomically."""
     from forecasting.core.plots import fan_figure
 
     fig = fan_figure(history, result.forecasts, levels, series=list(series), title=title)
-    return write_atomic(check_plot(path), lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    path, draw = check_plot(path), (lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    return locations.upload_atomic(path, draw) if isinstance(path, str) else write_atomic(path, draw)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from forecasting.core import locations
 from forecasting.core.columns import ID, TARGET, TIME  # noqa: F401  (the contract's names, re-exported)
 from forecasting.core.config import (  # noqa: F401  (re-exported: declared in the light config module)
     FILL_POLICIES,
@@ -44,13 +45,16 @@ class IngestReport:
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file (chosen by extension) into a DataFrame."""
-    path = Path(path)
-    if not path.exists():
+    """Read a CSV or Parquet file (chosen by extension) into a DataFrame: a local path, a `file://` URL
+    or any URL fsspec opens (see `locations`)."""
+    path = locations.resolve(path)
+    if isinstance(path, str):
+        locations.check_readable_file(path)
+    elif not path.exists():
         raise DataError(f"file not found: {path}")
-    if not path.is_file():
+    elif not path.is_file():
         raise DataError(f"not a file: {path}")
-    suffix = path.suffix.lower()
+    suffix = locations.suffix(path)
     try:
         if suffix in (".parquet", ".pq"):
             df = pd.read_parquet(path)

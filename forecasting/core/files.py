@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from forecasting.core import locations
 from forecasting.core.errors import DataError
 
 if TYPE_CHECKING:  # pandas is the caller's: the command line reaches this module before importing it
@@ -27,19 +28,23 @@ TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 
 def is_dataset(path: str | Path) -> bool:
     """An output path without an extension names a Parquet dataset: a folder of part files."""
-    return Path(path).suffix == ""
+    return locations.suffix(locations.resolve(path)) == ""
 
 
-def check_output(path: str | Path) -> Path:
-    """The output path, refused early when its extension names no supported table format (no
-    extension: a Parquet dataset folder, refused where a file of that name is in the way)."""
-    path = Path(path)
+def check_output(path: str | Path) -> locations.Location:
+    """The output path (a URL fsspec opens stays a string), refused early when its extension names no
+    supported table format (no extension: a Parquet dataset folder, refused where a file of that name
+    is in the way, and for a remote URL: its workers write part files by local renames)."""
+    path = locations.resolve(path)
+    if isinstance(path, str) and is_dataset(path):
+        raise DataError(f"output {path}: a Parquet dataset folder must be a local (or shared file system) path; "
+                        "name a .csv or .parquet object for a remote URL")
     if is_dataset(path):
         if path.exists() and not path.is_dir():
             raise DataError(f"output {path}: a file is in the way of the dataset folder (or add .csv or .parquet)")
         return path
-    if path.suffix.lower() not in TABLE_SUFFIXES:
-        raise DataError(f"output {path}: unsupported extension {path.suffix.lower()!r} (use .csv, .parquet, or no "
+    if locations.suffix(path) not in TABLE_SUFFIXES:
+        raise DataError(f"output {path}: unsupported extension {locations.suffix(path)!r} (use .csv, .parquet, or no "
                         "extension for a Parquet dataset folder)")
     return path
 
@@ -48,10 +53,19 @@ def check_apart(output: str | Path, inputs: Iterable[str | Path] = (), protected
                 what: str = "output") -> None:
     """Refuse an output that is one of the inputs (the same file by any path: symlinks and hard links
     included), or that lies in a protected folder (a home's processed data and stores): writing it
-    would destroy what the command reads or what later commands need."""
-    out = Path(output).expanduser().resolve()
+    would destroy what the command reads or what later commands need. A remote output is compared
+    with the inputs by URL (a home's folders are local)."""
+    output = locations.resolve(output)
+    if isinstance(output, str):
+        if any(str(locations.resolve(given)) == output for given in inputs):
+            raise DataError(f"{what} {output}: it is the input file; write to another file")
+        return
+    out = output.expanduser().resolve()
     for given in inputs:
-        src = Path(given).expanduser()
+        src = locations.resolve(given)
+        if isinstance(src, str):
+            continue  # a remote input is not a local output
+        src = src.expanduser()
         same = src.resolve() == out or (src.exists() and out.exists() and os.path.samefile(src, out))
         if same:
             raise DataError(f"{what} {output}: it is the input file {given}; write to another file")
@@ -89,7 +103,8 @@ def check_destination(path: str | Path, what: str = "the output's folder") -> Pa
     """`check_output`, and the folder it goes in must be writable (a read-only folder is refused before
     any work, not after the forecasts are made)."""
     path = check_output(path)
-    check_writable(path.parent, what, need=0)
+    if isinstance(path, Path):
+        check_writable(path.parent, what, need=0)
     return path
 
 
@@ -113,16 +128,23 @@ def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
     return path
 
 
-def write_table(df: pd.DataFrame, path: str | Path) -> Path:
-    """A frame as CSV or Parquet (by extension), or as a one-part Parquet dataset (no extension), atomically."""
+def write_table(df: pd.DataFrame, path: str | Path) -> locations.Location:
+    """A frame as CSV or Parquet (by extension), or as a one-part Parquet dataset (no extension), atomically;
+    a remote URL is uploaded whole (`locations.upload_atomic`)."""
     path = check_output(path)
+    if isinstance(path, str):
+        return locations.upload_atomic(path, _table_writer(df, locations.suffix(path)))
     if is_dataset(path):
         staging = dataset_staging(path)
         write_table(df, part_path(staging, 0))
         return commit_dataset(staging, path)
-    if path.suffix.lower() == ".csv":
-        return write_atomic(path, lambda tmp: df.to_csv(tmp, index=False))
-    return write_atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
+    return write_atomic(path, _table_writer(df, path.suffix.lower()))
+
+
+def _table_writer(df: pd.DataFrame, suffix: str) -> Callable[[str], None]:
+    if suffix == ".csv":
+        return lambda tmp: df.to_csv(tmp, index=False)
+    return lambda tmp: df.to_parquet(tmp, index=False)
 
 
 def dataset_staging(path: str | Path) -> Path:
