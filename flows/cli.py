@@ -448,12 +448,12 @@ def cmd_models(args, home: Path) -> None:
 
 
 def cmd_ui(args, home: Path) -> None:
-    from forecasting.tracking.runs import tracking_uri
+    from forecasting.tracking.runs import tracking_uri, ui_address
 
     uri = tracking_uri(home)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
            "--port", str(args.port)]
-    print(f"MLflow UI on http://127.0.0.1:{args.port} (store {uri}); Ctrl-C stops it", flush=True)
+    print(f"MLflow UI on {ui_address(args.port)} (store {uri}); Ctrl-C stops it", flush=True)
     # The server's own Starlette/FastAPI deprecation warnings are noise a user cannot act on (this
     # process is replaced by the server: the setting is the server's alone).
     os.environ["PYTHONWARNINGS"] = "ignore::DeprecationWarning,ignore:starlette.middleware.wsgi is deprecated"
@@ -495,10 +495,12 @@ def validation_winner(result: dict, job: TrainJob) -> str:
 
 
 def _print_next_steps(home: Path, processed: str, model: str) -> None:
+    from forecasting.tracking.runs import ui_address
+
     uri = Home.of(home).tracking_uri
     print("Open the MLflow UI (runs, trials, plots, comparison table, registered models):")
     print(f"    forecasting ui --home {home}        # or: mlflow ui --backend-store-uri {uri}")
-    print("    then browse http://127.0.0.1:5000\n")
+    print(f"    then browse {ui_address()}\n")
     print("Load the champion in Python:")
     print(f"    import mlflow, pandas as pd; mlflow.set_tracking_uri('{uri}')")
     print(f"    model = mlflow.pyfunc.load_model('models:/{model}@champion')")

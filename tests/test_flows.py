@@ -83,7 +83,7 @@ def test_first_train_registers_each_family_as_champion(trained_home):
         assert float(mv.tags["val_backtest_mase"]) == pytest.approx(table.loc[family, "val_backtest_mase"])
         assert mv.tags["horizon"] == str(HORIZON) and mv.tags["frequency"] == "h"
         assert mv.tags["family"] == family
-        assert "Comparison row of this version" in mv.description and "val_backtest_mase" in mv.description
+        assert mv.description.startswith("Scores of this version") and "\n- val_backtest_mase: " in mv.description
         model = client.get_registered_model(name)
         assert model.tags["dataset"] == DATASET and model.tags["horizon"] == str(HORIZON)
         assert model.tags["frequency"] == "h" and model.tags["gate_metric"] == "val_backtest_mase"

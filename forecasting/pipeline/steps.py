@@ -30,7 +30,6 @@ from forecasting.core.home import Home
 from forecasting.core.intervals import backtest_intervals, choose_calibration, interval_scores
 from forecasting.core.options import to_dict
 from forecasting.core.provenance import code_version, dataset_fingerprint
-from forecasting.core.tables import to_markdown
 from forecasting.pipeline.plan import (
     RunContext,
     base_config,
@@ -301,10 +300,21 @@ def register_family(ctx: RunContext, job: TrainJob, row: dict, df: pd.DataFrame,
     tags["registration_key"] = key
     model_tags = {"dataset": job.dataset, "horizon": job.horizon, "frequency": ctx.freq, "family": row["model"],
                   "gate_metric": gate_metric(job)}
-    shown = {k: row[k] for k in comparison_columns(job) if k in row and k != "vs_best_baseline"}
-    description = "Comparison row of this version:\n\n" + to_markdown(pd.DataFrame([shown]))
+    description = version_description(row, comparison_columns(job))
     return registry.register(row["model_uri"], name, gate_metric(job), float(row[gate_metric(job)]), tags, rescore,
                              model_tags, description) | {"unchanged": False}
+
+
+def version_description(row: dict, columns: list[str]) -> str:
+    """The registered version's scores as a Markdown list, one per line: MLflow's model pages draw a
+    one-row table without cell padding, so its columns ran together and overflowed the panel."""
+    def shown(value) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = [f"- {k}: {shown(row[k])}" for k in columns if k in row and k not in ("model", "vs_best_baseline")]
+    if isinstance(row.get("vs_best_baseline"), float) and np.isfinite(row["vs_best_baseline"]):
+        lines.insert(0, f"- against the best baseline: {row['vs_best_baseline']:+.1%}")
+    return f"Scores of this version ({row['model']}, the comparison table's row):\n\n" + "\n".join(lines)
 
 
 def unchanged(name: str, held: dict, metric: str, value: float) -> dict:

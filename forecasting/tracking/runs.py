@@ -115,6 +115,18 @@ def experiment_name(dataset: str, horizon: int) -> str:
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
+# MLflow 3.17's UI does not open by that tag alone: a global GenAI / Model training switch, kept in the
+# browser and GenAI on a first visit, decides the view (checked in headless Chromium: the experiment
+# opened on an empty traces overview). This query parameter sets the switch to model training.
+UI_VIEW = "workflowType=machine_learning"
+
+
+def ui_address(port: int = 5000, experiment_id: str | None = None) -> str:
+    """The local MLflow UI's address (an experiment's runs page when given) in the model-training view."""
+    page = f"experiments/{experiment_id}" if experiment_id else ""
+    return f"http://127.0.0.1:{port}/#/{page}?{UI_VIEW}"
+
+
 def ensure_experiment(name: str, home: str | Path = ".") -> str:
     """Experiment id, creating it (model-development kind, a description) with artifacts under
     `<home>/mlruns/artifacts` for a local store; an older experiment gets the kind it lacks."""
