@@ -385,6 +385,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--nhits", choices=("run", "skip"), default="run",
                    help="the seed's N-HiTS row: computed when neuralforecast is installed (default), or skipped")
     p.add_argument("--nhits-only", action="store_true", help="only compute the seed's N-HiTS row and re-merge")
+    p.add_argument("--ensemble", type=int, default=None,
+                   help="the train job's --ensemble K (the K best trials of each family combined; recorded in the "
+                        "budget); default: the job's own default")
     args = p.parse_args(argv)
     if args.merge_only:
         return merge(args.out)
@@ -399,7 +402,7 @@ def main(argv: list[str] | None = None) -> dict:
                   file=sys.stderr)
             return {"statistical_key": key}
         return merge(args.out, key)
-    budget = QUICK if args.quick else BUDGET
+    budget = {**(QUICK if args.quick else BUDGET), **({"ensemble": args.ensemble} if args.ensemble else {})}
     run = C.Run(NAME, args, budget, extra_versions=("optuna", "mlflow", "prefect", "scikit-learn", "statsforecast"))
     key = statistical_rows(args.out, args.quick)
     nhits_row(args)
