@@ -143,3 +143,43 @@ def test_window_norm_standard():
 def test_window_norm_rejects_unknown_mode():
     with pytest.raises(ValueError, match="window norm"):
         window_norm(X, "minmax")
+
+
+def test_a_flat_window_is_divided_by_the_floor_not_by_an_epsilon():
+    """A window stuck at one value (std 0) and a nearly flat one are scaled by the floor, a twentieth
+    of the (standardized) series' spread: what follows them stays within tens, not 1e5."""
+    from forecasting.core.scaling import WINDOW_SCALE_FLOOR
+
+    x = torch.zeros(2, 168, 1)
+    x[1, -1, 0] = 0.01  # one small step at the end of a flat week: std about 0.00077
+    xn, loc, scale = window_norm(x, "standard")
+    assert WINDOW_SCALE_FLOOR == 0.05
+    torch.testing.assert_close(scale, torch.full((2, 1), 0.05))
+    assert torch.all((2.0 - loc) / scale < 41)  # a jump to 2 series-sd after the flat week: 40 window units (before: 2e5)
+
+
+def test_the_ridge_start_of_a_panel_with_flat_stretches_is_as_good_as_on_the_rest():
+    """ETTh2's LULL sits at 0 for days: before the floor, the flat windows' targets were divided by
+    1e-5 and the ridge start (fitted on every window) was useless on validation (MAE 68 for 0.53)."""
+    import pandas as pd
+
+    from forecasting.core import baselines
+    from forecasting.core.windows import make_windows, panel_from_long
+
+    rng = np.random.default_rng(0)
+    t = np.arange(1200)
+    daily = np.sin(2 * np.pi * t / 24) + 0.1 * rng.normal(size=t.size)
+    stuck = np.where((t // 200) % 2 == 0, 0.0, daily + 1.0)  # flat at 0 for 200 steps, then moving
+    df = pd.DataFrame({"unique_id": np.repeat(["daily", "stuck"], t.size),
+                       "ds": np.tile(pd.date_range("2024-01-01", periods=t.size, freq="h"), 2),
+                       "y": np.concatenate([daily, stuck])})
+    w = make_windows(panel_from_long(df, "h"), 48, 12)
+    train = baselines.Windows(w.panel, 48, 12, w.starts[: len(w.starts) * 3 // 4])
+    val = baselines.Windows(w.panel, 48, 12, w.starts[len(w.starts) * 3 // 4:])
+    coef, bias = baselines._fit_linear_start(train, val, "standard", False)
+    x, y = val.arrays(np.arange(len(val)))
+    xn, loc, scale = window_norm(torch.from_numpy(np.ascontiguousarray(x[..., :1])).float(), "standard")
+    pred = (xn[..., 0] @ coef.T + bias) * scale + loc  # [N, H] back on the series' scale
+    mae = float(np.mean(np.abs(pred.numpy() - y)))
+    last = float(np.mean(np.abs(x[:, -1:, 0] - y)))
+    assert mae < last  # the ridge start beats repeating the last value

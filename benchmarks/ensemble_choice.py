@@ -1,0 +1,112 @@
+"""Should `train` register the combination of its K best trials instead of the best one? Decided on a
+development dataset that is not the demo's: ETTh2 (7 series, the demo's horizon and budget).
+
+For each seed, one fresh home: the demo's training job (10 trials x 10 epochs per family, GRU and LSTM)
+with `--ensemble 1`, then the same job with `--ensemble 3` in the same home, so the second run tunes
+nothing new and combines the very trials the first one chose from (a paired comparison: only the
+combination differs). Reported per family: the validation-backtest MASE that gates champions and the
+test MASE, each against the ridge baseline of the same run. The bundled ETTh1 (the demo's data) is not
+read here.
+
+    python benchmarks/ensemble_choice.py --seed S [--quick] [--out DIR] [--data-dir DIR]
+    python benchmarks/ensemble_choice.py --merge-only [--out DIR]
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+import _seeds as S  # noqa: E402
+from demo import BUDGET, QUICK, QUICK_ROWS  # noqa: E402
+
+NAME = "ensemble_choice"
+K = 3
+FAMILIES = ("gru", "lstm")
+
+
+def run_seed(data: Path, seed: int, quick: bool) -> dict:
+    """Both jobs of one seed in one fresh home; per family and K, the gate and test MASE."""
+    import pandas as pd
+
+    from flows.server import prefect_api
+    from flows.train import train_flow
+    from forecasting.api.jobs import TrainJob
+    from forecasting.core import datasets
+    from forecasting.core.data import IngestConfig
+    from forecasting.core.options import from_flags
+
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as home, prefect_api():
+        src = data
+        if quick:
+            src = Path(home) / "etth2.csv"
+            pd.read_csv(data, nrows=QUICK_ROWS).to_csv(src, index=False)
+        datasets.ingest(src, "etth2", home, IngestConfig(format="wide"))
+        for k in (1, K):
+            job = from_flags(TrainJob, dataset="etth2", models=FAMILIES, seed=seed, device="cpu", ensemble=k,
+                             **(QUICK if quick else BUDGET))
+            table = train_flow(job, home)["table"].set_index("model")
+            out[f"k{k}"] = {m: {"val": float(table.loc[m, "val_backtest_mase"]), "test": float(table.loc[m, "mase"])}
+                            for m in (*FAMILIES, "linear")}
+    return out
+
+
+def merge(out: Path) -> dict:
+    """Every seed file in `out` folded into `<out>/ensemble_choice.{json,md}`."""
+    runs = S.load_seeds(out, NAME)
+    res = {**runs[-1], "seeds": [r["seed"] for r in runs], "runs": S.runs_meta(runs),
+           "per_seed": [r["result"] for r in runs]}
+    res.pop("result", None)
+    res["summary"] = {f: {part: _paired(res["per_seed"], f, part) for part in ("val", "test")} for f in FAMILIES}
+    C.write(out, NAME, res, render(res))
+    return res
+
+
+def _paired(per_seed: list[dict], family: str, part: str) -> dict:
+    """Mean and sd over seeds of K=1, K=3 and their paired difference (K=3 minus K=1)."""
+    one = [r["k1"][family][part] for r in per_seed]
+    many = [r[f"k{K}"][family][part] for r in per_seed]
+    diff = [b - a for a, b in zip(one, many, strict=True)]
+    sd = statistics.stdev(diff) if len(diff) > 1 else 0.0
+    verdict = ("better" if sum(diff) / len(diff) < -2 * sd else "worse" if sum(diff) / len(diff) > 2 * sd
+               else "tie")
+    return {"k1": S.mean_sd(one), f"k{K}": S.mean_sd(many), "diff": S.mean_sd(diff), "verdict": verdict}
+
+
+def render(res: dict) -> str:
+    rows = [[f, part, _fmt(s["k1"]), _fmt(s[f"k{K}"]), _fmt(s["diff"]), s["verdict"]]
+            for f, parts in res["summary"].items() for part, s in parts.items()]
+    return (f"## Ensemble of the {K} best trials or the best one (ETTh2, development data)\n\n" + C.conditions(res)
+            + f"\nSeeds {res['seeds']}; the demo's job on ETTh2 (7 series, H=24, "
+            f"{res['budget']['trials']} trials x {res['budget']['max_epochs']} epochs per family), then the same "
+            f"job with --ensemble {K} in the same home (no new trials: the same trials combined). MASE; "
+            "val = the validation backtest that gates champions; diff = K=3 minus K=1, paired by seed; "
+            "better/worse by more than 2 sd of the paired difference.\n\n"
+            + C.table(["family", "part", "best trial", f"mean of {K} best", "difference", "verdict"], rows))
+
+
+def _fmt(m: dict) -> str:
+    return f"{m['mean']:.4f} ± {m['sd']:.4f}"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = C.parser(__doc__.splitlines()[0])
+    p.add_argument("--merge-only", action="store_true", help="only fold the seed files into the result")
+    args = p.parse_args(argv)
+    if args.merge_only:
+        return merge(args.out)
+    C.set_threads(args.threads)
+    (data,) = C.require(args.data_dir, "ett/ETTh2.csv")
+    budget = {**(QUICK if args.quick else BUDGET), "ensemble": [1, K]}
+    run = C.Run(NAME, args, budget, extra_versions=("optuna", "mlflow", "prefect"))
+    out = run.finish({"result": run_seed(data, args.seed, args.quick)})
+    return S.write_and_merge(args.out, NAME, args.seed, out, merge)
+
+
+if __name__ == "__main__":
+    main()
