@@ -79,10 +79,15 @@ def _paired(per_seed: list[dict], family: str, part: str) -> dict:
 
 
 def render(res: dict) -> str:
+    return (f"## Ensemble of the {K} best trials or the best one (ETTh2, development data)\n\n" + C.conditions(res)
+            + "\n" + summary(res))
+
+
+def summary(res: dict) -> str:
+    """The paired comparison per family and part, and what was run."""
     rows = [[f, part, _fmt(s["k1"]), _fmt(s[f"k{K}"]), _fmt(s["diff"]), s["verdict"]]
             for f, parts in res["summary"].items() for part, s in parts.items()]
-    return (f"## Ensemble of the {K} best trials or the best one (ETTh2, development data)\n\n" + C.conditions(res)
-            + f"\nSeeds {res['seeds']}; the demo's job on ETTh2 (7 series, H=24, "
+    return (f"Seeds {res['seeds']}; the demo's job on ETTh2 (7 series, H=24, "
             f"{res['budget']['trials']} trials x {res['budget']['max_epochs']} epochs per family), then the same "
             f"job with --ensemble {K} in the same home (no new trials: the same trials combined). MASE; "
             "val = the validation backtest that gates champions; diff = K=3 minus K=1, paired by seed; "

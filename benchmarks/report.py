@@ -27,6 +27,8 @@ SECTIONS = (
     ("m4_hourly", "M4 Hourly (414 series, horizon 48)", "m4_hourly", "summary"),
     ("demo", "The demo's training job over seeds (bundled ETTh1, H=24)", "demo", "summary"),
     ("forms", "Which model forms win on validation (M4 Hourly, ETTh1, ETTh2)", "forms", "summary"),
+    ("ensemble_choice", "An ensemble of the 3 best trials or the best one (ETTh2, development data)",
+     "ensemble_choice", "summary"),
     ("speed", "Speed (ratios measured within one run)", "speed", "summary"),
     ("scaleout", "Scale-out (tuning workers sharing one study)", "scaleout", "summary"),
     ("cluster", "Batch forecast on a Dask cluster", "cluster", "summary"),

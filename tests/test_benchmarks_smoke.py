@@ -200,7 +200,7 @@ def test_benchmark_missing_data_dir_fails_clearly(tmp_path):
         assert not list(tmp_path.glob("*.json"))
 
 
-_REPORT_SECTIONS = ("etth1", "etth1_h24_intervals", "m4_hourly", "demo", "forms", "speed", "scaleout", "cluster")
+_REPORT_SECTIONS = ("etth1", "etth1_h24_intervals", "m4_hourly", "demo", "forms", "ensemble_choice", "speed", "scaleout", "cluster")
 
 
 def _report(results: Path, out: Path) -> str:
