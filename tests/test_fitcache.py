@@ -15,6 +15,7 @@ from forecasting.core.data import split_fractions
 from forecasting.core.provenance import dataset_fingerprint
 from forecasting.core.training import TrainConfig
 from forecasting.families.recurrent import ModelConfig
+from forecasting.pipeline import search
 from forecasting.pipeline.plan import fit_final
 from forecasting.pipeline.search import top_configs
 from forecasting.tuning.objective import tune
@@ -62,8 +63,10 @@ def test_another_configuration_dataset_or_split_trains(data, tmp_path):
     assert cache.load(key) is None  # nothing kept yet: the caller trains
 
 
-def test_the_refit_after_a_search_loads_the_best_trials(data, tmp_path):
-    """As the train flow does: tune with the cache, then refit the K best configurations."""
+def test_the_refit_after_a_search_loads_the_best_trials(data, tmp_path, monkeypatch):
+    """As the train flow does: tune with the cache, then refit the K best configurations (every one:
+    on this clean sine the ridge-started best trial is many times better than the others)."""
+    monkeypatch.setattr(search, "MAX_MEMBER_LOSS_RATIO", float("inf"))
     df, split = data
     cache = FitCache(tmp_path / "fits", dataset_fingerprint(df))
     base = config()
@@ -79,7 +82,8 @@ def test_the_refit_after_a_search_loads_the_best_trials(data, tmp_path):
                                atol=1e-5)
 
 
-def test_an_ensemble_across_seeds_refits_each_configuration_with_the_next_seeds(data, tmp_path):
+def test_an_ensemble_across_seeds_refits_each_configuration_with_the_next_seeds(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(search, "MAX_MEMBER_LOSS_RATIO", float("inf"))
     df, split = data
     cache = FitCache(tmp_path / "fits", dataset_fingerprint(df))
     space = SearchSpace(lookbacks=(24, 48), periods=(24,))
@@ -92,3 +96,18 @@ def test_an_ensemble_across_seeds_refits_each_configuration_with_the_next_seeds(
     model, cost = fit_final(df, split, cfgs, cache, combine="median")
     assert cost["ensemble_size"] == 4 and cost["loaded_fits"] == 2  # each trial's own seed is loaded
     assert model.combine == "median" and [m.cfg.train.seed for m in model.members] == [base, base + 1] * 2
+
+
+def test_a_trial_far_worse_than_the_best_does_not_join_the_ensemble():
+    """The K best completed trials, less any whose validation loss is over twice the best one's (a
+    diverged trial scored 68 beside 0.89 and made a two-member mean 76 times worse)."""
+    from types import SimpleNamespace
+
+    from forecasting.pipeline.search import ensemble_trials
+
+    trials = [SimpleNamespace(value=v) for v in (68.0, 0.9, 1.7, 1.0, 1.81)]
+    assert [t.value for t in ensemble_trials(trials, 3)] == [0.9, 1.0, 1.7]
+    assert [t.value for t in ensemble_trials(trials, 5)] == [0.9, 1.0, 1.7]  # 1.81 > 2 x 0.9, and 68
+    assert [t.value for t in ensemble_trials(trials, 1)] == [0.9]
+    assert [t.value for t in ensemble_trials([SimpleNamespace(value=0.0), SimpleNamespace(value=0.1)], 2)] == [0.0]
+    assert ensemble_trials([], 3) == []
