@@ -88,7 +88,8 @@ class TrainJob:
                          choices=METRICS)
     max_lookback: int | None = option(None, "longest lookback searched (default: two longest seasons)")
     workers: int = option(1, "tuning processes sharing each study")
-    ensemble: int = option(1, "refit the K best trials of each family and register their combination as one model")
+    ensemble: int = option(1, "refit the K best trials of each family and register their combination as one model "
+                                 "(a trial with over twice the best one's validation loss is left out)")
     ensemble_seeds: int = option(1, "refit each of those configurations with N seeds (seed, seed+1, ...): N members "
                                  "each, so an ensemble across seeds as well as lookbacks")
     ensemble_combine: str = option("mean", "how an ensemble's members are combined, per point", choices=COMBINES)
