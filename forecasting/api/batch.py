@@ -14,7 +14,7 @@ from forecasting.core import locations
 from forecasting.core.columns import ID
 from forecasting.core.data import IngestConfig, parse_long, read_table, to_long
 from forecasting.core.errors import DataError, NothingToForecastError
-from forecasting.core.files import write_atomic
+from forecasting.core.files import write_atomic, write_whole
 
 
 def read_history(path: str | Path, cfg: IngestConfig = IngestConfig()) -> pd.DataFrame:
@@ -98,5 +98,4 @@ def write_fan_chart(history: pd.DataFrame, result: BatchResult, levels: tuple[in
     from forecasting.core.plots import fan_figure
 
     fig = fan_figure(history, result.forecasts, levels, series=list(series), title=title)
-    path, draw = check_plot(path), (lambda tmp: fig.savefig(tmp, format="png", dpi=90))
-    return locations.upload_atomic(path, draw) if isinstance(path, str) else write_atomic(path, draw)
+    return write_whole(check_plot(path), lambda tmp: fig.savefig(tmp, format="png", dpi=90))

@@ -99,7 +99,7 @@ def check_writable(folder: str | Path, what: str = "the home", need: int = MIN_F
                       f"about {need >> 20} MB for its stores and run records)", str(folder))
 
 
-def check_destination(path: str | Path, what: str = "the output's folder") -> Path:
+def check_destination(path: str | Path, what: str = "the output's folder") -> locations.Location:
     """`check_output`, and the folder it goes in must be writable (a read-only folder is refused before
     any work, not after the forecasts are made)."""
     path = check_output(path)
@@ -128,17 +128,21 @@ def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
     return path
 
 
+def write_whole(path: locations.Location, write: Callable[[str], None]) -> locations.Location:
+    """`write(tmp)` put in place whole: a local path by `write_atomic`, a remote URL by
+    `locations.upload_atomic`."""
+    return locations.upload_atomic(path, write) if isinstance(path, str) else write_atomic(path, write)
+
+
 def write_table(df: pd.DataFrame, path: str | Path) -> locations.Location:
     """A frame as CSV or Parquet (by extension), or as a one-part Parquet dataset (no extension), atomically;
     a remote URL is uploaded whole (`locations.upload_atomic`)."""
     path = check_output(path)
-    if isinstance(path, str):
-        return locations.upload_atomic(path, _table_writer(df, locations.suffix(path)))
-    if is_dataset(path):
+    if is_dataset(path):  # local only: check_output refuses a remote dataset
         staging = dataset_staging(path)
         write_table(df, part_path(staging, 0))
         return commit_dataset(staging, path)
-    return write_atomic(path, _table_writer(df, path.suffix.lower()))
+    return write_whole(path, _table_writer(df, locations.suffix(path)))
 
 
 def _table_writer(df: pd.DataFrame, suffix: str) -> Callable[[str], None]:

@@ -71,7 +71,7 @@ def upload_atomic(url: str, write: Callable[[str], None]) -> str:
     it onto `url`; the temporary object is removed whatever happens."""
     fs, path = filesystem(url)
     parent, name = path.rsplit("/", 1) if "/" in path else ("", path)
-    staged = f"{parent}/.{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp" if parent else f".{name}.tmp"
+    staged = f"{parent}/" * bool(parent) + f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     with tempfile.TemporaryDirectory(prefix="forecasting-upload-") as tmp:
         local = os.path.join(tmp, name)
         write(local)
