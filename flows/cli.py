@@ -526,6 +526,9 @@ WRITING_COMMANDS = {"ingest", "train", "tune-worker", "forecast", "backtest", "s
 FLOW_COMMANDS = {"ingest": ("flows.ingest",), "train": ("flows.train",), "forecast": ("flows.forecast",),
                  "backtest": ("flows.backtest",), "demo": ("flows.ingest", "flows.train", "flows.forecast")}
 
+# Commands that usually take seconds run their flows without Prefect heartbeats (flows.server.prefect_api).
+SHORT_FLOW_COMMANDS = {"ingest", "forecast"}
+
 
 def _run(args: argparse.Namespace) -> None:
     _check_names(args)
@@ -544,7 +547,7 @@ def _run(args: argparse.Namespace) -> None:
         pending = begin(args.debug)  # the server boots in its own process (or is already up) ...
         for module in FLOW_COMMANDS[args.command]:  # ... while this one imports torch, pandas, MLflow
             importlib.import_module(module)
-        with prefect_api(args.debug, pending):
+        with prefect_api(args.debug, pending, heartbeats=args.command not in SHORT_FLOW_COMMANDS):
             COMMANDS[args.command](args, home)
 
 

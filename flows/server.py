@@ -250,16 +250,28 @@ def begin(debug: bool = False) -> Pending:
     return kept_server(Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect"), idle)
 
 
+# Set by a user, Prefect's heartbeat setting is theirs to keep; else a short command runs without.
+HEARTBEAT_ENV = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
+
+
 @contextmanager
-def prefect_api(debug: bool = False, pending: Pending | None = None) -> Iterator[str]:
+def prefect_api(debug: bool = False, pending: Pending | None = None, heartbeats: bool = True) -> Iterator[str]:
     """Prefect's API setting pointed at the server (`pending`, else one found or started now)
-    inside the block; a temporary server stops after it, a kept one stays for the next command."""
+    inside the block; a temporary server stops after it, a kept one stays for the next command.
+
+    `heartbeats=False` turns Prefect's flow-run heartbeats off in the block (unless the user set
+    PREFECT_FLOWS_HEARTBEAT_FREQUENCY): the heartbeat thread sleeps in 1 s steps and every flow joins
+    it on exit, which costs a command of a few seconds up to 1 s. Heartbeats only feed an automation
+    that marks silent runs crashed, which matters for a long training run, not for an ingest."""
     pending = pending or begin(debug)
     try:
         url = pending.wait()
-        from prefect.settings import PREFECT_API_URL, temporary_settings
+        from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-        with temporary_settings(updates={PREFECT_API_URL: url}):
+        updates = {PREFECT_API_URL: url}
+        if not heartbeats and HEARTBEAT_ENV not in os.environ:
+            updates[PREFECT_FLOWS_HEARTBEAT_FREQUENCY] = None
+        with temporary_settings(updates=updates):
             try:
                 yield url
             finally:

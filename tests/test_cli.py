@@ -495,3 +495,25 @@ def test_a_failure_while_ctrl_c_is_handled_is_still_an_interruption(tmp_path, ca
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the command put it back
     finally:
         signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+
+
+@pytest.mark.parametrize("command, heartbeat", [("forecast", None), ("ingest", None), ("train", 180)])
+def test_short_commands_run_their_flows_without_heartbeats(command, heartbeat, prefect_api_url, monkeypatch):
+    """A flow joins its heartbeat thread on exit, which sleeps in 1 s steps: ingest and forecast run
+    without it (up to 1 s less per command); train keeps Prefect's default; a user's setting wins."""
+    from prefect import flow
+    from prefect.settings import get_current_settings
+
+    from flows.cli import SHORT_FLOW_COMMANDS
+    from flows.server import HEARTBEAT_ENV, Pending, prefect_api
+
+    @flow
+    def seen() -> int | None:  # what the flow engine reads when the run starts
+        return get_current_settings().flows.heartbeat_frequency
+
+    monkeypatch.delenv(HEARTBEAT_ENV, raising=False)
+    with prefect_api(pending=Pending(prefect_api_url, ready=True), heartbeats=command not in SHORT_FLOW_COMMANDS):
+        assert seen() == heartbeat
+    monkeypatch.setenv(HEARTBEAT_ENV, "60")
+    with prefect_api(pending=Pending(prefect_api_url, ready=True), heartbeats=False):
+        assert seen() == 60  # the user's own setting
