@@ -9,9 +9,8 @@ import pandas as pd
 from prefect import flow, task
 
 from flows.common import COMPUTE, IO, log
-from forecasting.api import batch
+from forecasting.api import batch, row_parts
 from forecasting.core import files
-from forecasting.core.columns import ID
 from forecasting.core.data import IngestConfig, check_name
 from forecasting.core.errors import RecordError
 from forecasting.core.home import Home
@@ -49,42 +48,65 @@ def _model_in_this_process(home: str, model_name: str, version: str):
     return registry.load_version(model_name, version)
 
 
+@task(**IO)
+def plan_parts(path: str, cfg: IngestConfig, parts: int) -> list[row_parts.RowRange] | None:
+    plan = row_parts.plan(path, cfg, parts)
+    if plan:
+        log(f"{path}: {sum(p.stop - p.start for p in plan)} rows in {len(plan)} parts, each read by its worker")
+    return plan
+
+
 @task(**COMPUTE)
-def forecast_part(home: str, model_name: str, version: str, part, levels: tuple[int, ...],
+def forecast_part(home: str, model_name: str, version: str, part, cfg: IngestConfig, levels: tuple[int, ...],
                   path: str | None = None) -> batch.BatchResult:
-    """One part of the series, on whichever worker runs it (one torch thread: one worker per CPU); with
-    `path` the worker writes its forecasts there (a dataset's part file) and returns only the counts."""
+    """One part of the series (a frame, or rows of the input file that this worker reads and checks
+    itself), on whichever worker runs it (one torch thread: one worker per CPU); with `path` the worker
+    writes its forecasts there (a dataset's part file) and returns only the counts."""
     from forecasting.core.training import torch_threads
 
+    history = row_parts.read_part(part, cfg) if isinstance(part, row_parts.RowRange) else part
     with torch_threads(1):
-        result = batch.forecast_with(_model_in_this_process(home, model_name, version), part, levels)
-    log(f"part of {part[ID].nunique()} series: {result.n_forecast} forecast, {len(result.skipped)} skipped")
+        result = batch.forecast_with(_model_in_this_process(home, model_name, version), history, levels)
+    log(f"part of {row_parts.n_series(part)} series: {result.n_forecast} forecast, {len(result.skipped)} skipped")
     return batch.write_part(result, path) if path else result
 
 
-def forecast_parts(home: str, model_name: str, version: str, history, levels: tuple[int, ...],
-                   parts: int, staging: str | None = None) -> batch.BatchResult:
+def forecast_parts(home: str, model_name: str, version: str, parts: list, cfg: IngestConfig,
+                   levels: tuple[int, ...], staging: str | None = None) -> batch.BatchResult:
     """Every part submitted to the flow's task runner (Dask workers under --cluster), merged in order;
     with `staging` (a dataset output) each worker writes its part file there."""
-    futures = [forecast_part.submit(home, model_name, version, p, levels,
+    futures = [forecast_part.submit(home, model_name, version, p, cfg, levels,
                                     str(files.part_path(staging, k)) if staging else None)
-               for k, p in enumerate(batch.partitions(history, parts))]
+               for k, p in enumerate(parts)]
     return batch.merged([f.result() for f in futures])
 
 
-def forecast_to_dataset(home: str, model_name: str, version: str, history, levels: tuple[int, ...], parts: int,
-                        output: str) -> tuple[batch.BatchResult, str]:
+def forecast_to_dataset(home: str, model_name: str, version: str, parts: list, cfg: IngestConfig,
+                        levels: tuple[int, ...], output: str) -> tuple[batch.BatchResult, str]:
     """The workers write the parts of the dataset `output` (a folder) themselves; it is put in place
     once every part is written and something was forecast, else nothing is left behind."""
     staging = files.dataset_staging(output)
     try:
-        result = batch.require_forecasts(forecast_parts(home, model_name, version, history, levels, parts,
+        result = batch.require_forecasts(forecast_parts(home, model_name, version, parts, cfg, levels,
                                                         str(staging)))
         path = str(files.commit_dataset(staging, output))
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone after the commit; a failure's parts go too
     log(f"workers wrote {result.rows} rows -> {path}")
     return result, path
+
+
+def on_workers(home: str, model_name: str, version: str, input: str, cfg: IngestConfig, levels: tuple[int, ...],
+               partitions: int, output: str, history) -> tuple[batch.BatchResult, str]:
+    """The forecast cut into `partitions` parts for the task runner's workers: rows of the input they
+    read themselves where `row_parts` can plan them (no `history` read here), else parts of `history`."""
+    parts = plan_parts(input, cfg, partitions) if history is None else None
+    if not parts:
+        parts = batch.partitions(read_history(input, cfg) if history is None else history, partitions)
+    if files.is_dataset(output):
+        return forecast_to_dataset(home, model_name, version, parts, cfg, levels, output)
+    result = batch.require_forecasts(forecast_parts(home, model_name, version, parts, cfg, levels))
+    return result, write(result, output)
 
 
 @task(**IO)
@@ -125,12 +147,12 @@ def forecast_flow(model_name: str, input: str, output: str, alias: str = "champi
     check_name(model_name, "model name")
     forecaster, version = load_model(home, model_name, alias)
     cfg = cfg if isinstance(cfg, IngestConfig) else from_dict(IngestConfig, cfg or {})
-    history = read_history(input, cfg)
-    if partitions > 1 and files.is_dataset(output):  # written by the workers, part by part
-        result, path = forecast_to_dataset(home, model_name, version, history, tuple(levels), partitions, output)
+    # The fan chart draws the history: then the driver reads it, whoever forecasts.
+    history = read_history(input, cfg) if partitions == 1 or plot_path else None
+    if partitions > 1:
+        result, path = on_workers(home, model_name, version, input, cfg, tuple(levels), partitions, output, history)
     else:
-        result = batch.require_forecasts(forecast_parts(home, model_name, version, history, tuple(levels), partitions)
-                                         if partitions > 1 else forecast(forecaster, history, tuple(levels)))
+        result = batch.require_forecasts(forecast(forecaster, history, tuple(levels)))
         path = write(result, output)
     if plot_path and result.written:  # the chart needs the rows the workers wrote
         result = batch.BatchResult(pd.read_parquet(path), result.skipped, result.seconds)

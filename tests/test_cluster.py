@@ -26,13 +26,20 @@ def _environ(restore_environ):
 
 
 @pytest.mark.slow
-def test_a_batch_forecast_on_a_local_cluster_equals_the_single_process_one(trained_home, tmp_path, capsys):
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_batch_forecast_on_a_local_cluster_equals_the_single_process_one(trained_home, tmp_path, capsys, suffix):
+    """A CSV is read by the driver and shipped in parts; a long Parquet file's parts are read by the
+    workers themselves (rows of whole series, across row groups): the same forecasts either way."""
     from flows.cli import main
+    from forecasting.api import row_parts
+    from forecasting.core.config import IngestConfig
 
     hist = pd.read_csv(trained_home.csv)
     short = hist[hist["unique_id"] == hist["unique_id"].iloc[0]].tail(3).assign(unique_id="short")
-    src = tmp_path / "history.csv"
-    pd.concat([hist, short]).to_csv(src, index=False)
+    src = tmp_path / f"history{suffix}"
+    both = pd.concat([hist, short])
+    both.to_csv(src, index=False) if suffix == ".csv" else both.to_parquet(src, index=False, row_group_size=97)
+    assert (row_parts.plan(str(src), IngestConfig(), 4) is None) == (suffix == ".csv")
     outs = {}
     for name, extra in (("single", []), ("cluster", ["--cluster", "local:2"])):
         outs[name] = tmp_path / f"{name}.parquet"
@@ -69,6 +76,24 @@ def test_a_backtest_on_a_local_cluster_equals_the_single_process_one(trained_hom
     for col in single.columns.drop(keys):
         np.testing.assert_allclose(cluster[col], single[col], rtol=1e-5, atol=1e-5, err_msg=col)
     assert capsys.readouterr().out.count(f"at 3 cutoff(s) over the end of {DATASET}") == 2
+
+
+@pytest.mark.slow
+def test_a_bad_value_a_worker_reads_is_one_line_and_nothing_is_written(trained_home, tmp_path, capsys):
+    """The workers check their own rows: a non-number in the last part fails the command with the
+    reader's one line (the file's row), and neither the dataset nor its staging folder is left."""
+    from flows.cli import main
+
+    hist = pd.read_csv(trained_home.csv).astype({"y": str})
+    hist.loc[len(hist) - 5, "y"] = "n/a?"
+    src = tmp_path / "bad.parquet"
+    hist.to_parquet(src, index=False)
+    code = main(["forecast", f"{DATASET}-gru", "--input", str(src), "--output", str(tmp_path / "out"),
+                 "--home", str(trained_home.home), "--cluster", "local:2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1, err
+    assert f"row {len(hist) - 5 + 2}" in err[0] and "'y'" in err[0], err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.parquet"]
 
 
 def _kill_a_busy_worker(client, pids: dict, killed: list, timeout: float = 180) -> None:

@@ -44,9 +44,8 @@ class IngestReport:
 # --------------------------------------------------------------------------- reading
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file (chosen by extension) into a DataFrame: a local path, a `file://` URL
-    or any URL fsspec opens (see `locations`)."""
+def check_readable(path: str | Path) -> locations.Location:
+    """The input, resolved (a `file://` URL becomes a Path), refused in one line unless it is a file."""
     path = locations.resolve(path)
     if isinstance(path, str):
         locations.check_readable_file(path)
@@ -54,6 +53,13 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise DataError(f"file not found: {path}")
     elif not path.is_file():
         raise DataError(f"not a file: {path}")
+    return path
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV or Parquet file (chosen by extension) into a DataFrame: a local path, a `file://` URL
+    or any URL fsspec opens (see `locations`)."""
+    path = check_readable(path)
     suffix = locations.suffix(path)
     try:
         if suffix in (".parquet", ".pq"):

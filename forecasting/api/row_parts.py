@@ -1,0 +1,116 @@
+"""Parts of a long Parquet file that workers read themselves: contiguous row ranges of whole series.
+
+A batch forecast on a cluster used to read, check and cut the whole history in the driver and ship
+every part to the workers: with a million series that serial work (read, parse, cut, pickle about
+1 GB) took longer than the forecasts. Here the driver reads only the id column, finds where each
+series' rows begin, and hands each worker a `RowRange`; the worker reads just the row groups that
+hold its rows and checks them with the same parser (`batch.read_history`'s), so a file row named in
+an error is the same either way.
+
+This needs a long Parquet file whose series each occupy one run of consecutive rows (what a sorted
+or grouped writer produces). Anything else (CSV, a wide file, a series whose rows are interleaved
+with another's, a missing id) gets `None` from `plan`, and the driver reads the file as before.
+pyarrow (pandas' Parquet engine) is imported only here, when a plan is made or a part read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from forecasting.core import locations
+from forecasting.core.columns import ID
+from forecasting.core.config import IngestConfig
+from forecasting.core.data import check_readable, parse_long, to_long
+from forecasting.core.errors import DataError
+
+PARQUET = (".parquet", ".pq")
+
+
+@dataclass(frozen=True)
+class RowRange:
+    """Rows [start, stop) of the Parquet file at `path` (0-based data rows): whole series only."""
+
+    path: str
+    start: int
+    stop: int
+    n_series: int
+
+
+def _parquet_file(path: locations.Location, dictionary: tuple[str, ...] = ()):
+    """pyarrow's reader of the file; string columns in `dictionary` are read as codes plus the distinct
+    values (as stored), far cheaper than a million strings each."""
+    import pyarrow.parquet as pq
+
+    if isinstance(path, str):  # a remote URL: pyarrow reads through fsspec's file object
+        fs, inner = locations.filesystem(path)
+        return pq.ParquetFile(fs.open(inner, "rb"), read_dictionary=list(dictionary) or None)
+    return pq.ParquetFile(path, read_dictionary=list(dictionary) or None)
+
+
+def _id_codes(path: locations.Location, id_col: str, schema) -> np.ndarray | None:
+    import pyarrow as pa
+
+    is_text = pa.types.is_string(schema.field(id_col).type) or pa.types.is_large_string(schema.field(id_col).type)
+    pf = _parquet_file(path, (id_col,) if is_text else ())
+    return _codes(pf.read(columns=[id_col], use_pandas_metadata=False).column(0))
+
+
+def _codes(column) -> np.ndarray | None:
+    """Integer codes [N] of a (chunked) id column, equal where the ids are equal; None with a missing id."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if column.null_count:
+        return None  # the driver's read names the row of the missing id
+    if not pa.types.is_dictionary(column.type):
+        column = pc.dictionary_encode(column)
+    column = column.unify_dictionaries()  # one dictionary: codes comparable across row groups
+    return np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in column.chunks]).astype(np.int64)
+
+
+def plan(path: str, cfg: IngestConfig, n: int) -> list[RowRange] | None:
+    """At most `n` row ranges of about as many whole series each, in file order, read from the id column
+    alone; None when workers cannot read their own parts (see the module docstring)."""
+    where = check_readable(path)
+    if n < 2 or cfg.format == "wide" or locations.suffix(where) not in PARQUET:
+        return None
+    pf = _parquet_file(where)
+    names = pf.schema_arrow.names
+    if cfg.id_col not in names:
+        return None  # a wide file (auto format): its parts would be columns, not rows
+    missing = [c for c in (cfg.time_col, cfg.target_col) if c not in names]
+    if missing:
+        raise DataError(f"missing id/time/target column(s) {missing}; columns present: {names}")
+    codes = _id_codes(where, cfg.id_col, pf.schema_arrow)
+    if codes is None or len(codes) == 0:
+        return None
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])  # [S] first row of each run
+    if len(starts) != np.count_nonzero(np.bincount(codes)):
+        return None  # some series' rows are not consecutive: the driver reads and groups them
+    n = min(n, len(starts))
+    first = (np.arange(n) * len(starts) + n - 1) // n  # series i goes to part i*n//S, as in `batch.partitions`
+    bounds = np.r_[starts[first], len(codes)]
+    counts = np.diff(np.r_[first, len(starts)])
+    return [RowRange(str(path), int(a), int(b), int(c)) for a, b, c in zip(bounds[:-1], bounds[1:], counts, strict=True)]
+
+
+def read_part(part: RowRange, cfg: IngestConfig) -> pd.DataFrame:
+    """The long history of one part: only the row groups that hold its rows are read, then checked by
+    the parser every reader uses (an error names the row of the whole file, as a full read would)."""
+    pf = _parquet_file(locations.resolve(part.path))
+    sizes = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
+    ends = np.cumsum(sizes)  # [G] first row after each group
+    groups = [g for g in range(len(sizes)) if ends[g] > part.start and ends[g] - sizes[g] < part.stop]
+    offset = int(ends[groups[0]] - sizes[groups[0]])
+    table = pf.read_row_groups(groups).slice(part.start - offset, part.stop - part.start)
+    df = table.to_pandas().set_axis(pd.RangeIndex(part.start, part.stop))  # file rows, as errors count them
+    history = parse_long(to_long(df, cfg), source=part.path).drop(columns="_row", errors="ignore")
+    return history.reset_index(drop=True)
+
+
+def n_series(part: RowRange | pd.DataFrame) -> int:
+    """How many series a part holds (a planned range or a frame the driver cut)."""
+    return part.n_series if isinstance(part, RowRange) else int(part[ID].nunique())
