@@ -6,9 +6,9 @@ on a few synthetic hourly series. The timed input is a Parquet file of `--series
 points each (sine plus noise, long format), forecast into one Parquet file and, on the cluster, also
 into a Parquet dataset (an output without extension) whose parts the workers write themselves. Each
 command is a fresh process (`python -m flows.cli`)
-in one home whose Prefect server is already running; its wall time includes reading and checking the
-history, cutting it into parts, starting the LocalCluster, shipping the parts, forecasting, merging and
-writing the output file. "model s" is what the command reports as the model's own time, summed over
+in one home whose Prefect server is already running; its wall time includes planning the parts (the
+driver reads the id column; each worker reads and checks its own rows), starting the LocalCluster,
+forecasting, and merging and writing the output file. "model s" is what the command reports as the model's own time, summed over
 the parts. Each mode runs `--repeats` times; the table shows the median.
 
     python benchmarks/cluster.py [--quick] [--out DIR] [--series N] [--repeats N]
@@ -108,8 +108,9 @@ def summary(res: dict) -> str:
             + C.table(["mode", "wall s (median)", "model s (each run, summed over parts)", "speed vs local:1"], rows)
             + f"\nlocal:2 against local:1, one output file: **{res['ratio']:.2f}x** (goal ≥ {GOAL_RATIO}x: "
             f"{C.verdict(res['ratio'] >= GOAL_RATIO)}).{dataset} The wall time includes what the driver does alone: "
-            "reading and checking the history, cutting and shipping the parts (and, for one file, merging and "
-            "writing), and starting the cluster.\n")
+            "loading the model, reading the input's id column and cutting its rows into whole-series ranges "
+            "(from code c5135e0 on; before, it read and checked the whole history and shipped the parts), "
+            "starting the cluster, and, for one file, merging and writing.\n")
 
 
 def render(res: dict) -> str:

@@ -97,3 +97,20 @@ def test_a_remote_url_is_planned_and_read_through_fsspec(panel, tmp_path):
     plan = row_parts.plan(url, IngestConfig(), 2)
     for part, want in zip(plan, batch.partitions(batch.read_history(local), 2), strict=True):
         pd.testing.assert_frame_equal(row_parts.read_part(part, IngestConfig()), want)
+
+
+def test_a_file_pyarrow_cannot_read_is_left_to_the_drivers_reader(tmp_path):
+    """No plan (the driver's `read_table` then names the problem in one line), never a traceback."""
+    garbage = tmp_path / "h.parquet"
+    garbage.write_bytes(b"not parquet at all")
+    assert row_parts.plan(str(garbage), IngestConfig(), 2) is None
+    with pytest.raises(DataError, match="cannot read"):
+        batch.read_history(str(garbage))
+
+
+def test_a_file_broken_after_the_plan_fails_its_part_in_one_line(panel, tmp_path):
+    path = _write(panel, tmp_path / "h.parquet")
+    plan = row_parts.plan(path, IngestConfig(), 2)
+    (tmp_path / "h.parquet").write_bytes(b"truncated")
+    with pytest.raises(DataError, match=r"cannot read rows 0-\d+ of .*h.parquet"):
+        row_parts.read_part(plan[0], IngestConfig())

@@ -15,6 +15,8 @@ pyarrow (pandas' Parquet engine) is imported only here, when a plan is made or a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,23 +41,17 @@ class RowRange:
     n_series: int
 
 
-def _parquet_file(path: locations.Location, dictionary: tuple[str, ...] = ()):
-    """pyarrow's reader of the file; string columns in `dictionary` are read as codes plus the distinct
-    values (as stored), far cheaper than a million strings each."""
+@contextmanager
+def _parquet_file(path: locations.Location, dictionary: tuple[str, ...] = ()) -> Iterator:
+    """pyarrow's reader of the file (closed after the block); string columns in `dictionary` are read
+    as codes plus the distinct values (as stored), far cheaper than a million strings each."""
     import pyarrow.parquet as pq
 
-    if isinstance(path, str):  # a remote URL: pyarrow reads through fsspec's file object
-        fs, inner = locations.filesystem(path)
-        return pq.ParquetFile(fs.open(inner, "rb"), read_dictionary=list(dictionary) or None)
-    return pq.ParquetFile(path, read_dictionary=list(dictionary) or None)
-
-
-def _id_codes(path: locations.Location, id_col: str, schema) -> np.ndarray | None:
-    import pyarrow as pa
-
-    is_text = pa.types.is_string(schema.field(id_col).type) or pa.types.is_large_string(schema.field(id_col).type)
-    pf = _parquet_file(path, (id_col,) if is_text else ())
-    return _codes(pf.read(columns=[id_col], use_pandas_metadata=False).column(0))
+    with ExitStack() as stack:
+        if isinstance(path, str):  # a remote URL: pyarrow reads through fsspec's file object
+            fs, inner = locations.filesystem(path)
+            path = stack.enter_context(fs.open(inner, "rb"))
+        yield stack.enter_context(pq.ParquetFile(path, read_dictionary=list(dictionary) or None))
 
 
 def _codes(column) -> np.ndarray | None:
@@ -71,20 +67,35 @@ def _codes(column) -> np.ndarray | None:
     return np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in column.chunks]).astype(np.int64)
 
 
+def _id_codes(path: locations.Location, cfg: IngestConfig) -> np.ndarray | None:
+    """The id column's codes [N]; None where the driver must read the file itself (not a long file)."""
+    import pyarrow as pa
+
+    with _parquet_file(path) as pf:
+        schema = pf.schema_arrow
+    if cfg.id_col not in schema.names:
+        return None  # a wide file (auto format): its parts would be columns, not rows
+    missing = [c for c in (cfg.time_col, cfg.target_col) if c not in schema.names]
+    if missing:
+        raise DataError(f"missing id/time/target column(s) {missing}; columns present: {schema.names}")
+    kind = schema.field(cfg.id_col).type
+    text = (cfg.id_col,) if pa.types.is_string(kind) or pa.types.is_large_string(kind) else ()
+    with _parquet_file(path, text) as pf:
+        return _codes(pf.read(columns=[cfg.id_col], use_pandas_metadata=False).column(0))
+
+
 def plan(path: str, cfg: IngestConfig, n: int) -> list[RowRange] | None:
     """At most `n` row ranges of about as many whole series each, in file order, read from the id column
     alone; None when workers cannot read their own parts (see the module docstring)."""
     where = check_readable(path)
     if n < 2 or cfg.format == "wide" or locations.suffix(where) not in PARQUET:
         return None
-    pf = _parquet_file(where)
-    names = pf.schema_arrow.names
-    if cfg.id_col not in names:
-        return None  # a wide file (auto format): its parts would be columns, not rows
-    missing = [c for c in (cfg.time_col, cfg.target_col) if c not in names]
-    if missing:
-        raise DataError(f"missing id/time/target column(s) {missing}; columns present: {names}")
-    codes = _id_codes(where, cfg.id_col, pf.schema_arrow)
+    try:
+        codes = _id_codes(where, cfg)
+    except DataError:
+        raise
+    except Exception:  # noqa: BLE001 (not a Parquet file pyarrow reads: the driver's read says why)
+        return None
     if codes is None or len(codes) == 0:
         return None
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])  # [S] first row of each run
@@ -92,20 +103,23 @@ def plan(path: str, cfg: IngestConfig, n: int) -> list[RowRange] | None:
         return None  # some series' rows are not consecutive: the driver reads and groups them
     n = min(n, len(starts))
     first = (np.arange(n) * len(starts) + n - 1) // n  # series i goes to part i*n//S, as in `batch.partitions`
-    bounds = np.r_[starts[first], len(codes)]
-    counts = np.diff(np.r_[first, len(starts)])
-    return [RowRange(str(path), int(a), int(b), int(c)) for a, b, c in zip(bounds[:-1], bounds[1:], counts, strict=True)]
+    bounds, counts = np.r_[starts[first], len(codes)], np.diff(np.r_[first, len(starts)])
+    return [RowRange(str(path), int(a), int(b), int(c))
+            for a, b, c in zip(bounds[:-1], bounds[1:], counts, strict=True)]
 
 
 def read_part(part: RowRange, cfg: IngestConfig) -> pd.DataFrame:
     """The long history of one part: only the row groups that hold its rows are read, then checked by
     the parser every reader uses (an error names the row of the whole file, as a full read would)."""
-    pf = _parquet_file(locations.resolve(part.path))
-    sizes = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
-    ends = np.cumsum(sizes)  # [G] first row after each group
-    groups = [g for g in range(len(sizes)) if ends[g] > part.start and ends[g] - sizes[g] < part.stop]
-    offset = int(ends[groups[0]] - sizes[groups[0]])
-    table = pf.read_row_groups(groups).slice(part.start - offset, part.stop - part.start)
+    try:
+        with _parquet_file(locations.resolve(part.path)) as pf:
+            sizes = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
+            ends = np.cumsum(sizes)  # [G] first row after each group
+            groups = [g for g in range(len(sizes)) if ends[g] > part.start and ends[g] - sizes[g] < part.stop]
+            offset = int(ends[groups[0]] - sizes[groups[0]])
+            table = pf.read_row_groups(groups).slice(part.start - offset, part.stop - part.start)
+    except Exception as exc:  # the file changed or broke since the plan: name it, as read_table does
+        raise DataError(f"cannot read rows {part.start}-{part.stop} of {part.path}: {type(exc).__name__}: {exc}") from None
     df = table.to_pandas().set_axis(pd.RangeIndex(part.start, part.stop))  # file rows, as errors count them
     history = parse_long(to_long(df, cfg), source=part.path).drop(columns="_row", errors="ignore")
     return history.reset_index(drop=True)
