@@ -1,6 +1,6 @@
 """Regenerate the "Results" Markdown block (benchmarks/results/README.md) from the JSON files alone.
 
-Every number comes from `<results>/{etth1,etth1_h24_intervals,m4_hourly,demo,forms,speed,scaleout,cluster}.json`
+Every number comes from `<results>/{etth1,etth1_h24_intervals,m4_hourly,demo,forms,ensemble_choice,speed,scaleout,cluster,ceiling}.json`
 through the benchmark scripts' own renderers (`summary()` unless a section names another); nothing is
 typed by hand. A missing JSON file is named, not invented.
 
@@ -32,6 +32,7 @@ SECTIONS = (
     ("speed", "Speed (ratios measured within one run)", "speed", "summary"),
     ("scaleout", "Scale-out (tuning workers sharing one study)", "scaleout", "summary"),
     ("cluster", "Batch forecast on a Dask cluster", "cluster", "summary"),
+    ("ceiling", "Two workers' ceiling on this machine (the same work alone and two at once)", "ceiling", "summary"),
 )
 
 

@@ -191,6 +191,17 @@ def test_benchmark_speed_quick(tmp_path):
     assert f"sha256 {code['script_sha256'][:12]}" in md
 
 
+def test_benchmark_ceiling_quick(tmp_path):
+    """ceiling.py --quick: each workload alone and two at once; the speed-up is 2 x alone / slower pair."""
+    res = _bench_quick("ceiling.py", "ceiling", tmp_path)
+    for w in res["workloads"]:
+        (alone,), (pair,) = w["alone_s"], w["together_s"]
+        assert alone > 0 and len(pair) == 2 and min(pair) > 0
+        assert w["speedup"] == pytest.approx(2 * alone / max(pair))
+    assert [w["workload"] for w in res["workloads"]] == ["training epochs", "pure-Python loop"]
+    assert "Two workers' ceiling" in (tmp_path / "ceiling.md").read_text()
+
+
 def test_benchmark_missing_data_dir_fails_clearly(tmp_path):
     for script in ("etth1.py", "m4_hourly.py", "speed.py"):
         r = _bench_run(script, "--quick", "--out", str(tmp_path), "--data-dir", str(tmp_path / "nowhere"),
@@ -200,7 +211,7 @@ def test_benchmark_missing_data_dir_fails_clearly(tmp_path):
         assert not list(tmp_path.glob("*.json"))
 
 
-_REPORT_SECTIONS = ("etth1", "etth1_h24_intervals", "m4_hourly", "demo", "forms", "ensemble_choice", "speed", "scaleout", "cluster")
+_REPORT_SECTIONS = ("etth1", "etth1_h24_intervals", "m4_hourly", "demo", "forms", "ensemble_choice", "speed", "scaleout", "cluster", "ceiling")
 
 
 def _report(results: Path, out: Path) -> str:
