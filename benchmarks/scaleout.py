@@ -251,17 +251,18 @@ def _warm() -> None:
 
 def timed_dask(calls: list[tuple], url: str, tracking_uri: str, timeout: float) -> float:
     """The same gate and clock with the workers as tasks on a Dask LocalCluster of one single-threaded
-    process per call (what `train --cluster local:N` runs: `search.join_study` in each), one task pinned
+    process per call, started with the arguments `train --cluster local:N` gives it (`search.join_study`
+    in each), one task pinned
     to each worker; the cluster's start and the workers' imports stay off the clock."""
     from distributed import Client, LocalCluster
 
+    from flows.cluster import task_runner
     from forecasting.pipeline.search import join_study
 
     workers, before = len(calls), os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # inherited by the worker processes
     try:
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as lc, \
-                Client(lc) as client:
+        with LocalCluster(**task_runner(f"local:{workers}").cluster_kwargs) as lc, Client(lc) as client:
             client.run(_warm)
             addresses = sorted(client.scheduler_info()["workers"])
             gate = _connect(url)

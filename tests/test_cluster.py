@@ -170,3 +170,20 @@ def test_a_bad_cluster_option_is_the_options_error():
     for bad in ("local:0", "remote", "tcp://host", "local:x", "http://h:1"):
         with pytest.raises(argparse.ArgumentTypeError, match="expected local, local:N or tcp://host:port"):
             cluster_spec(bad)
+
+
+def test_our_local_workers_run_without_dasks_statistical_profiler():
+    """The cluster `--cluster local:N` starts (the task runner's own arguments): its workers have
+    Dask's every-10-ms stack sampler off, and the rest of their configuration intact."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from flows.cluster import task_runner
+
+    runner = task_runner("local:1")
+    with LocalCluster(**runner.cluster_kwargs) as lc, Client(lc) as client:
+        (callbacks,) = client.run(lambda dask_worker: sorted(dask_worker.periodic_callbacks)).values()
+        (enabled,) = client.run(lambda: dask.config.get("distributed.worker.profile.enabled")).values()
+        (admin,) = client.run(lambda: dask.config.get("distributed.admin.tick.interval")).values()
+    assert "profile" not in callbacks and "heartbeat" in callbacks and enabled is False
+    assert admin == dask.config.get("distributed.admin.tick.interval")
