@@ -10,7 +10,7 @@ from prefect import flow, task
 
 from flows.common import COMPUTE, IO, log
 from forecasting.api import batch, row_parts
-from forecasting.core import files
+from forecasting.core import files, locations
 from forecasting.core.data import IngestConfig, check_name
 from forecasting.core.errors import RecordError
 from forecasting.core.home import Home
@@ -83,13 +83,16 @@ def forecast_parts(home: str, model_name: str, version: str, parts: list, cfg: I
 
 def forecast_to_dataset(home: str, model_name: str, version: str, parts: list, cfg: IngestConfig,
                         levels: tuple[int, ...], output: str) -> tuple[batch.BatchResult, str]:
-    """The workers write the parts of the dataset `output` (a folder) themselves; it is put in place
-    once every part is written and something was forecast, else nothing is left behind."""
-    staging = files.dataset_staging(output)
+    """The workers write the parts of `output` themselves, into a staging folder beside it: a dataset
+    (a folder) is put in place whole, a Parquet file is joined from the parts (no frame comes back to
+    this process), once every part is written and something was forecast; else nothing is left behind."""
+    target = locations.resolve(output)  # local here: a remote output is written by this process
+    staging = files.dataset_staging(target)
     try:
         result = batch.require_forecasts(forecast_parts(home, model_name, version, parts, cfg, levels,
                                                         str(staging)))
-        path = str(files.commit_dataset(staging, output))
+        put = files.commit_dataset if files.is_dataset(target) else files.join_parts
+        path = str(put(staging, target))
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone after the commit; a failure's parts go too
     log(f"workers wrote {result.rows} rows -> {path}")
@@ -103,7 +106,7 @@ def on_workers(home: str, model_name: str, version: str, input: str, cfg: Ingest
     parts = plan_parts(input, cfg, partitions) if history is None else None
     if not parts:
         parts = batch.partitions(read_history(input, cfg) if history is None else history, partitions)
-    if files.is_dataset(output):
+    if files.is_dataset(output) or files.joins_parts(output):
         return forecast_to_dataset(home, model_name, version, parts, cfg, levels, output)
     result = batch.require_forecasts(forecast_parts(home, model_name, version, parts, cfg, levels))
     return result, write(result, output)

@@ -260,3 +260,25 @@ def test_forecast_and_ingest_read_and_write_fsspec_urls_like_local_paths(trained
     pd.testing.assert_frame_equal(pd.read_parquet(data / "fromurl.parquet"), pd.read_parquet(trained_home.processed))
     pd.testing.assert_frame_equal(pd.read_parquet(data / "frommem.parquet"), pd.read_parquet(trained_home.processed))
     mem.store.clear()
+
+
+def test_parts_joined_into_one_parquet_file_equal_their_concatenation(tmp_path, make_sine_frame):
+    """What the workers of a cluster forecast write (one part file each) joined into the one output
+    file: the rows of every non-empty part, in part order, as writing the concatenated frame gives;
+    an older output is replaced, and no temporary file is left."""
+    from forecasting.core.files import join_parts, joins_parts, part_path
+
+    frame = make_sine_frame(n_series=5, length=30).assign(y=lambda d: d["y"].astype("float32"))
+    cuts = [frame.iloc[:40], frame.iloc[40:40], frame.iloc[40:101], frame.iloc[101:]]  # one part empty
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    for k, part in enumerate(cuts):
+        part.to_parquet(part_path(staging, k), index=False)
+    out = tmp_path / "f.parquet"
+    write_table(frame.iloc[:3], out)  # an older output
+    assert join_parts(staging, out) == out
+    pd.testing.assert_frame_equal(pd.read_parquet(out), frame.reset_index(drop=True))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.parquet", "staging"]  # no temp file left
+    assert joins_parts(out) and joins_parts(f"file://{out}")
+    assert not joins_parts(tmp_path / "f.csv") and not joins_parts(tmp_path / "f")
+    assert not joins_parts("memory://bucket/f.parquet")  # a remote output is written by the driver

@@ -168,6 +168,29 @@ def part_path(staging: str | Path, k: int) -> Path:
     return Path(staging) / f"part-{k:05d}.parquet"
 
 
+def joins_parts(path: str | Path) -> bool:
+    """Whether workers may write the parts of the output `path` for `join_parts` to put together: a local
+    Parquet file (its staging folder goes beside it, where the workers can reach it)."""
+    where = locations.resolve(path)
+    return isinstance(where, Path) and locations.suffix(where) in (".parquet", ".pq")
+
+
+def join_parts(staging: str | Path, path: str | Path) -> Path:
+    """The part files of `staging`, in order, as the one Parquet file `path`, atomically. Rows pass from
+    file to file as Arrow data (no pandas frame, no Python objects); parts without rows are left out."""
+    import pyarrow.parquet as pq
+
+    parts = [p for p in sorted(Path(staging).glob("part-*.parquet")) if pq.ParquetFile(p).metadata.num_rows]
+
+    def write(tmp: str) -> None:
+        schema = pq.read_schema(parts[0])
+        with pq.ParquetWriter(tmp, schema) as out:
+            for p in parts:
+                out.write_table(pq.read_table(p, schema=schema))
+
+    return write_atomic(Path(path), write)
+
+
 def commit_dataset(staging: str | Path, path: str | Path) -> Path:
     """Put a staging folder whose every part is written in place of the dataset `path`: one rename when
     there is none yet; else the old one is renamed aside first and removed after."""
