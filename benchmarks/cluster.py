@@ -8,7 +8,7 @@ into a Parquet dataset (an output without extension) whose parts the workers wri
 command is a fresh process (`python -m flows.cli`)
 in one home whose Prefect server is already running; its wall time includes planning the parts (the
 driver reads the id column; each worker reads and checks its own rows), starting the LocalCluster,
-forecasting, and merging and writing the output file. "model s" is what the command reports as the model's own time, summed over
+forecasting, and joining the workers' part files into the output file. "model s" is what the command reports as the model's own time, summed over
 the parts. Each mode runs `--repeats` times; the table shows the median.
 
     python benchmarks/cluster.py [--quick] [--out DIR] [--series N] [--repeats N]
@@ -110,7 +110,8 @@ def summary(res: dict) -> str:
             f"{C.verdict(res['ratio'] >= GOAL_RATIO)}).{dataset} The wall time includes what the driver does alone: "
             "loading the model, reading the input's id column and cutting its rows into whole-series ranges "
             "(from code c5135e0 on; before, it read and checked the whole history and shipped the parts), "
-            "starting the cluster, and, for one file, merging and writing.\n")
+            "starting the cluster, and, for one file, joining the workers' part files (code 73113ef on; before, "
+            "gathering the parts' frames, merging and writing them).\n")
 
 
 def render(res: dict) -> str:
