@@ -74,14 +74,14 @@ def forecast_part(home: str, model_name: str, version: str, part, cfg: IngestCon
 def forecast_parts(home: str, model_name: str, version: str, parts: list, cfg: IngestConfig,
                    levels: tuple[int, ...], staging: str | None = None) -> batch.BatchResult:
     """Every part submitted to the flow's task runner (Dask workers under --cluster), merged in order;
-    with `staging` (a dataset output) each worker writes its part file there."""
+    with `staging` (a dataset, or a Parquet file joined from parts) each worker writes its part file there."""
     futures = [forecast_part.submit(home, model_name, version, p, cfg, levels,
                                     str(files.part_path(staging, k)) if staging else None)
                for k, p in enumerate(parts)]
     return batch.merged([f.result() for f in futures])
 
 
-def forecast_to_dataset(home: str, model_name: str, version: str, parts: list, cfg: IngestConfig,
+def written_by_workers(home: str, model_name: str, version: str, parts: list, cfg: IngestConfig,
                         levels: tuple[int, ...], output: str) -> tuple[batch.BatchResult, str]:
     """The workers write the parts of `output` themselves, into a staging folder beside it: a dataset
     (a folder) is put in place whole, a Parquet file is joined from the parts (no frame comes back to
@@ -107,7 +107,7 @@ def on_workers(home: str, model_name: str, version: str, input: str, cfg: Ingest
     if not parts:
         parts = batch.partitions(read_history(input, cfg) if history is None else history, partitions)
     if files.is_dataset(output) or files.joins_parts(output):
-        return forecast_to_dataset(home, model_name, version, parts, cfg, levels, output)
+        return written_by_workers(home, model_name, version, parts, cfg, levels, output)
     result = batch.require_forecasts(forecast_parts(home, model_name, version, parts, cfg, levels))
     return result, write(result, output)
 
