@@ -21,7 +21,13 @@ def read_history(path: str | Path, cfg: IngestConfig = IngestConfig()) -> pd.Dat
     """A long history frame from a long or wide CSV/Parquet file (same options and the same
     parser as ingest). Series whose last lookback points have gaps or missing values are not
     refused here: the forecaster skips them, with the reason."""
-    return parse_long(to_long(read_table(path), cfg), source=str(path)).drop(columns="_row", errors="ignore")
+    return parse_history(read_table(path), cfg, str(path))
+
+
+def parse_history(raw: pd.DataFrame, cfg: IngestConfig, source: str) -> pd.DataFrame:
+    """A raw table (or part of one) as the long history frame: reshaped and checked by the parser every
+    reader uses; errors name `source` and the file row (from `raw`'s index for a long file)."""
+    return parse_long(to_long(raw, cfg), source=source).drop(columns="_row", errors="ignore")
 
 
 @dataclass

@@ -4,7 +4,7 @@ A batch forecast on a cluster used to read, check and cut the whole history in t
 every part to the workers: with a million series that serial work (read, parse, cut, pickle about
 1 GB) took longer than the forecasts. Here the driver reads only the id column, finds where each
 series' rows begin, and hands each worker a `RowRange`; the worker reads just the row groups that
-hold its rows and checks them with the same parser (`batch.read_history`'s), so a file row named in
+hold its rows and checks them with the same parser (`batch.parse_history`), so a file row named in
 an error is the same either way.
 
 This needs a long Parquet file whose series each occupy one run of consecutive rows (what a sorted
@@ -22,13 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from forecasting.api.batch import parse_history
 from forecasting.core import locations
 from forecasting.core.columns import ID
 from forecasting.core.config import IngestConfig
-from forecasting.core.data import check_readable, parse_long, to_long
+from forecasting.core.data import check_readable
 from forecasting.core.errors import DataError
-
-PARQUET = (".parquet", ".pq")
 
 
 @dataclass(frozen=True)
@@ -88,7 +87,7 @@ def plan(path: str, cfg: IngestConfig, n: int) -> list[RowRange] | None:
     """At most `n` row ranges of about as many whole series each, in file order, read from the id column
     alone; None when workers cannot read their own parts (see the module docstring)."""
     where = check_readable(path)
-    if n < 2 or cfg.format == "wide" or locations.suffix(where) not in PARQUET:
+    if n < 2 or cfg.format == "wide" or locations.suffix(where) not in locations.PARQUET:
         return None
     try:
         codes = _id_codes(where, cfg)
@@ -121,8 +120,7 @@ def read_part(part: RowRange, cfg: IngestConfig) -> pd.DataFrame:
     except Exception as exc:  # the file changed or broke since the plan: name it, as read_table does
         raise DataError(f"cannot read rows {part.start}-{part.stop} of {part.path}: {type(exc).__name__}: {exc}") from None
     df = table.to_pandas().set_axis(pd.RangeIndex(part.start, part.stop))  # file rows, as errors count them
-    history = parse_long(to_long(df, cfg), source=part.path).drop(columns="_row", errors="ignore")
-    return history.reset_index(drop=True)
+    return parse_history(df, cfg, part.path).reset_index(drop=True)
 
 
 def n_series(part: RowRange | pd.DataFrame) -> int:

@@ -62,7 +62,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     path = check_readable(path)
     suffix = locations.suffix(path)
     try:
-        if suffix in (".parquet", ".pq"):
+        if suffix in locations.PARQUET:
             df = pd.read_parquet(path)
         elif suffix in (".csv", ".txt", ".gz"):
             df = pd.read_csv(path)

@@ -23,7 +23,7 @@ from forecasting.core.errors import DataError
 if TYPE_CHECKING:  # pandas is the caller's: the command line reaches this module before importing it
     import pandas as pd
 
-TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+TABLE_SUFFIXES = (".csv", *locations.PARQUET)
 
 
 def is_dataset(path: str | Path) -> bool:
@@ -172,7 +172,7 @@ def joins_parts(path: str | Path) -> bool:
     """Whether workers may write the parts of the output `path` for `join_parts` to put together: a local
     Parquet file (its staging folder goes beside it, where the workers can reach it)."""
     where = locations.resolve(path)
-    return isinstance(where, Path) and locations.suffix(where) in (".parquet", ".pq")
+    return isinstance(where, Path) and locations.suffix(where) in locations.PARQUET
 
 
 def join_parts(staging: str | Path, path: str | Path) -> Path:

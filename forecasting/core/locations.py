@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlparse
 from forecasting.core.errors import DataError
 
 Location = Path | str  # a local Path, or a remote URL kept as a string
+PARQUET = (".parquet", ".pq")  # the extensions read and written as Parquet
 
 
 def is_remote(location: str | Path) -> bool:
