@@ -175,7 +175,8 @@ def _family(name: str) -> str:
 
 def _worker_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="processed dataset the study tunes on")
-    add_options(p, TrainJob, skip=("families", "workers", "ensemble", "ensemble_seeds", "ensemble_combine"))
+    add_options(p, TrainJob, skip=("families", "workers", "ensemble", "ensemble_seeds", "ensemble_combine",
+                                    "ensemble_check"))
     p.add_argument("--family", default=families.DEFAULT[0], type=_family, help="a registered model family")
     p.add_argument("--index", type=int, default=1, help="worker number: sampler seed offset")
     p.add_argument("--parent-run-id", help="MLflow run to nest the trials under (default: a run of its own)")

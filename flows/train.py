@@ -6,6 +6,7 @@ import pandas as pd
 from prefect import flow, task
 
 from flows.common import COMPUTE, IO, say, step
+from forecasting.api.ensemble_check import EnsembleCheck
 from forecasting.api.forecaster import Forecaster, ForecasterConfig
 from forecasting.api.jobs import TrainJob
 from forecasting.core import datasets
@@ -33,8 +34,9 @@ def start(home: str, job: TrainJob, df: pd.DataFrame, freq: str) -> RunContext:
 
 
 @task(**COMPUTE)
-def tune_family(ctx: RunContext, job: TrainJob, df, split: Split, family: str) -> list[ForecasterConfig]:
-    return search.top_configs(search.tune_parallel(ctx, job, df, split, family), family, job.ensemble, job.ensemble_seeds)
+def tune_family(ctx: RunContext, job: TrainJob, df, split: Split, family: str
+                ) -> tuple[list[ForecasterConfig], EnsembleCheck | None]:
+    return search.chosen_configs(ctx, job, df, split, search.tune_parallel(ctx, job, df, split, family), family)
 
 
 @task(**COMPUTE)
@@ -46,20 +48,20 @@ def tune_worker(home: str, job: TrainJob, family: str, parent_run_id: str, index
 
 
 def tune_on_cluster(ctx: RunContext, job: TrainJob, df, split: Split, family: str, workers: int
-                    ) -> list[ForecasterConfig]:
+                    ) -> tuple[list[ForecasterConfig], EnsembleCheck | None]:
     """`workers` tuning workers as tasks of the flow's task runner (Dask), all on one study; then the
     study's best configurations. Runs in the flow: its tasks are the workers."""
     futures = [tune_worker.submit(ctx.home, search.with_storage(job, ctx.home, i), family, ctx.parent_run_id, i)
                for i in range(workers)]
     for f in futures:
         f.result()
-    return search.top_configs(search.finished_on_cluster(ctx, job, df, split, family), family, job.ensemble, job.ensemble_seeds)
+    return search.chosen_configs(ctx, job, df, split, search.finished_on_cluster(ctx, job, df, split, family), family)
 
 
 @task(**COMPUTE)
-def final_model(ctx: RunContext, job: TrainJob, df, split: Split, cfgs: list[ForecasterConfig], family: str
-                ) -> tuple[dict, Forecaster]:
-    return pipeline.final_model(ctx, job, df, split, cfgs, family)
+def final_model(ctx: RunContext, job: TrainJob, df, split: Split, cfgs: list[ForecasterConfig], family: str,
+                check: EnsembleCheck | None = None) -> tuple[dict, Forecaster]:
+    return pipeline.final_model(ctx, job, df, split, cfgs, family, check.params() if check else {})
 
 
 @task(**COMPUTE)
@@ -94,12 +96,14 @@ def _families(ctx: RunContext, job: TrainJob, df, split: Split, cluster_workers:
     for family in job.families:
         if cluster_workers:
             with step(f"{job.dataset}: tune {family}: {cluster_workers} workers on the cluster, one study"):
-                cfgs = tune_on_cluster(ctx, job, df, split, family, cluster_workers)
+                cfgs, check = tune_on_cluster(ctx, job, df, split, family, cluster_workers)
         else:
-            cfgs = tune_family(ctx, job, df, split, family)
+            cfgs, check = tune_family(ctx, job, df, split, family)
+        if check is not None:
+            say(f"[{job.dataset}: {check.describe(family, job.ensemble)}]")
         members = f" ({len(cfgs)} members)" if len(cfgs) > 1 else ""
         with step(f"{job.dataset}: refit {family}{members}, score the test part once"):
-            row, forecaster = final_model(ctx, job, df, split, cfgs, family)
+            row, forecaster = final_model(ctx, job, df, split, cfgs, family, check)
         if row.get("loaded_fits"):
             reused(f"{job.dataset}: {family}: {row['loaded_fits']} of {len(cfgs)} fit(s) loaded from the trials that "
                 "trained the same configuration on the same data (not retrained)")

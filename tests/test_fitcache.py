@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from forecasting.api import ensemble_check
 from forecasting.api.fitcache import FitCache, fit_or_load
 from forecasting.api.forecaster import Forecaster, ForecasterConfig
 from forecasting.core.data import split_fractions
 from forecasting.core.provenance import dataset_fingerprint
 from forecasting.core.training import TrainConfig
 from forecasting.families.recurrent import ModelConfig
-from forecasting.pipeline import search
 from forecasting.pipeline.plan import fit_final
 from forecasting.pipeline.search import top_configs
 from forecasting.tuning.objective import tune
@@ -66,7 +66,7 @@ def test_another_configuration_dataset_or_split_trains(data, tmp_path):
 def test_the_refit_after_a_search_loads_the_best_trials(data, tmp_path, monkeypatch):
     """As the train flow does: tune with the cache, then refit the K best configurations (every one:
     on this clean sine the ridge-started best trial is many times better than the others)."""
-    monkeypatch.setattr(search, "MAX_MEMBER_LOSS_RATIO", float("inf"))
+    monkeypatch.setattr(ensemble_check, "MAX_MEMBER_LOSS_RATIO", float("inf"))
     df, split = data
     cache = FitCache(tmp_path / "fits", dataset_fingerprint(df))
     base = config()
@@ -83,7 +83,7 @@ def test_the_refit_after_a_search_loads_the_best_trials(data, tmp_path, monkeypa
 
 
 def test_an_ensemble_across_seeds_refits_each_configuration_with_the_next_seeds(data, tmp_path, monkeypatch):
-    monkeypatch.setattr(search, "MAX_MEMBER_LOSS_RATIO", float("inf"))
+    monkeypatch.setattr(ensemble_check, "MAX_MEMBER_LOSS_RATIO", float("inf"))
     df, split = data
     cache = FitCache(tmp_path / "fits", dataset_fingerprint(df))
     space = SearchSpace(lookbacks=(24, 48), periods=(24,))

@@ -399,3 +399,22 @@ def test_the_readme_python_example_runs_as_written(trained_home, tmp_path):
                        timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "y_hat-lo-80" in r.stdout and "y_hat-hi-95" in r.stdout
+
+
+def test_each_final_model_records_the_ensemble_check_that_chose_its_members(trained_home):
+    """The default job combines each family's 3 best trials where the check on held-out validation
+    halves finds that no worse than the best alone: the final run records both scores and the choice,
+    and the registered model has that many members."""
+    from forecasting.tracking import registry
+
+    client = client_for(trained_home.home)
+    for family in FAMILIES:
+        params = client.get_run(champion(client, f"{DATASET}-{family}").run_id).data.params
+        single, combined = float(params["ensemble_check_single"]), float(params["ensemble_check_combined"])
+        kept = int(params["ensemble_check_kept"])
+        assert params["ensemble_check_candidates"] == "2" and params["ensemble_check_metric"] == "mase"
+        assert kept == (3 if combined <= single else 1)
+        size = int(params["ensemble_size"])
+        assert size == 1 if kept == 1 else 1 <= size <= 2  # two trials; a far worse one is left out
+        forecaster, _ = registry.load_forecaster(f"{DATASET}-{family}", "champion")
+        assert len(getattr(forecaster, "members", [forecaster])) == size

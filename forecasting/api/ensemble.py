@@ -81,14 +81,19 @@ class Ensemble(Fitted):
     def n_parameters(self) -> int:
         return sum(m.n_parameters for m in self.members)
 
+    def member_forecasts(self, x: np.ndarray, device: str = "cpu") -> np.ndarray:
+        """Every member's forecasts [M, N, H] of standardized windows x [N, L_max, F]."""
+        L = self.cfg.model.lookback
+        # Each member reads its own lookback and its own columns: the level column is last, so a
+        # member without it reads the first columns of the widest member's windows.
+        preds = [(m.predictor(device), m.cfg.model.n_features) for m in self.members]
+        return np.stack([p.fn(x[:, L - p.lookback:, :F]) for p, F in preds])
+
     def predictor(self, device: str = "cpu") -> Predictor:
         """Mean or median of the members' forecasts on standardized windows x [N, L_max, F] -> [N, H]
         (the per-series scaling is shared and monotone, so the median commutes with it)."""
-        L, combine = self.cfg.model.lookback, COMBINES[self.combine]
-        preds = [(m.predictor(device), m.cfg.model.n_features) for m in self.members]
-        # Each member reads its own lookback and its own columns: the level column is last, so a
-        # member without it reads the first columns of the widest member's windows.
-        return Predictor(Y_HAT, L, lambda x: combine([p.fn(x[:, L - p.lookback:, :F]) for p, F in preds], axis=0))
+        combine = COMBINES[self.combine]
+        return Predictor(Y_HAT, self.cfg.model.lookback, lambda x: combine(self.member_forecasts(x, device), axis=0))
 
     def evaluate(self, df: pd.DataFrame, split: Split, part: str = "test", device: str = "cpu") -> Evaluation:
         return self.widest.evaluate(df, split, part, predictor=self.predictor(device))

@@ -88,8 +88,14 @@ class TrainJob:
                          choices=METRICS)
     max_lookback: int | None = option(None, "longest lookback searched (default: two longest seasons)")
     workers: int = option(1, "tuning processes sharing each study")
-    ensemble: int = option(1, "refit the K best trials of each family and register their combination as one model "
-                                 "(a trial with over twice the best one's validation loss is left out)")
+    ensemble: int = option(3, "register the combination of each family's K best trials as one model (their own "
+                                 "fits: no training), where the ensemble check finds it no worse than the best trial "
+                                 "alone; a trial with over twice the best one's validation loss is left out; 1: the "
+                                 "best trial only")
+    ensemble_check: bool = option(True, "decide between the K best combined and the best alone on held-out "
+                                  "validation: trials ranked on the earlier half of each series' validation windows "
+                                  "scored on the later half, and the other way round (--no-ensemble-check: combine "
+                                  "always)")
     ensemble_seeds: int = option(1, "refit each of those configurations with N seeds (seed, seed+1, ...): N members "
                                  "each, so an ensemble across seeds as well as lookbacks")
     ensemble_combine: str = option("mean", "how an ensemble's members are combined, per point", choices=COMBINES)

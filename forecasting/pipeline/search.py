@@ -21,6 +21,8 @@ from pathlib import Path
 import pandas as pd
 from optuna.trial import TrialState
 
+from forecasting.api import ensemble_check
+from forecasting.api.ensemble_check import EnsembleCheck, kept
 from forecasting.api.forecaster import ForecasterConfig
 from forecasting.api.jobs import TrainJob
 from forecasting.core.cpus import default_threads
@@ -148,29 +150,51 @@ def join_study(home: str | Path, job: TrainJob, family: str, parent_run_id: str 
             runs.end_run(ctx.parent_run_id)
 
 
-# An ensemble member's validation loss may be at most this many times the best trial's: a trial that
-# diverged, or started from a broken point, must not drag the combination (seen: a member at 68 beside
-# one at 0.89 made a two-member mean 76 times worse than the best trial alone).
-MAX_MEMBER_LOSS_RATIO = 2.0
-
-
 def ensemble_trials(trials: list, k: int) -> list:
     """The `k` best of `trials` (completed, each with a `value`: a validation loss, lower is better),
-    less those whose loss exceeds MAX_MEMBER_LOSS_RATIO times the best one's."""
-    best = sorted(trials, key=lambda t: t.value)[:max(k, 1)]
-    if best and best[0].value >= 0:
-        best = [t for t in best if t.value <= MAX_MEMBER_LOSS_RATIO * best[0].value]
-    return best
+    less those whose loss exceeds MAX_MEMBER_LOSS_RATIO times the best one's (`ensemble_check.kept`)."""
+    return [trials[i] for i in kept([t.value for t in trials], k)]
+
+
+def completed(result: TuneResult) -> list:
+    """The study's completed trials with a value, best first."""
+    done = [t for t in result.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    return sorted(done, key=lambda t: t.value)
 
 
 def top_configs(result: TuneResult, family: str, k: int, seeds: int = 1) -> list[ForecasterConfig]:
     """The configurations of the `k` best completed trials of a search (fewer if it has fewer, or if
     some scored far worse than the best: `ensemble_trials`), each `seeds` times: with its own seed
     (the trial's fit, which the refit may load), then seed + 1, ..."""
-    done = [t for t in result.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-    best = ensemble_trials(done, k)
+    best = ensemble_trials(completed(result), k)
     cfgs = [apply_params(result.config, t.params, family) for t in best] or [result.config]
     return [replace(c, train=replace(c.train, seed=c.train.seed + j)) for c in cfgs for j in range(max(seeds, 1))]
+
+
+MAX_CANDIDATES = 30  # trials the ensemble check ranks (the best by validation loss; a long study keeps it cheap)
+
+
+def checked_ensemble(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split, result: TuneResult,
+                     family: str) -> EnsembleCheck | None:
+    """The cross-fitted check of combining the `job.ensemble` best trials (`ensemble_check`), on the
+    fits the trials kept; None when it does not apply (asked for one member, turned off, or fewer than
+    two trials' fits at hand, e.g. trials of a worker on another machine)."""
+    if job.ensemble < 2 or not job.ensemble_check:
+        return None
+    cache = fit_cache(ctx)
+    cfgs = [apply_params(result.config, t.params, family) for t in completed(result)[:MAX_CANDIDATES]]
+    fits = [f for f in (cache.load(cache.key(c, split)) for c in cfgs) if f is not None]
+    return ensemble_check.check(fits, df, split, job.ensemble, job.metric, job.ensemble_combine)
+
+
+def chosen_configs(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split, result: TuneResult,
+                   family: str) -> tuple[list[ForecasterConfig], EnsembleCheck | None]:
+    """The configurations the final model refits, with the ensemble check that chose them: the
+    `job.ensemble` best trials, or the best alone where the check says combining them does not beat
+    it (each with `job.ensemble_seeds` seeds)."""
+    found = checked_ensemble(ctx, job, df, split, result, family)
+    k = found.k if found is not None else job.ensemble
+    return top_configs(result, family, k, job.ensemble_seeds), found
 
 
 def job_from_json(text: str) -> TrainJob:

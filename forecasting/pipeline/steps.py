@@ -73,10 +73,10 @@ def start_pipeline(home: str | Path, job: TrainJob, df: pd.DataFrame, freq: str)
 
 
 def final_model(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split, cfgs: list[ForecasterConfig],
-                family: str) -> tuple[dict, Forecaster | Ensemble]:
+                family: str, check: dict | None = None) -> tuple[dict, Forecaster | Ensemble]:
     """Refit the best configuration (or the K best as an ensemble), evaluate once on test, log run and
-    artifacts. Returns the comparison row and the fitted model (backtested, calibrated and logged as
-    a pyfunc model by the next steps)."""
+    artifacts (with `check`, the ensemble check's record). Returns the comparison row and the fitted
+    model (backtested, calibrated and logged as a pyfunc model by the next steps)."""
     with runs.run(ctx.experiment_id, f"{family}-final", ctx.parent_run_id,
                   tags={"kind": "final", "family": family}) as run_id:
         forecaster, cost = fit_final(df, split, cfgs, fit_cache(ctx), job.ensemble_combine)
@@ -84,7 +84,8 @@ def final_model(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split, 
         x, _ = forecaster.windows(df, split, "test").arrays()
         row = {"model": family, **ev.metrics, "params": forecaster.n_parameters, **cost,
                "infer_ms_per_1000": inference_ms_per_1000(forecaster, x), "run_id": run_id}
-        params = runs.params_of(forecaster) | {"ensemble_size": len(cfgs), "ensemble_combine": job.ensemble_combine}
+        params = runs.params_of(forecaster) | {"ensemble_size": len(cfgs), "ensemble_combine": job.ensemble_combine,
+                                               **(check or {})}
         runs.log_values(run_id, params=params,
                         metrics={f"test_{k}": v for k, v in ev.metrics.items()} | {
                             k: row[k] for k in ("train_seconds", "peak_memory_mb", "best_epoch",
