@@ -312,9 +312,10 @@ def etth1_split(borders: tuple[int, int, int], column: str = "OT"):
     return Split((column,), np.array([length]), train_end=np.array([train_end]), val_end=np.array([val_end]))
 
 
-def tuned_study(df, split, base, family: str, name: str, prior: dict, space, args, storage_dir: Path):
+def tuned_study(df, split, base, family: str, name: str, prior: dict, space, args, storage_dir: Path, cache=None):
     """One Optuna study in SQLite under `storage_dir`, its first trial the fixed `prior`, then TPE
-    with the median pruner; returns (TuneResult, seconds, trial states)."""
+    with the median pruner (with `cache`, a `FitCache`, each finished trial keeps its fit there, as in
+    `train`); returns (TuneResult, seconds, trial states)."""
     from forecasting.tuning.objective import tune
     from forecasting.tuning.study import TuneConfig, open_study
 
@@ -322,7 +323,7 @@ def tuned_study(df, split, base, family: str, name: str, prior: dict, space, arg
                       storage=f"sqlite:///{Path(storage_dir) / 'optuna.db'}", seed=args.seed, pruner="median")
     open_study(name, tcfg).enqueue_trial(prior)
     t0 = time.perf_counter()
-    result = tune(df, split, base, family, name, tcfg, space=space)
+    result = tune(df, split, base, family, name, tcfg, space=space, cache=cache)
     seconds = time.perf_counter() - t0
     return result, seconds, [t.state.name.lower() for t in result.study.get_trials(deepcopy=False)]
 

@@ -65,6 +65,8 @@ import _nhits as N  # noqa: E402
 import _seeds as S  # noqa: E402
 
 from forecasting import families  # noqa: E402
+from forecasting.api import ensemble_check  # noqa: E402
+from forecasting.api.fitcache import FitCache  # noqa: E402
 from forecasting.api.forecaster import Forecaster, ForecasterConfig  # noqa: E402
 from forecasting.core.data import Split  # noqa: E402
 from forecasting.core.intervals import (  # noqa: E402
@@ -80,6 +82,7 @@ from forecasting.core.metrics import interval_metrics  # noqa: E402
 from forecasting.core.training import TrainConfig  # noqa: E402
 from forecasting.families import Choice, Param  # noqa: E402
 from forecasting.families.recurrent import ModelConfig, RecurrentSpace  # noqa: E402
+from forecasting.pipeline import search  # noqa: E402
 from forecasting.stats.predictors import MODELS as STAT_MODELS  # noqa: E402
 from forecasting.stats.predictors import fitting_periods, make_model  # noqa: E402
 from forecasting.tuning.space import SearchSpace, apply_params, starting_point  # noqa: E402
@@ -93,7 +96,8 @@ from forecasting.families import DEFAULT as FAMILIES  # noqa: E402  (the familie
 ENSEMBLE = 3
 # Our rows per family: the best trial's refit, and the mean and the median of the 3 best trials' refits.
 VARIANTS = {"single": "best trial", "ensemble": f"mean of {ENSEMBLE} best trials",
-            "median": f"median of {ENSEMBLE} best trials"}
+            "median": f"median of {ENSEMBLE} best trials",
+            "checked": f"train's default: the mean of {ENSEMBLE} best or the best, by the ensemble check"}
 LEVELS = (80, 95)
 MSIS_TARGET, COVERAGE_TOL = 7.9, 0.02  # issue 12: MSIS <= 7.9 and 95 % coverage within 2 points
 # Method choices for the intervals, each scored on the last training window: residuals scaled by the
@@ -346,10 +350,13 @@ def run_family(df: pd.DataFrame, split_val: Split, split_full: Split, ids: list[
                           max_train_windows=args.max_train_windows),
         freq="h", calendar=False, season=M, seasons=SEASONS,
     )
+    cache = FitCache(Path(tmp) / f"fits-{family}", "m4-hourly")  # each trial keeps its fit, as in `train`
     result, study_seconds, states = C.tuned_study(
-        df, split_val, base, family, f"m4-hourly-h{H}-{family}", prior, space, args, tmp)
+        df, split_val, base, family, f"m4-hourly-h{H}-{family}", prior, space, args, tmp, cache=cache)
     done = sorted((t for t in result.study.trials if t.value is not None and t.state.name == "COMPLETE"),
                   key=lambda t: t.value)[:ENSEMBLE]
+    # train's ensemble check on the trials' own fits (validation: each series' last 48 training points)
+    check = ensemble_check.check(search.trial_fits(result, family, cache, split_val), df, split_val, ENSEMBLE)
     members, cals, fits = [], [], []
     for t in done:
         print(f"[m4] {family}: refit trial {t.number}", file=sys.stderr, flush=True)
@@ -361,9 +368,12 @@ def run_family(df: pd.DataFrame, split_val: Split, split_full: Split, ids: list[
     record = {"best_params": done[0].params, "best_trial": done[0].number, "best_val_mae_std": done[0].value,
               "trials": {s: states.count(s) for s in ("complete", "pruned", "fail") if states.count(s)},
               "study_seconds": study_seconds, "refits": fits, "config": apply_params(
-                  result.config, done[0].params, family).to_dict()}
-    return {"single": members[0], "ensemble": np.mean(members, axis=0), "median": np.median(members, axis=0),
-            "single_cal": cals[0], "ensemble_cal": np.mean(cals, axis=0), "median_cal": np.median(cals, axis=0)}, record
+                  result.config, done[0].params, family).to_dict(),
+              "ensemble_check": check.params() if check else None}
+    out = {"single": members[0], "ensemble": np.mean(members, axis=0), "median": np.median(members, axis=0),
+           "single_cal": cals[0], "ensemble_cal": np.mean(cals, axis=0), "median_cal": np.median(cals, axis=0)}
+    chosen = "single" if check is not None and check.k == 1 else "ensemble"  # no check possible: combined
+    return {**out, "checked": out[chosen], "checked_cal": out[f"{chosen}_cal"]}, record
 
 
 def linear_forecasts(df: pd.DataFrame, split_val: Split, ids: list[str], seed: int,
@@ -893,7 +903,17 @@ def _header(res: dict) -> str:
             f"{b['max_train_windows_per_epoch']:,} sampled windows, patience {b['patience']}, median pruner, search "
             f"capped at {b.get('study_timeout')} s. Each selected configuration is refit on the full training series "
             f"for the epochs validation chose; the ensemble rows take the mean, or the median, of the refits of the "
-            f"{ENSEMBLE} best trials.\n")
+            f"{ENSEMBLE} best trials. The rows marked train's default take the mean or the best alone as `train`'s "
+            f"ensemble check chose on the trials' own fits (the series' last {res['horizon']} training points, series "
+            f"alternately in two halves: ranked on one, scored on the other, MASE): {_check_choices(res)}.\n")
+
+
+def _check_choices(res: dict) -> str:
+    """Members the ensemble check kept, per family and seed (older results: not run)."""
+    kept = {fam: [(t.get("ensemble_check") or {}).get("ensemble_check_kept") for t in
+                  (run["tuning"].get(fam, {}) for run in res["per_seed"])] for fam in res["per_seed"][0]["tuning"]}
+    return "; ".join(f"{fam.upper()} kept {', '.join(str(k) if k else '–' for k in ks)} member(s) in seeds "
+                     f"{res['seeds']}" for fam, ks in kept.items())
 
 
 TUNED = ("lookback", "segment", "hidden", "layers", "norm", "highway", "init", "trend", "multiplicative", "lags", "loss")

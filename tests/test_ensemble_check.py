@@ -12,9 +12,12 @@ from forecasting.api.ensemble_check import EnsembleCheck, check, cross_fitted, h
 
 
 def test_halves_cut_each_series_windows_in_time():
-    # series 0: 3 windows (1 earlier, 2 later); series 1: 2 (1, 1); series 2: 1 (later)
-    assert halves(np.array([0, 0, 0, 1, 1, 2])).tolist() == [0, 1, 1, 0, 1, 1]
+    # series 0: 3 windows (1 earlier, 2 later); series 1: 2 (1, 1); series 2: 1 (its number is even: 0)
+    assert halves(np.array([0, 0, 0, 1, 1, 2])).tolist() == [0, 1, 1, 0, 1, 0]
     assert halves(np.array([4, 4, 4, 4])).tolist() == [0, 0, 1, 1]
+    # one window per series (validation as long as the horizon): the series alternate
+    assert halves(np.array([0, 1, 2, 3, 4])).tolist() == [0, 1, 0, 1, 0]
+    assert halves(np.array([0, 0, 1, 2, 2])).tolist() == [0, 1, 1, 0, 1]
 
 
 def test_kept_drops_members_far_worse_than_the_best():

@@ -6,7 +6,8 @@ best on those same windows favours it unfairly. The check cross-fits instead. Th
 of every series are cut in time into an earlier and a later half; the trials are ranked on one half,
 and the best trial and the combination of the K best (as `Ensemble` combines them) are scored on the
 other; then the halves swap. The combination is kept when its cross-fitted score is no worse than the
-best trial's (combining costs no training: the members are the trials' own fits).
+best trial's (combining costs no training: the members are the trials' own fits). Where a series has
+a single validation window, the halves are of the series instead.
 """
 
 from __future__ import annotations
@@ -61,10 +62,12 @@ def kept(losses: np.ndarray | list[float], k: int) -> list[int]:
 
 def halves(series: np.ndarray) -> np.ndarray:
     """For windows sorted by series, then time (`series` [N]): 0 for the earlier half of each series'
-    windows, 1 for the later half [N]."""
+    windows, 1 for the later half [N]; a series with one validation window (validation as long as the
+    horizon, as in M4) goes whole to one half, alternately by its number."""
     first = np.searchsorted(series, series, side="left")  # each window's series' first window
     count = np.searchsorted(series, series, side="right") - first
-    return ((np.arange(len(series)) - first) >= count // 2).astype(np.int8)
+    half = (np.arange(len(series)) - first) >= count // 2
+    return np.where(count == 1, series % 2, half).astype(np.int8)
 
 
 def _score(y: np.ndarray, y_hat: np.ndarray, scale: np.ndarray, metric: str) -> float:

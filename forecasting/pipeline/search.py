@@ -23,7 +23,8 @@ from optuna.trial import TrialState
 
 from forecasting.api import ensemble_check
 from forecasting.api.ensemble_check import EnsembleCheck, kept
-from forecasting.api.forecaster import ForecasterConfig
+from forecasting.api.fitcache import FitCache
+from forecasting.api.forecaster import Forecaster, ForecasterConfig
 from forecasting.api.jobs import TrainJob
 from forecasting.core.cpus import default_threads
 from forecasting.core.data import Split
@@ -181,10 +182,17 @@ def checked_ensemble(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Sp
     two trials' fits at hand, e.g. trials of a worker on another machine)."""
     if job.ensemble < 2 or not job.ensemble_check:
         return None
-    cache = fit_cache(ctx)
-    cfgs = [apply_params(result.config, t.params, family) for t in completed(result)[:MAX_CANDIDATES]]
-    fits = [f for f in (cache.load(cache.key(c, split)) for c in cfgs) if f is not None]
+    fits = trial_fits(result, family, fit_cache(ctx), split)
     return ensemble_check.check(fits, df, split, job.ensemble, job.metric, job.ensemble_combine)
+
+
+def trial_fits(result: TuneResult, family: str, cache: FitCache, split: Split, limit: int = MAX_CANDIDATES
+               ) -> list[Forecaster]:
+    """The fits that a search's completed trials kept in `cache` (best first, at most `limit`), found by
+    the configuration each trial trained (its `config` attribute)."""
+    cfgs = [ForecasterConfig.from_dict(t.user_attrs["config"]) if "config" in t.user_attrs
+            else apply_params(result.config, t.params, family) for t in completed(result)[:limit]]
+    return [f for f in (cache.load(cache.key(c, split)) for c in cfgs) if f is not None]
 
 
 def chosen_configs(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split, result: TuneResult,
