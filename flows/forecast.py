@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import shutil
+from collections.abc import Callable
+from pathlib import Path
 
 import pandas as pd
 from prefect import flow, task
@@ -72,27 +75,36 @@ def forecast_part(home: str, model_name: str, version: str, part, cfg: IngestCon
 
 
 def forecast_parts(home: str, model_name: str, version: str, parts: list, cfg: IngestConfig,
-                   levels: tuple[int, ...], staging: str | None = None) -> batch.BatchResult:
+                   levels: tuple[int, ...], staging: str | None = None,
+                   written: Callable[[Path], None] | None = None) -> batch.BatchResult:
     """Every part submitted to the flow's task runner (Dask workers under --cluster), merged in order;
-    with `staging` (a dataset, or a Parquet file joined from parts) each worker writes its part file there."""
+    with `staging` (a dataset, or a Parquet file joined from parts) each worker writes its part file
+    there, and `written` is called with each part's file in order, as soon as it and those before it
+    are written (while the workers write the later ones)."""
     futures = [forecast_part.submit(home, model_name, version, p, cfg, levels,
                                     str(files.part_path(staging, k)) if staging else None)
                for k, p in enumerate(parts)]
-    return batch.merged([f.result() for f in futures])
+    results = []
+    for k, f in enumerate(futures):
+        results.append(f.result())
+        if written:
+            written(files.part_path(staging, k))
+    return batch.merged(results)
 
 
 def written_by_workers(home: str, model_name: str, version: str, parts: list, cfg: IngestConfig,
                         levels: tuple[int, ...], output: str) -> tuple[batch.BatchResult, str]:
     """The workers write the parts of `output` themselves, into a staging folder beside it: a dataset
-    (a folder) is put in place whole, a Parquet file is joined from the parts (no frame comes back to
-    this process), once every part is written and something was forecast; else nothing is left behind."""
+    (a folder) is put in place whole; a Parquet file is joined from the parts in order, each as soon as
+    it is written (no frame comes back to this process). Either is put in place once every part is
+    written and something was forecast; else nothing is left behind."""
     target = locations.resolve(output)  # local here: a remote output is written by this process
     staging = files.dataset_staging(target)
     try:
-        result = batch.require_forecasts(forecast_parts(home, model_name, version, parts, cfg, levels,
-                                                        str(staging)))
-        put = files.commit_dataset if files.is_dataset(target) else files.join_parts
-        path = str(put(staging, target))
+        with contextlib.nullcontext() if files.is_dataset(target) else files.PartJoin(target) as join:
+            result = batch.require_forecasts(forecast_parts(home, model_name, version, parts, cfg, levels,
+                                                            str(staging), join.add if join else None))
+            path = str(join.commit() if join else files.commit_dataset(staging, target))
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone after the commit; a failure's parts go too
     log(f"workers wrote {result.rows} rows -> {path}")

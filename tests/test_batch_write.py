@@ -282,3 +282,32 @@ def test_parts_joined_into_one_parquet_file_equal_their_concatenation(tmp_path, 
     assert joins_parts(out) and joins_parts(f"file://{out}")
     assert not joins_parts(tmp_path / "f.csv") and not joins_parts(tmp_path / "f")
     assert not joins_parts("memory://bucket/f.parquet")  # a remote output is written by the driver
+
+
+def test_parts_are_joined_as_they_come_and_nothing_shows_before_the_commit(tmp_path, make_sine_frame):
+    """The driver appends each part as soon as it is written: until the commit the output keeps its
+    old content; a failure between parts leaves the old output and no temporary file."""
+    from forecasting.core.files import PartJoin, part_path
+
+    frame = make_sine_frame(n_series=4, length=25)
+    cuts = [frame.iloc[:30], frame.iloc[30:70], frame.iloc[70:]]
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    out = tmp_path / "f.parquet"
+    old = frame.iloc[:2].reset_index(drop=True)
+    write_table(old, out)
+    with PartJoin(out) as join:
+        for k, part in enumerate(cuts):
+            part.to_parquet(part_path(staging, k), index=False)  # a worker writes part k ...
+            join.add(part_path(staging, k))  # ... and the driver appends it
+            pd.testing.assert_frame_equal(pd.read_parquet(out), old)  # not yet in place
+        join.commit()
+    pd.testing.assert_frame_equal(pd.read_parquet(out), frame.reset_index(drop=True))
+    with pytest.raises(RuntimeError), PartJoin(out) as join:
+        join.add(part_path(staging, 0))
+        raise RuntimeError("a later part failed")
+    pd.testing.assert_frame_equal(pd.read_parquet(out), frame.reset_index(drop=True))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.parquet", "staging"]
+    with pytest.raises(ValueError, match="no part with rows"), PartJoin(tmp_path / "g.parquet") as join:
+        join.commit()
+    assert not (tmp_path / "g.parquet").exists()

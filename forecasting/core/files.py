@@ -176,19 +176,54 @@ def joins_parts(path: str | Path) -> bool:
 
 
 def join_parts(staging: str | Path, path: str | Path) -> Path:
-    """The part files of `staging`, in order, as the one Parquet file `path`, atomically. Rows pass from
-    file to file as Arrow data (no pandas frame, no Python objects); parts without rows are left out."""
-    import pyarrow.parquet as pq
+    """The part files of `staging`, in order, as the one Parquet file `path`, atomically."""
+    with PartJoin(path) as join:
+        for part in sorted(Path(staging).glob("part-*.parquet")):
+            join.add(part)
+        return join.commit()
 
-    parts = [p for p in sorted(Path(staging).glob("part-*.parquet")) if pq.ParquetFile(p).metadata.num_rows]
 
-    def write(tmp: str) -> None:
-        schema = pq.read_schema(parts[0])
-        with pq.ParquetWriter(tmp, schema) as out:
-            for p in parts:
-                out.write_table(pq.read_table(p, schema=schema))
+class PartJoin:
+    """Parquet part files appended in order to one temporary file beside `path` (so the driver can join
+    the parts already written while workers still write later ones), renamed over `path` by `commit`;
+    leaving the block without a commit removes it. Rows pass from file to file as Arrow data (no pandas
+    frame); parts without rows are left out."""
 
-    return write_atomic(Path(path), write)
+    def __init__(self, path: str | Path):
+        self.path, self.tmp, self.writer = Path(path), "", None
+
+    def __enter__(self) -> PartJoin:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.path)
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.{os.getpid()}.", suffix=".tmp",
+                                        dir=self.path.parent)
+        os.close(fd)
+        return self
+
+    def add(self, part: str | Path) -> None:
+        """Append one whole part file (the first part with rows sets the schema the others are read with)."""
+        import pyarrow.parquet as pq
+
+        if not pq.ParquetFile(part).metadata.num_rows:
+            return
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.tmp, pq.read_schema(part))
+        self.writer.write_table(pq.read_table(part, schema=self.writer.schema))
+
+    def commit(self) -> Path:
+        """Close the file and put it in place of `path`."""
+        if self.writer is None:
+            raise ValueError(f"{self.path}: no part with rows to join")
+        self.writer.close()
+        os.chmod(self.tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would survive the rename
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def __exit__(self, *exc) -> None:
+        if self.writer is not None and self.writer.is_open:
+            self.writer.close()
+        if os.path.exists(self.tmp):
+            os.unlink(self.tmp)
 
 
 def commit_dataset(staging: str | Path, path: str | Path) -> Path:
