@@ -75,8 +75,13 @@ def intervals(ctx: RunContext, job: TrainJob, forecaster: Forecaster, row: dict,
 
 
 @task(**COMPUTE)
-def baselines(ctx: RunContext, job: TrainJob, df, split: Split) -> list[dict]:
-    return pipeline.baseline_rows(ctx, job, df, split)
+def baseline_scores(ctx: RunContext, job: TrainJob, df, split: Split) -> tuple[list[dict], bool]:
+    return pipeline.baseline_scores(ctx, job, df, split)
+
+
+@task(**IO)
+def log_baselines(ctx: RunContext, scores: list[dict], reused: bool) -> list[dict]:
+    return pipeline.log_baselines(ctx, scores, reused)
 
 
 @task(**COMPUTE)
@@ -127,10 +132,15 @@ def train_flow(job: TrainJob | dict, home: str = ".", cluster_workers: int = 0) 
     split = plan.make_split(df, job)
     plan.check_job(df, freq, job, split)  # seasons, lookbacks, backtest cutoffs: refused before any run
     ctx = start(home, job, df, freq)
+    # The baselines are scored beside the tuning (a thread of this process: the tuning trains on one
+    # core, they use another); on a cluster, whose workers tune, after it.
+    beside = None if cluster_workers else baseline_scores.submit(ctx, job, df, split)
     try:
         rows = _families(ctx, job, df, split, cluster_workers)
-        with step(f"{job.dataset}: baselines (naive, seasonal naive, ridge) on the same windows"):
-            base_rows = baselines(ctx, job, df, split)
+        with step(f"{job.dataset}: baselines (naive, seasonal naive, ridge) on the same windows"
+                  + (", scored beside the tuning" if beside else "")):
+            scores, kept = beside.result() if beside else baseline_scores(ctx, job, df, split)
+            base_rows = log_baselines(ctx, scores, kept)
         if base_rows and all(r.get("reused") for r in base_rows):
             reused(f"{job.dataset}: baselines: scores reused (same data, code and settings as an earlier run)")
         rows += base_rows

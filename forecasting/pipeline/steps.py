@@ -158,13 +158,24 @@ def baseline_rows(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split
     the models, with conformal intervals calibrated and scored the same way; each logged as a
     nested run. Scores already computed in this home for the same data, code and settings
     (`baseline_key`) are read back, not recomputed; each row's `reused` says which."""
+    return log_baselines(ctx, *baseline_scores(ctx, job, df, split))
+
+
+def baseline_scores(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split) -> tuple[list[dict], bool]:
+    """The baselines' scores (`score_baselines`), or those this home kept for the same data, code and
+    settings; and whether they were kept. Writes no run: it may run beside the tuning."""
     path = Home.of(ctx.home).baselines / f"{baseline_key(ctx, job)}.json"
-    kept = json.loads(path.read_text()) if path.is_file() else None
-    scores = kept or score_baselines(ctx, job, df, split)
-    if kept is None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(scores, path)
-    return [log_baseline(ctx, s) | {"reused": kept is not None} for s in scores]
+    if path.is_file():
+        return json.loads(path.read_text()), True
+    scores = score_baselines(ctx, job, df, split)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(scores, path)
+    return scores, False
+
+
+def log_baselines(ctx: RunContext, scores: list[dict], reused: bool) -> list[dict]:
+    """Each baseline's scores logged as a nested run: the comparison rows (`reused` on each)."""
+    return [log_baseline(ctx, s) | {"reused": reused} for s in scores]
 
 
 def score_baselines(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split) -> list[dict]:
@@ -195,10 +206,11 @@ def statistical_predictors(f: Forecaster, df: pd.DataFrame, split: Split, lookba
 
 def score_baseline(f: Forecaster, df: pd.DataFrame, split: Split, p: Predictor, bt, widths: dict) -> dict:
     """One baseline's scores: what it is (`p.params`), its test metrics, validation backtest and
-    interval scores, and the CPU seconds of scoring the test part."""
-    t0 = time.process_time()
+    interval scores, and the CPU seconds of scoring the test part (this thread's: the baselines may be
+    scored beside the tuning)."""
+    t0 = time.thread_time()
     ev = f.evaluate(df, split, "test", predictor=p)
-    cpu = time.process_time() - t0
+    cpu = time.thread_time() - t0
     val = {f"val_backtest_{k}": v for k, v in bt.metrics.set_index("predictor").loc[p.name].items()}
     return {"name": p.name, "params": {k: _plain(v) for k, v in p.params.items()},
             "metrics": {k: float(v) for k, v in ev.metrics.items()}, "val": {k: float(v) for k, v in val.items()},
