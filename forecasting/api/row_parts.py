@@ -67,20 +67,21 @@ def _codes(column) -> np.ndarray | None:
 
 
 def _id_codes(path: locations.Location, cfg: IngestConfig) -> np.ndarray | None:
-    """The id column's codes [N]; None where the driver must read the file itself (not a long file)."""
-    import pyarrow as pa
-
-    with _parquet_file(path) as pf:
-        schema = pf.schema_arrow
-    if cfg.id_col not in schema.names:
+    """The id column's codes [N]; None where the driver must read the file itself (not a long file).
+    One open: the id column is named for dictionary reading (ignored for integer ids), which fails
+    only where the file lacks it; then the schema is read to say why."""
+    try:
+        with _parquet_file(path, (cfg.id_col,)) as pf:
+            names = pf.schema_arrow.names
+            if cfg.time_col in names and cfg.target_col in names:
+                return _codes(pf.read(columns=[cfg.id_col], use_pandas_metadata=False).column(0))
+    except KeyError:  # pyarrow's reader has no column of that name
+        with _parquet_file(path) as pf:
+            names = pf.schema_arrow.names
+    if cfg.id_col not in names:
         return None  # a wide file (auto format): its parts would be columns, not rows
-    missing = [c for c in (cfg.time_col, cfg.target_col) if c not in schema.names]
-    if missing:
-        raise DataError(f"missing id/time/target column(s) {missing}; columns present: {schema.names}")
-    kind = schema.field(cfg.id_col).type
-    text = (cfg.id_col,) if pa.types.is_string(kind) or pa.types.is_large_string(kind) else ()
-    with _parquet_file(path, text) as pf:
-        return _codes(pf.read(columns=[cfg.id_col], use_pandas_metadata=False).column(0))
+    missing = [c for c in (cfg.time_col, cfg.target_col) if c not in names]
+    raise DataError(f"missing id/time/target column(s) {missing}; columns present: {names}")
 
 
 def plan(path: str, cfg: IngestConfig, n: int) -> list[RowRange] | None:
