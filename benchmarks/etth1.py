@@ -476,7 +476,8 @@ def _grid(res: dict, metric: str, published_too: bool = True) -> str:
     for fam in FAMILIES:
         for variant, label in VARIANTS:
             by_h = {a["horizon"]: a[metric] for a in res["aggregate"] if a["family"] == fam and a["variant"] == variant}
-            rows.append([f"{fam.upper()} (ours, {label})"] + [S.fmt(by_h.get(h)) for h in horizons])
+            if by_h:  # older runs recorded no check: no train's-default row
+                rows.append([f"{fam.upper()} (ours, {label})"] + [S.fmt(by_h.get(h)) for h in horizons])
     for name in dict.fromkeys(b["model"] for b in res["baselines"]):
         by_h = {b["horizon"]: b[f"test_{metric}_std"] for b in res["baselines"] if b["model"] == name}
         rows.append([f"{name} (ours, baseline)"] + [f"{by_h[h]:.3f}" if h in by_h else "–" for h in horizons])

@@ -519,3 +519,50 @@ def test_cli_train_with_two_workers(dataset, pg_url, servers, tmp_path, runner):
         assert all(w and not w.endswith(f"-{proc.pid}") for w in workers), workers
         assert "2 workers on the cluster, one study" in log.read_text()
     print(json.dumps({"trials_per_worker": workers}))
+
+
+def test_workers_opening_a_fresh_database_together_all_get_the_one_study(pg_url):
+    """Workers starting at once on a new PostgreSQL database race to create Optuna's tables (seen: a
+    worker failed with `duplicate key value violates unique constraint "pg_type_typname_nsp_index"`;
+    without the retry this failed in 5 of 5 tries); every one gets the same study."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from forecasting.tuning.study import TuneConfig, open_study
+
+    n = 6
+    start = threading.Barrier(n)
+
+    def worker(i: int) -> int:
+        start.wait()
+        return open_study("race", TuneConfig(storage=pg_url, seed=i))._study_id
+
+    with ThreadPoolExecutor(n) as pool:
+        ids = list(pool.map(worker, range(n)))
+    assert len(set(ids)) == 1
+
+
+def test_a_lost_schema_race_is_tried_again_on_a_server_database_only(monkeypatch, tmp_path):
+    """What the race looks like to the loser (an IntegrityError from the storage's CREATE), made to
+    happen once: a server database tries again and opens the study; an SQLite file does not retry."""
+    from sqlalchemy.exc import IntegrityError
+
+    from forecasting.tuning import study as study_mod
+    from forecasting.tuning.study import TuneConfig
+
+    real, calls = study_mod.make_storage, []
+
+    def racing(url, cfg, on_stale=None):
+        calls.append(url)
+        if len(calls) == 1:
+            raise IntegrityError("CREATE TABLE studies", {}, Exception("duplicate key value"))
+        return real(url, cfg, on_stale)
+
+    monkeypatch.setattr(study_mod, "make_storage", racing)
+    monkeypatch.setattr(study_mod.time, "sleep", lambda s: None)
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    study = study_mod._create_study("s", TuneConfig(storage=url), None, server=True)
+    assert study.study_name == "s" and len(calls) == 2
+    calls.clear()
+    with pytest.raises(IntegrityError):
+        study_mod._create_study("s", TuneConfig(storage=url), None, server=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import socket
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
 from forecasting.api.jobs import TuneConfig
 from forecasting.core.errors import ForecastingError
@@ -112,6 +113,26 @@ def _whole_store(path: Path) -> bool:
     return sqlite_revision(path) == _head_revision()
 
 
+# Workers starting together on a fresh server database (PostgreSQL, MySQL) race to create Optuna's
+# tables: the loser's CREATE fails on what the winner just made. Tried again, it finds them made.
+SCHEMA_RACE_RETRIES = 3
+
+
+def _create_study(name: str, cfg: TuneConfig, on_stale: StaleHook | None, server: bool) -> optuna.Study:
+    """`optuna.create_study` (load if it exists), tried again after a lost schema-creation race on a
+    server database (an SQLite file is created once beforehand)."""
+    for attempt in range(SCHEMA_RACE_RETRIES + 1):
+        try:
+            storage = make_storage(reveal(cfg.storage), cfg, on_stale) if cfg.storage else None
+            return optuna.create_study(storage=storage, study_name=name, direction="minimize",
+                                       sampler=_sampler(cfg.seed), pruner=_pruner(cfg.pruner), load_if_exists=True)
+        except (IntegrityError, ProgrammingError):
+            if not server or attempt == SCHEMA_RACE_RETRIES:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def open_study(name: str, cfg: TuneConfig, on_stale: StaleHook | None = None) -> optuna.Study:
     """Create the study or load it if it exists (a resumed search, or another worker's).
 
@@ -126,11 +147,7 @@ def open_study(name: str, cfg: TuneConfig, on_stale: StaleHook | None = None) ->
     if path is not None:  # created whole and once, even by two commands starting together
         create_store_once(path, _init_store, _whole_store, ("trials",), "Optuna storage")
     try:
-        storage = make_storage(reveal(cfg.storage), cfg, on_stale) if cfg.storage else None
-        study = optuna.create_study(
-            storage=storage, study_name=name, direction="minimize",
-            sampler=_sampler(cfg.seed), pruner=_pruner(cfg.pruner), load_if_exists=True,
-        )
+        study = _create_study(name, cfg, on_stale, path is None)
     except (SQLAlchemyError, RuntimeError, ValueError) as exc:
         what = f"file {path}" if path is not None else cfg.storage.split("@")[-1]
         raise ForecastingError(f"Optuna storage {what} cannot be opened ({type(exc).__name__}: "
