@@ -568,7 +568,8 @@ def statistical_text(res: dict, table: bool = True) -> list[str]:
     return lines
 
 
-GOALS_HEADER = ("**Goals** (single best-trial model; best published value at each horizon, this run's best baseline, "
+GOALS_HEADER = ("**Goals** (train's default where the runs recorded the ensemble check, else the single best-trial "
+                "model, as each line says; best published value at each horizon, this run's best baseline, "
                 "the statistical rows included, and whether the model is ahead of each statistical row: yes (lower "
                 "by more than 2 sd), tie (within 2 sd) or no; SCINet's H=24 and H=168 values are quoted from its "
                 "paper, not from the published-results file):\n")
