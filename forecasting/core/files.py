@@ -114,18 +114,30 @@ def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
     The temporary name carries our pid (`.<name>.<pid>.<random>.tmp`), so the next write
     can remove what a killed writer left."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = temp_beside(path)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would survive the rename
-        os.replace(tmp, path)
+        put_in_place(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def temp_beside(path: Path) -> str:
+    """A fresh empty temporary file beside `path`, named `.<name>.<pid>.<random>.tmp` (what
+    `remove_stale_temps` finds after a killed writer; those are removed first)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return tmp
+
+
+def put_in_place(tmp: str, path: Path) -> None:
+    """Rename a finished temporary file over `path`, with the umask's permissions."""
+    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would survive the rename
+    os.replace(tmp, path)
 
 
 def write_whole(path: locations.Location, write: Callable[[str], None]) -> locations.Location:
@@ -193,11 +205,7 @@ class PartJoin:
         self.path, self.tmp, self.writer = Path(path), "", None
 
     def __enter__(self) -> PartJoin:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(self.path)
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.{os.getpid()}.", suffix=".tmp",
-                                        dir=self.path.parent)
-        os.close(fd)
+        self.tmp = temp_beside(self.path)
         return self
 
     def add(self, part: str | Path) -> None:
@@ -215,8 +223,7 @@ class PartJoin:
         if self.writer is None:
             raise ValueError(f"{self.path}: no part with rows to join")
         self.writer.close()
-        os.chmod(self.tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would survive the rename
-        os.replace(self.tmp, self.path)
+        put_in_place(self.tmp, self.path)
         return self.path
 
     def __exit__(self, *exc) -> None:
