@@ -1,7 +1,9 @@
 """The whole pipeline's time: `forecasting demo` run twice in a fresh home, and once with older code.
 
 For each run: wall seconds, CPU seconds (the demo process and its children), the seconds inside
-training steps (every trial's `train_seconds` from the Optuna studies, plus the final refits'
+training steps (every trial's `train_seconds` from the Optuna studies, pruned trials' epochs included
+where the code records them (from 2026-12-01; older code, such as a `--compare` reference, counted
+completed trials only, so its ratio reads higher than it was), plus the final refits'
 `train_seconds` when they trained rather than loaded a trial's fit), and so the ratio of the whole
 run to its training steps; trials finished per CPU-hour, and the best validation loss per family
 (the accuracy they bought). The second run repeats the first on unchanged data in the same home:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -263,8 +264,11 @@ def test_callback_can_stop_training(sines):
         if epoch == 1:
             raise Prune
 
-    with pytest.raises(Prune):
+    t0 = time.perf_counter()
+    with pytest.raises(Prune) as stopped:
         fit(RecurrentForecaster(cfg.model), train, val, train_cfg(), callback=cb)
+    # The stopped fit's two epochs are accounted for: seconds inside this call, more than none.
+    assert 0 < stopped.value.fit_seconds <= time.perf_counter() - t0
     with pytest.raises(ValueError, match="no training windows"):
         fit(RecurrentForecaster(cfg.model), make_windows(train.panel, 10_000, H), val, train_cfg())
 

@@ -325,6 +325,9 @@ def test_bad_trials_are_pruned(tmp_path, data):
     for n in (3, 4):  # the bad ones: pruned at epoch 1 (the median pruner warms up for one step)
         assert trials[n].state == TrialState.PRUNED, trials_frame(result.study)
         assert max(trials[n].intermediate_values) == 1
+        # Its two epochs count in the study's training cost, and within the trial's own duration.
+        duration = (trials[n].datetime_complete - trials[n].datetime_start).total_seconds()
+        assert 0 < trials[n].user_attrs["train_seconds"] <= duration
     assert sum(t.state in FINISHED for t in trials.values()) == cfg.n_trials
     assert not [t for t in trials.values() if t.state == TrialState.FAIL]
     assert result.study.best_trial.state == TrialState.COMPLETE

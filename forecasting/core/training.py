@@ -265,6 +265,17 @@ def _snapshot(model: nn.Module) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
+@contextmanager
+def _seconds_on_stop(t0: float):
+    """When a callback (Optuna pruning) or divergence stops training, the exception carries the
+    seconds trained so far as `fit_seconds`: the epochs of a stopped fit were spent all the same."""
+    try:
+        yield
+    except Exception as e:
+        e.fit_seconds = time.perf_counter() - t0
+        raise
+
+
 def fit(model: nn.Module, train: Windows, val: Windows | None, cfg: TrainConfig = TrainConfig(),
         callback: EpochCallback | None = None, start_competes: bool = False,
         weights: np.ndarray | None = None) -> FitResult:
@@ -293,7 +304,7 @@ def fit(model: nn.Module, train: Windows, val: Windows | None, cfg: TrainConfig 
         # highway's seasonal-naive or linear start) never ends worse than it on validation.
         result.best_val_loss = result.start_val_loss = _loss(model, *v, cfg.eval_batch_size, cfg.val_metric, cfg.precision)
         best_state = _snapshot(model)
-    with PeakMemory(device) as mem:
+    with PeakMemory(device) as mem, _seconds_on_stop(t0):
         for epoch in range(cfg.max_epochs):
             order = torch.randperm(len(t_starts), generator=gen)[: cfg.max_train_windows or None].to(device)
             train_loss = _train_epoch(model, opt, t_view, t_starts, order, train.lookback, cfg, t_weights)

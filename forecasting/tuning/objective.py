@@ -133,7 +133,12 @@ class _Objective:
         trial.set_user_attr("config", fcfg.to_dict())
         f = Forecaster(fcfg)
         with self.hook(trial, params) if self.hook else nullcontext(lambda *a: None) as log_epoch:
-            result = f.fit(self.df, self.split, callback=self._on_epoch(trial, log_epoch))
+            try:
+                result = f.fit(self.df, self.split, callback=self._on_epoch(trial, log_epoch))
+            except (optuna.TrialPruned, DivergedError) as e:
+                # A pruned or diverged trial trained too: its seconds count in the study's cost.
+                trial.set_user_attr("train_seconds", getattr(e, "fit_seconds", 0.0))
+                raise
         if self.cache:  # a pruned or failed trial raised above: only finished fits are kept
             self.cache.save(self.cache.key(fcfg, self.split), f)
         trial.set_user_attr("train_seconds", result.seconds)
