@@ -94,10 +94,30 @@ def register(ctx: RunContext, job: TrainJob, row: dict, df: pd.DataFrame, split:
     return pipeline.register_family(ctx, job, row, df, split)
 
 
+@task(**COMPUTE)
+def finish_family(ctx: RunContext, job: TrainJob, df, split: Split, cfgs: list[ForecasterConfig], family: str,
+                  check: EnsembleCheck | None) -> dict:
+    """One tuned family's comparison row: refit (or load the trials' fits) and score the test part
+    once, backtest over the validation part, calibrate its intervals and log the model."""
+    members = f" ({len(cfgs)} members)" if len(cfgs) > 1 else ""
+    with step(f"{job.dataset}: refit {family}{members}, score the test part once"):
+        row, forecaster = final_model(ctx, job, df, split, cfgs, family, check)
+    if row.get("loaded_fits"):
+        reused(f"{job.dataset}: {family}: {row['loaded_fits']} of {len(cfgs)} fit(s) loaded from the trials that "
+               "trained the same configuration on the same data (not retrained)")
+    with step(f"{job.dataset}: backtest {family} over the validation part"):
+        row = backtest(forecaster, row, df, split, job)
+    levels = "/".join(map(str, job.levels))
+    with step(f"{job.dataset}: {family} {levels}% intervals: calibrate on validation, score on test; log the model"
+              if job.levels else f"{job.dataset}: log the {family} model"):
+        return intervals(ctx, job, forecaster, row, df, split)
+
+
 def _families(ctx: RunContext, job: TrainJob, df, split: Split, cluster_workers: int = 0) -> list[dict]:
-    """Tune (on the cluster's workers when `cluster_workers`), refit and backtest every family: one
-    comparison row each."""
-    rows = []
+    """Tune every family in turn (on the cluster's workers when `cluster_workers`), then finish it: one
+    comparison row each. A family is finished beside the next one's tuning (a thread of this process:
+    the tuning trains on one core, the finishing predicts on another); on a cluster, after it."""
+    finishing = []
     for family in job.families:
         if cluster_workers:
             with step(f"{job.dataset}: tune {family}: {cluster_workers} workers on the cluster, one study"):
@@ -106,19 +126,9 @@ def _families(ctx: RunContext, job: TrainJob, df, split: Split, cluster_workers:
             cfgs, check = tune_family(ctx, job, df, split, family)
         if check is not None:
             say(f"[{job.dataset}: {check.describe(family, job.ensemble)}]")
-        members = f" ({len(cfgs)} members)" if len(cfgs) > 1 else ""
-        with step(f"{job.dataset}: refit {family}{members}, score the test part once"):
-            row, forecaster = final_model(ctx, job, df, split, cfgs, family, check)
-        if row.get("loaded_fits"):
-            reused(f"{job.dataset}: {family}: {row['loaded_fits']} of {len(cfgs)} fit(s) loaded from the trials that "
-                "trained the same configuration on the same data (not retrained)")
-        with step(f"{job.dataset}: backtest {family} over the validation part"):
-            row = backtest(forecaster, row, df, split, job)
-        levels = "/".join(map(str, job.levels))
-        with step(f"{job.dataset}: {family} {levels}% intervals: calibrate on validation, score on test; log the model"
-                  if job.levels else f"{job.dataset}: log the {family} model"):
-            rows.append(intervals(ctx, job, forecaster, row, df, split))
-    return rows
+        args = (ctx, job, df, split, cfgs, family, check)
+        finishing.append(finish_family(*args) if cluster_workers else finish_family.submit(*args))
+    return [f if cluster_workers else f.result() for f in finishing]
 
 
 # Deployments pass the job as a JSON object: it is rebuilt by the one deserializer, not by Prefect.

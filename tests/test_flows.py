@@ -418,3 +418,34 @@ def test_each_final_model_records_the_ensemble_check_that_chose_its_members(trai
         assert size == 1 if kept == 1 else 1 <= size <= 2  # two trials; a far worse one is left out
         forecaster, _ = registry.load_forecaster(f"{DATASET}-{family}", "champion")
         assert len(getattr(forecaster, "members", [forecaster])) == size
+
+
+
+def test_a_family_is_finished_beside_the_next_ones_tuning(prefect_api_url, monkeypatch):
+    """The train flow finishes a family (refit, test score, backtest, intervals) in a thread beside
+    the next family's tuning: the GRU's finishing waits until the LSTM's tuning has started, which a
+    flow that finished each family before tuning the next would never reach; rows keep job order."""
+    import threading
+    from types import SimpleNamespace
+
+    from prefect import flow, task
+
+    import flows.train as T
+
+    lstm_tuning = threading.Event()
+
+    def tune(ctx, job, df, split, family):
+        if family == "lstm":
+            lstm_tuning.set()
+        return [family], None
+
+    @task
+    def finish(ctx, job, df, split, cfgs, family, check):
+        if family == "gru":
+            assert lstm_tuning.wait(10), "the GRU was finished before the LSTM's tuning started"
+        return {"model": family}
+
+    monkeypatch.setattr(T, "tune_family", tune)
+    monkeypatch.setattr(T, "finish_family", finish)
+    job = SimpleNamespace(families=("gru", "lstm"), dataset="d", ensemble=3)
+    assert [r["model"] for r in flow(lambda: T._families(None, job, None, None))()] == ["gru", "lstm"]
