@@ -16,6 +16,7 @@ from forecasting.pipeline import plan, search
 from forecasting.pipeline import steps as pipeline
 from forecasting.pipeline.steps import RunContext
 from forecasting.tracking import runs
+from forecasting.tuning.objective import TuneResult
 
 
 def reused(text: str) -> None:
@@ -34,9 +35,14 @@ def start(home: str, job: TrainJob, df: pd.DataFrame, freq: str) -> RunContext:
 
 
 @task(**COMPUTE)
-def tune_family(ctx: RunContext, job: TrainJob, df, split: Split, family: str
-                ) -> tuple[list[ForecasterConfig], EnsembleCheck | None]:
-    return search.chosen_configs(ctx, job, df, split, search.tune_parallel(ctx, job, df, split, family), family)
+def tune_family(ctx: RunContext, job: TrainJob, df, split: Split, family: str) -> TuneResult:
+    return search.tune_parallel(ctx, job, df, split, family)
+
+
+@task(**COMPUTE)
+def choose_members(ctx: RunContext, job: TrainJob, df, split: Split, result: TuneResult, family: str
+                   ) -> tuple[list[ForecasterConfig], EnsembleCheck | None]:
+    return search.chosen_configs(ctx, job, df, split, result, family)
 
 
 @task(**COMPUTE)
@@ -47,15 +53,14 @@ def tune_worker(home: str, job: TrainJob, family: str, parent_run_id: str, index
     return index
 
 
-def tune_on_cluster(ctx: RunContext, job: TrainJob, df, split: Split, family: str, workers: int
-                    ) -> tuple[list[ForecasterConfig], EnsembleCheck | None]:
+def tune_on_cluster(ctx: RunContext, job: TrainJob, df, split: Split, family: str, workers: int) -> TuneResult:
     """`workers` tuning workers as tasks of the flow's task runner (Dask), all on one study; then the
-    study's best configurations. Runs in the flow: its tasks are the workers."""
+    whole study's result. Runs in the flow: its tasks are the workers."""
     futures = [tune_worker.submit(ctx.home, search.with_storage(job, ctx.home, i), family, ctx.parent_run_id, i)
                for i in range(workers)]
     for f in futures:
         f.result()
-    return search.chosen_configs(ctx, job, df, split, search.finished_on_cluster(ctx, job, df, split, family), family)
+    return search.finished_on_cluster(ctx, job, df, split, family)
 
 
 @task(**COMPUTE)
@@ -95,10 +100,13 @@ def register(ctx: RunContext, job: TrainJob, row: dict, df: pd.DataFrame, split:
 
 
 @task(**COMPUTE)
-def finish_family(ctx: RunContext, job: TrainJob, df, split: Split, cfgs: list[ForecasterConfig], family: str,
-                  check: EnsembleCheck | None) -> dict:
-    """One tuned family's comparison row: refit (or load the trials' fits) and score the test part
-    once, backtest over the validation part, calibrate its intervals and log the model."""
+def finish_family(ctx: RunContext, job: TrainJob, df, split: Split, result: TuneResult, family: str) -> dict:
+    """One tuned family's comparison row: its members (the ensemble check), refit (or load the trials'
+    fits) and score the test part once, backtest over the validation part, calibrate its intervals
+    and log the model."""
+    cfgs, check = choose_members(ctx, job, df, split, result, family)
+    if check is not None:
+        say(f"[{job.dataset}: {check.describe(family, job.ensemble)}]")
     members = f" ({len(cfgs)} members)" if len(cfgs) > 1 else ""
     with step(f"{job.dataset}: refit {family}{members}, score the test part once"):
         row, forecaster = final_model(ctx, job, df, split, cfgs, family, check)
@@ -115,18 +123,17 @@ def finish_family(ctx: RunContext, job: TrainJob, df, split: Split, cfgs: list[F
 
 def _families(ctx: RunContext, job: TrainJob, df, split: Split, cluster_workers: int = 0) -> list[dict]:
     """Tune every family in turn (on the cluster's workers when `cluster_workers`), then finish it: one
-    comparison row each. A family is finished beside the next one's tuning (a thread of this process:
-    the tuning trains on one core, the finishing predicts on another); on a cluster, after it."""
+    comparison row each. A family is finished (ensemble check included) beside the next one's tuning
+    (a thread of this process: the tuning trains on one core, the finishing predicts on another); on a
+    cluster, after it."""
     finishing = []
     for family in job.families:
         if cluster_workers:
             with step(f"{job.dataset}: tune {family}: {cluster_workers} workers on the cluster, one study"):
-                cfgs, check = tune_on_cluster(ctx, job, df, split, family, cluster_workers)
+                result = tune_on_cluster(ctx, job, df, split, family, cluster_workers)
         else:
-            cfgs, check = tune_family(ctx, job, df, split, family)
-        if check is not None:
-            say(f"[{job.dataset}: {check.describe(family, job.ensemble)}]")
-        args = (ctx, job, df, split, cfgs, family, check)
+            result = tune_family(ctx, job, df, split, family)
+        args = (ctx, job, df, split, result, family)
         finishing.append(finish_family(*args) if cluster_workers else finish_family.submit(*args))
     return [f if cluster_workers else f.result() for f in finishing]
 

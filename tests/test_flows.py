@@ -7,6 +7,7 @@ PREFECT_HOME, MLflow's store at `<home>/mlruns/mlflow.db` (MLFLOW_TRACKING_URI u
 from __future__ import annotations
 
 import math
+import time
 
 import flows_fixtures  # noqa: F401  (first: sets PREFECT_HOME before prefect is imported)
 import pandas as pd
@@ -246,6 +247,7 @@ def test_backtest_of_the_registered_champion(trained_home, tmp_path, capsys):
 
     out = tmp_path / "cv.csv"
     home = str(trained_home.home)
+    started_ms = int(time.time() * 1000)  # the home is shared: other tests' backtests may be in it
     assert main(["backtest", DATASET, "--model", f"{DATASET}-gru@champion", "--windows", "3", "--step", "6",
                  "--output", str(out), "--home", home, "--level", "80", "95"]) == 0
     printed = capsys.readouterr().out
@@ -263,7 +265,8 @@ def test_backtest_of_the_registered_champion(trained_home, tmp_path, capsys):
 
     client = client_for(trained_home.home)
     exp = client.get_experiment_by_name(f"{DATASET}-h{HORIZON}")
-    runs = client.search_runs([exp.experiment_id], filter_string="tags.kind = 'backtest'")
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.kind = 'backtest' and "
+                              f"attributes.start_time >= {started_ms}")
     # cutoffs in the last rows: after the rows the model was trained on (its version tag `train_end`)
     assert len(runs) == 1 and runs[0].data.tags["in_sample"] == "False"
     assert "val_backtest_mase" in runs[0].data.metrics
@@ -422,7 +425,7 @@ def test_each_final_model_records_the_ensemble_check_that_chose_its_members(trai
 
 
 def test_a_family_is_finished_beside_the_next_ones_tuning(prefect_api_url, monkeypatch):
-    """The train flow finishes a family (refit, test score, backtest, intervals) in a thread beside
+    """The train flow finishes a family (ensemble check, refit, test score, backtest, intervals) in a thread beside
     the next family's tuning: the GRU's finishing waits until the LSTM's tuning has started, which a
     flow that finished each family before tuning the next would never reach; rows keep job order."""
     import threading
@@ -437,10 +440,10 @@ def test_a_family_is_finished_beside_the_next_ones_tuning(prefect_api_url, monke
     def tune(ctx, job, df, split, family):
         if family == "lstm":
             lstm_tuning.set()
-        return [family], None
+        return family
 
     @task
-    def finish(ctx, job, df, split, cfgs, family, check):
+    def finish(ctx, job, df, split, result, family):
         if family == "gru":
             assert lstm_tuning.wait(10), "the GRU was finished before the LSTM's tuning started"
         return {"model": family}
