@@ -23,6 +23,7 @@ from pathlib import Path
 
 from forecasting import families
 from forecasting.api.jobs import BacktestJob, TrainJob, check_levels, name_list
+from forecasting.core.allocator import keep_freed_memory
 from forecasting.core.config import IngestConfig
 from forecasting.core.home import Home
 from forecasting.core.options import add_options, from_flags, from_options, positive_int
@@ -559,6 +560,7 @@ def main(argv: list[str] | None = None) -> int:
     args.started = started
     # How much a search shows (forecasting.tuning.progress reads it): a process-wide setting, made here.
     os.environ["FORECASTING_PROGRESS"] = "quiet" if args.quiet else "verbose" if args.verbose else "normal"
+    keep_freed_memory()  # process-wide too: torch's per-batch buffers are reused, not faulted in anew
     _quiet(args.debug)
     with _CtrlC() as ctrl_c:
         return _outcome(args, ctrl_c)

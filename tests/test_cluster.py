@@ -186,11 +186,10 @@ def test_our_local_workers_run_without_dasks_statistical_profiler():
         (callbacks,) = client.run(lambda dask_worker: sorted(dask_worker.periodic_callbacks)).values()
         (enabled,) = client.run(lambda: dask.config.get("distributed.worker.profile.enabled")).values()
         (admin,) = client.run(lambda: dask.config.get("distributed.admin.tick.interval")).values()
-        (env,) = client.run(lambda: {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")}
-                            ).values()
+        (env,) = client.run(lambda: {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_MAX_",
+                                                                    "OMP_NUM_THREADS")}).values()
     assert "profile" not in callbacks and "heartbeat" in callbacks and enabled is False
     assert admin == dask.config.get("distributed.admin.tick.interval")
-    # Glibc's adaptive malloc thresholds (Dask's default trim threshold would fix them), one BLAS thread.
-    assert env == {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}
-    assert "MALLOC_TRIM_THRESHOLD_" not in os.environ  # nor was this process's environment changed
-    assert dask.config.get("distributed.nanny.pre-spawn-environ")["MALLOC_TRIM_THRESHOLD_"] == 65536
+    # The allocator settings of our own entry points (not Dask's 64 KiB trim threshold), one BLAS thread.
+    assert env == {"MALLOC_TRIM_THRESHOLD_": str(2**31 - 1), "MALLOC_MMAP_MAX_": "0", "OMP_NUM_THREADS": "1"}
+    assert dask.config.get("distributed.nanny.pre-spawn-environ")["MALLOC_TRIM_THRESHOLD_"] == 65536  # scoped

@@ -8,6 +8,7 @@ import argparse
 import os
 import sys
 
+from forecasting.core.allocator import keep_freed_memory
 from forecasting.core.errors import ForecastingError
 from forecasting.pipeline.search import JOB_ENV, job_from_json, join_study
 
@@ -21,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--index", type=int, default=0)
     p.add_argument("--threads", type=int)
     args = p.parse_args(argv)
+    keep_freed_memory()  # this process's entry point: see forecasting.core.allocator
     try:
         job = job_from_json(os.environ[JOB_ENV] if args.job == "-" else args.job)
         join_study(args.home, job, args.family, args.parent_run_id, args.index, args.threads, progress=False)
