@@ -254,7 +254,7 @@ def timed_dask(calls: list[tuple], url: str, tracking_uri: str, timeout: float) 
     process per call, started with the arguments `train --cluster local:N` gives it (`search.join_study`
     in each), one task pinned
     to each worker; the cluster's start and the workers' imports stay off the clock."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     from flows.cluster import task_runner
     from forecasting.pipeline.search import join_study
@@ -262,7 +262,8 @@ def timed_dask(calls: list[tuple], url: str, tracking_uri: str, timeout: float) 
     workers, before = len(calls), os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # inherited by the worker processes
     try:
-        with LocalCluster(**task_runner(f"local:{workers}").cluster_kwargs) as lc, Client(lc) as client:
+        runner = task_runner(f"local:{workers}")
+        with runner.cluster_class(**runner.cluster_kwargs) as lc, Client(lc) as client:
             client.run(_warm)
             addresses = sorted(client.scheduler_info()["workers"])
             gate = _connect(url)
