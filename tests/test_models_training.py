@@ -307,6 +307,9 @@ def test_predict_future_rows_and_skipped(sines, gru):
         last = df.loc[df["unique_id"] == uid, "ds"].max()
         assert g["ds"].tolist() == list(pd.date_range(last + pd.Timedelta(hours=1), periods=H, freq="h"))
     assert np.isfinite(out["y_hat"]).all()
+    ordered, _ = gru.predict(df)  # rows already grouped by series in time order: the one-pass path
+    key = ["unique_id", "ds"]
+    pd.testing.assert_frame_equal(out.sort_values(key, ignore_index=True), ordered.sort_values(key, ignore_index=True))
     # Every series too short: an empty forecast and every series listed.
     out, skipped = gru.predict(df.groupby("unique_id").head(10))
     assert len(out) == 0 and [s[0] for s in skipped] == [f"s{i}" for i in range(5)]

@@ -188,3 +188,21 @@ def test_make_windows_argument_errors(panel):
 def test_no_windows_when_series_too_short(panel):
     w = make_windows(panel, 60, 10)
     assert len(w) == 0 and w.starts.dtype == np.int64
+
+
+def test_rows_grouped_by_series_in_time_order_equal_a_stable_lexsort():
+    """The one-pass check of an already ordered history gives the sort's own order, and any other
+    history is sorted (interleaved series, time going backwards, ties within a series)."""
+    from forecasting.api.inputs import _by_series_in_time
+
+    shuffle = np.random.default_rng(0).permutation(18)
+    t = np.datetime64("2024-01-01T00", "ns") + np.arange(6).astype("timedelta64[h]")
+    cases = {
+        "ordered": (np.repeat([0, 1, 2], 6), np.tile(t, 3)),
+        "ordered with a tie": (np.repeat([0, 1], 3), t[[0, 1, 1, 2, 3, 4]]),
+        "interleaved": (np.tile([0, 1], 6), np.repeat(t, 2)),
+        "backwards in time": (np.repeat([0, 1], 6), np.tile(t[::-1], 2)),
+        "shuffled": (np.repeat([0, 1, 2], 6)[shuffle], np.tile(t, 3)[shuffle]),
+    }
+    for name, (codes, ds) in cases.items():
+        np.testing.assert_array_equal(_by_series_in_time(codes, ds), np.lexsort((ds, codes)), err_msg=name)

@@ -61,6 +61,15 @@ def window_problems(x: np.ndarray, times: np.ndarray, freq: str) -> list[str | N
     return out
 
 
+def _by_series_in_time(codes: np.ndarray, ds: np.ndarray) -> np.ndarray:
+    """Row order grouping rows [N] by series code, each in time order (a stable sort). A history
+    already so ordered, as files usually are, is checked in one pass instead of sorted."""
+    same = np.diff(codes) == 0  # [N-1] consecutive rows of one series
+    if np.all(np.diff(codes) >= 0) and np.all(~same | (np.diff(ds) >= np.timedelta64(0))):
+        return np.arange(len(codes))
+    return np.lexsort((ds, codes))
+
+
 def last_windows(history: pd.DataFrame, lookback: int, freq: str, covariates: tuple[str, ...]
                  ) -> tuple:
     """The last `lookback` rows of each usable series: values [S, L, 1+C], timestamps [S, L],
@@ -72,7 +81,7 @@ def last_windows(history: pd.DataFrame, lookback: int, freq: str, covariates: tu
     h = parse_long(history[need], numeric=need[2:])
     codes, uniques = pd.factorize(h[ID])
     ds, vals = h[TIME].to_numpy(), h[need[2:]].to_numpy(np.float64)  # [N], [N, 1+C]
-    order = np.lexsort((ds, codes))  # group rows by series, in time order
+    order = _by_series_in_time(codes, ds)  # [N]
     counts = np.bincount(codes, minlength=len(uniques))  # [G]
     ok = counts >= lookback
     skipped = [(str(u), f"{n} points, needs lookback {lookback}") for u, n in zip(uniques[~ok], counts[~ok], strict=True)]
@@ -110,7 +119,7 @@ def model_inputs(history: pd.DataFrame, scaler: SeriesScaler, lookback: int, fre
     x = (x - mean[:, None, :]) / std[:, None, :]  # [S, L, 1+C]
     if calendar:
         # Series share timestamps: compute the features once per distinct timestamp.
-        uniq, inv = np.unique(times.reshape(-1), return_inverse=True)
+        inv, uniq = pd.factorize(times.reshape(-1))  # a hash, not a sort of S*L stamps
         cal = calendar_features(pd.DatetimeIndex(uniq), freq)[inv]  # [S*L, C]
         x = np.concatenate([x, cal.reshape(len(ids), lookback, cal.shape[1])], axis=2)
     last = times[:, -1] if len(ids) else np.zeros(0, dtype="datetime64[ns]")
