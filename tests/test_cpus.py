@@ -33,6 +33,7 @@ def test_a_quota_caps_the_affinity_rounded_up(tmp_path, monkeypatch):
     assert cpus.usable_cpus(quota_root(tmp_path, "150000 100000")) == 2  # ... and a 1.5-CPU container
     assert cpus.default_threads(root=tmp_path) == 2  # the host's load is not read under a quota
     assert cpus.default_threads(workers=2, root=tmp_path) == 1
+    assert cpus.default_threads(root=tmp_path, reserved=1) == 1  # a core for the work beside the tuning
 
 
 @pytest.mark.parametrize(("load", "want"), [(0.2, 4), (1.4, 3), (2.6, 1), (9.0, 1)])
@@ -41,6 +42,7 @@ def test_busy_cores_of_the_host_are_left_alone(tmp_path, monkeypatch, load, want
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
     monkeypatch.setattr(os, "getloadavg", lambda: (load, 0.0, 0.0))
     assert cpus.default_threads(root=tmp_path) == want  # never fewer than one
+    assert cpus.default_threads(root=tmp_path, reserved=1) == max(1, want - 1)
 
 
 def test_a_process_that_may_use_part_of_the_host_ignores_the_hosts_load(tmp_path, monkeypatch):

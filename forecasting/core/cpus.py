@@ -66,8 +66,9 @@ def busy_cores(usable: int, root: Path = CGROUP) -> int:
     return min(usable - 1, max(0, round(load)))
 
 
-def default_threads(workers: int = 1, root: Path = CGROUP) -> int:
-    """torch threads per worker when the user gave none: the usable CPUs that are not busy, split
-    between `workers` processes that share them, at least one each."""
+def default_threads(workers: int = 1, root: Path = CGROUP, reserved: int = 0) -> int:
+    """torch threads per worker when the user gave none: the usable CPUs that are not busy, less
+    `reserved` cores for other work of this process (train scores the baselines and finishes each
+    family beside its tuning), split between `workers` processes that share them, at least one each."""
     usable = usable_cpus(root)
-    return max(1, (usable - busy_cores(usable, root)) // max(1, workers))
+    return max(1, (usable - busy_cores(usable, root) - reserved) // max(1, workers))
