@@ -423,7 +423,6 @@ def test_each_final_model_records_the_ensemble_check_that_chose_its_members(trai
         assert len(getattr(forecaster, "members", [forecaster])) == size
 
 
-
 def test_a_family_is_finished_beside_the_next_ones_tuning(prefect_api_url, monkeypatch):
     """The train flow finishes a family (ensemble check, refit, test score, backtest, intervals) in a thread beside
     the next family's tuning: the GRU's finishing waits until the LSTM's tuning has started, which a

@@ -64,8 +64,8 @@ def window_problems(x: np.ndarray, times: np.ndarray, freq: str) -> list[str | N
 def _by_series_in_time(codes: np.ndarray, ds: np.ndarray) -> np.ndarray:
     """Row order grouping rows [N] by series code, each in time order (a stable sort). A history
     already so ordered, as files usually are, is checked in one pass instead of sorted."""
-    same = np.diff(codes) == 0  # [N-1] consecutive rows of one series
-    if np.all(np.diff(codes) >= 0) and np.all(~same | (np.diff(ds) >= np.timedelta64(0))):
+    step = np.diff(codes)  # [N-1]
+    if np.all(step >= 0) and np.all((step > 0) | (np.diff(ds) >= np.timedelta64(0))):
         return np.arange(len(codes))
     return np.lexsort((ds, codes))
 
