@@ -383,7 +383,8 @@ def cmd_forecast(args, home: Path) -> dict:
     from flows import cluster
     from flows.forecast import forecast_flow
 
-    flow = forecast_flow.with_options(task_runner=cluster.task_runner(args.cluster)) if args.cluster else forecast_flow
+    runner = cluster.task_runner(args.cluster, args.cluster_start) if args.cluster else None
+    flow = forecast_flow.with_options(task_runner=runner) if runner else forecast_flow
     r = flow(args.model_name, args.input, args.output, alias=args.alias, home=str(home),
              cfg=from_options(IngestConfig, args), levels=tuple(check_levels(tuple(args.level))),
              plot_path=args.plot, plot_series=args.plot_series, partitions=cluster.partitions(args.cluster))
@@ -401,7 +402,8 @@ def cmd_backtest(args, home: Path) -> dict:
     from flows.backtest import backtest_flow
     from forecasting.core.tables import to_markdown
 
-    flow = backtest_flow.with_options(task_runner=cluster.task_runner(args.cluster)) if args.cluster else backtest_flow
+    runner = cluster.task_runner(args.cluster, args.cluster_start) if args.cluster else None
+    flow = backtest_flow.with_options(task_runner=runner) if runner else backtest_flow
     r = flow(from_options(BacktestJob, args, dataset=args.name), str(home), partitions=cluster.partitions(args.cluster))
     print(f"backtest of {r['what']} at {r['cutoffs']} cutoff(s) over the end of {args.name}:\n")
     # The frame keeps Nixtla's `y_hat` column; the table names the model (what a reader compares).
@@ -533,6 +535,11 @@ WRITING_COMMANDS = {"ingest", "train", "tune-worker", "forecast", "backtest", "s
 FLOW_COMMANDS = {"ingest": ("flows.ingest",), "train": ("flows.train",), "forecast": ("flows.forecast",),
                  "backtest": ("flows.backtest",), "demo": ("flows.ingest", "flows.train", "flows.forecast")}
 
+# Commands whose local cluster starts with the command (`flows.cluster.started_early`): their tasks get
+# all they need as arguments. Train's tuning workers read the Optuna storage's password from the
+# environment the flow exports before they start (`secrets.exported`): its cluster starts in the flow.
+EARLY_CLUSTER_COMMANDS = {"forecast", "backtest"}
+
 # Commands that usually take seconds run their flows without Prefect heartbeats (flows.server.prefect_api).
 SHORT_FLOW_COMMANDS = {"ingest", "forecast"}
 
@@ -549,13 +556,17 @@ def _run(args: argparse.Namespace) -> None:
             return
         import importlib
 
+        from flows.cluster import started_early
         from flows.server import begin, prefect_api
 
-        pending = begin(args.debug)  # the server boots in its own process (or is already up) ...
-        for module in FLOW_COMMANDS[args.command]:  # ... while this one imports torch, pandas, MLflow
-            importlib.import_module(module)
-        with prefect_api(args.debug, pending, heartbeats=args.command not in SHORT_FLOW_COMMANDS):
-            COMMANDS[args.command](args, home)
+        pending = begin(args.debug)  # the server boots in its own process (or is already up), a local
+        # cluster's workers start and import the flow's modules in theirs ...
+        early = getattr(args, "cluster", None) if args.command in EARLY_CLUSTER_COMMANDS else None
+        with started_early(early, FLOW_COMMANDS[args.command], str(Home.of(home).scratch)) as args.cluster_start:
+            for module in FLOW_COMMANDS[args.command]:  # ... while this one imports torch, pandas, MLflow
+                importlib.import_module(module)
+            with prefect_api(args.debug, pending, heartbeats=args.command not in SHORT_FLOW_COMMANDS):
+                COMMANDS[args.command](args, home)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,10 @@ here is imported: the single-process path needs no Dask.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from forecasting.core.allocator import ENVIRON as ALLOCATOR_ENV
 
@@ -26,6 +29,11 @@ WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
 # runs, no committed script). Our workers get Dask's other settings (one thread for the numeric
 # libraries) with ours, those of our command-line entry points (`forecasting.core.allocator`), on top.
 PRE_SPAWN = "distributed.nanny.pre-spawn-environ"
+# What each of our local workers imports as it starts, before it registers and takes a task (Dask's
+# `preload`), besides the command's flow module: MLflow's store check and model loader. A first task
+# would otherwise import them, the workers one after the other under the store's creation lock (about
+# 4 s of each worker's first part in a py-spy profile of a 1M-series forecast on 2 cores).
+WORKER_IMPORTS = ("mlflow.store.db.utils", "mlflow.pyfunc")
 
 
 def cluster_spec(text: str) -> str:
@@ -60,20 +68,68 @@ def local_cluster(**kwargs):
         return LocalCluster(**kwargs)
 
 
-def task_runner(spec: str):
-    """Prefect's Dask task runner for `spec`: a LocalCluster of single-threaded worker processes (torch
-    runs one thread in each), or the scheduler at a `tcp://` address."""
-    try:
-        from prefect_dask import DaskTaskRunner
-    except ImportError:
+def local_options(spec: str, preload: tuple[str, ...] = (), scratch: str | None = None) -> dict:
+    """The LocalCluster of `local[:N]`: single-threaded worker processes (torch runs one thread in each)
+    without the profiler, importing `preload` and `WORKER_IMPORTS` as they start, their scratch space
+    in `scratch` (Dask's default is the system's temporary folder)."""
+    kwargs = {"n_workers": workers(spec), "threads_per_worker": 1, "processes": True, "dashboard_address": None,
+              "config": WORKER_CONFIG, "preload": [*preload, *WORKER_IMPORTS]}
+    return {**kwargs, "local_directory": scratch} if scratch else kwargs
+
+
+@contextlib.contextmanager
+def started_early(spec: str | None, preload: tuple[str, ...] = (), scratch: str | None = None
+                  ) -> Iterator[Future | None]:
+    """For `local[:N]`: its LocalCluster, starting in a thread from now on, so that the workers start
+    and import while this process imports, loads the model and plans (prefect-dask would start it at
+    the flow's first task); closed on the way out, whether a flow used it or not. None for no cluster
+    or a `tcp://` address."""
+    if not spec or not spec.startswith("local"):
+        yield None
+        return
+    _check_installed()
+    with ThreadPoolExecutor(1, thread_name_prefix="cluster-start") as pool:
+        future = pool.submit(local_cluster, **local_options(spec, preload, scratch))
+        try:
+            yield future
+        finally:
+            _STARTING.pop(id(future), None)
+            with contextlib.suppress(Exception):  # a start that failed has nothing to close
+                future.result().close()  # a no-op where the flow's task runner closed it
+
+
+def task_runner(spec: str, started: Future | None = None):
+    """Prefect's Dask task runner for `spec`: the LocalCluster `started` (see `started_early`), else
+    one it starts at the first task, or the scheduler at a `tcp://` address."""
+    _check_installed()
+    from prefect_dask import DaskTaskRunner
+
+    if started is not None:
+        _STARTING[id(started)] = started
+        return DaskTaskRunner(cluster_class=early_cluster, cluster_kwargs={"key": id(started)})
+    if spec.startswith("local"):
+        return DaskTaskRunner(cluster_class=local_cluster, cluster_kwargs=local_options(spec))
+    return DaskTaskRunner(address=spec)
+
+
+# The clusters `started_early` is starting, by key: the task runner names one by its key, not by the
+# future itself, because Prefect pickles the flow's context, task runner included, into every task.
+_STARTING: dict[int, Future] = {}
+
+
+def early_cluster(key: int):
+    """What prefect-dask calls to start its cluster: the one `started_early` is starting (it waits)."""
+    return _STARTING[key].result()
+
+
+def _check_installed() -> None:
+    """Refuse `--cluster` in one line where Dask or prefect-dask is missing (an optional extra)."""
+    import importlib.util
+
+    if not all(importlib.util.find_spec(m) for m in ("distributed", "prefect_dask")):
         from forecasting.core.errors import ForecastingError
 
-        raise ForecastingError("--cluster needs Dask and prefect-dask: pip install -e '.[cluster]'") from None
-    if spec.startswith("local"):
-        kwargs = {"n_workers": workers(spec), "threads_per_worker": 1, "processes": True, "dashboard_address": None,
-                  "config": WORKER_CONFIG}
-        return DaskTaskRunner(cluster_class=local_cluster, cluster_kwargs=kwargs)
-    return DaskTaskRunner(address=spec)
+        raise ForecastingError("--cluster needs Dask and prefect-dask: pip install -e '.[cluster]'")
 
 
 def partitions(spec: str | None) -> int:

@@ -193,3 +193,46 @@ def test_our_local_workers_run_without_dasks_statistical_profiler():
     # The allocator settings of our own entry points (not Dask's 64 KiB trim threshold), one BLAS thread.
     assert env == {"MALLOC_TRIM_THRESHOLD_": str(2**31 - 1), "MALLOC_MMAP_MAX_": "0", "OMP_NUM_THREADS": "1"}
     assert dask.config.get("distributed.nanny.pre-spawn-environ")["MALLOC_TRIM_THRESHOLD_"] == 65536  # scoped
+
+
+def test_a_local_cluster_starts_with_the_command_with_the_flows_imports_and_is_closed_after(tmp_path):
+    """`started_early` starts the LocalCluster in a thread while the command goes on; the task runner
+    hands prefect-dask that cluster (and stays picklable: Prefect ships it in every task's context);
+    its workers imported the flow's module and MLflow's loaders before any task, keep their scratch
+    space where they are told, and are gone after the block."""
+    import multiprocessing
+    import sys
+
+    import cloudpickle
+    from distributed import Client
+
+    from flows.cluster import WORKER_IMPORTS, started_early, task_runner
+
+    with started_early("local:1", ("flows.forecast",), str(tmp_path / "scratch")) as started:
+        runner = cloudpickle.loads(cloudpickle.dumps(task_runner("local:1", started)))
+        lc = runner.cluster_class(**runner.cluster_kwargs)  # what prefect-dask calls at the first task
+        assert lc is started.result()
+        with Client(lc) as client:
+            (imported,) = client.run(lambda: [m for m in ("flows.forecast", *WORKER_IMPORTS)
+                                              if m in sys.modules]).values()
+            (scratch,) = client.run(lambda dask_worker: dask_worker.local_directory).values()
+        assert imported == ["flows.forecast", *WORKER_IMPORTS]
+        assert scratch.startswith(str(tmp_path / "scratch"))
+    assert lc.status.name == "closed" and not multiprocessing.active_children()
+    for no_cluster in (None, "tcp://127.0.0.1:8786"):
+        with started_early(no_cluster) as started:
+            assert started is None
+
+
+def test_a_refused_forecast_on_a_local_cluster_is_one_line_and_leaves_no_worker(trained_home, tmp_path, capsys):
+    """The cluster starts with the command, before the model is looked up: a missing model is still
+    one line and a non-zero exit, and the workers started for nothing are stopped."""
+    import multiprocessing
+
+    from flows.cli import main
+
+    code = main(["forecast", "no-such-model", "--input", str(trained_home.csv), "--output",
+                 str(tmp_path / "out.csv"), "--home", str(trained_home.home), "--cluster", "local:1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1 and "no-such-model" in err[0], err
+    assert not multiprocessing.active_children() and not (tmp_path / "out.csv").exists()

@@ -81,6 +81,11 @@ class Home:
         return self.root / ".prefect"
 
     @property
+    def scratch(self) -> Path:
+        """Our local Dask workers' scratch space (`--cluster local`), removed as each worker stops."""
+        return self.root / ".dask"
+
+    @property
     def optuna_db(self) -> Path:
         return self.mlruns / "optuna.db"
 
