@@ -51,14 +51,14 @@ def takes_threads(src: Path) -> bool:
     return "--threads" in help_text
 
 
-def run_demo(src: Path, home: Path, args) -> dict:
+def run_demo(src: Path, home: Path, args, threads: int = 1) -> dict:
     """`forecasting demo` from source tree `src` in `home`: wall and CPU seconds and its output's tail.
-    One torch thread: `--threads 1` where the demo takes it, else OMP_NUM_THREADS=1 (older code)."""
+    `threads` torch threads: `--threads N` where the demo takes it, else OMP_NUM_THREADS=N (older code)."""
     cmd = [sys.executable, "-m", "flows.cli", "demo", "--home", str(home), "--trials", str(args.trials),
-           "--max-epochs", str(args.max_epochs), *(["--threads", "1"] if takes_threads(src) else [])]
+           "--max-epochs", str(args.max_epochs), *(["--threads", str(threads)] if takes_threads(src) else [])]
     if args.quick:
         cmd += ["--max-train-windows", "256", "--max-val-windows", "256"]
-    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": str(threads)}
     env.pop("MLFLOW_TRACKING_URI", None)
     cpu0, t0 = children_cpu(), time.perf_counter()
     r = subprocess.run(cmd, cwd=src, env=env, capture_output=True, text=True)

@@ -7,7 +7,13 @@ fixed once it starts); the best and the median wall time are kept. "Loaded" star
 per usable CPU (a pure-Python loop) and waits for the load average to show them before it measures,
 then records which default `forecasting.core.cpus.default_threads` picks under that load.
 
+`--demo` measures the whole `forecasting demo` instead (results `threads_demo`): in a fresh home with
+1 and with 2 torch threads, at `pipeline.py`'s budget (`--trials`, `--max-epochs`), on the machine
+as it is. Off a cluster the demo scores the baselines and finishes each family beside the tuning:
+this is the measurement behind the default's reserved core (`cpus.default_threads(reserved=1)`).
+
     python benchmarks/threads.py [--quick] [--out DIR] [--repeats N]
+    python benchmarks/threads.py --demo [--quick] [--out DIR] [--trials N] [--max-epochs N]
 """
 
 from __future__ import annotations
@@ -93,6 +99,34 @@ def scenario(name: str, busy: int, args) -> dict:
             "default_threads": chosen, "rows": rows, "ratio_2_to_1": rows[1]["best"] / rows[0]["best"]}
 
 
+def demo_rows(args) -> list[dict]:
+    """The demo in a fresh home at 1 and at 2 torch threads: wall and CPU seconds, trials, best losses."""
+    import tempfile
+
+    from pipeline import run_demo, study_record
+
+    rows = []
+    for threads in (1, 2):
+        with tempfile.TemporaryDirectory() as home:
+            load = C.loadavg()
+            run = run_demo(C.REPO, Path(home), args, threads)
+            studies = study_record(Path(home))
+            rows.append({"threads": threads, "loadavg": load, **run, "studies": studies})
+    return rows
+
+
+def render_demo(res: dict) -> str:
+    rows = [[str(r["threads"]), str(r["loadavg"]), f"{r['wall_seconds']:.0f}", f"{r['cpu_seconds']:.0f}",
+             ", ".join(f"{k.rsplit('-', 1)[-1]} {v['trials']} done, {v['pruned']} pruned, best {v['best_val_loss']:.4f}"
+                       for k, v in r["studies"].items())] for r in res["rows"]]
+    one, two = (r["wall_seconds"] for r in res["rows"])
+    return ("## Threads: the whole demo\n\n" + C.conditions(res) + f"\n`forecasting demo` at {res['budget']['trials']} "
+            f"trials x {res['budget']['max_epochs']} epochs per family in a fresh home, `--threads 1` and `--threads 2`"
+            f"; the default picks {res['default_threads']} here.\n\n"
+            + C.table(["threads", "load at start (1/5/15 min)", "wall s", "CPU s", "trials"], rows)
+            + f"\n2 threads take {two / one:.2f}x the wall time of 1.\n")
+
+
 def render(res: dict) -> str:
     rows = [[s["scenario"], str(s["loadavg"]), str(r["threads"]), f"{r['best']:.2f}", f"{r['median']:.2f}",
              f"{statistics.median(r['cpu']):.2f}", str(s["default_threads"])]
@@ -110,9 +144,20 @@ def main(argv: list[str] | None = None) -> dict:
     p = C.parser(__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=None, help="epochs per setting (default 3; 1 under --quick)")
     p.add_argument("--scenarios", nargs="+", choices=("idle", "loaded"), default=["idle", "loaded"])
+    p.add_argument("--demo", action="store_true", help="the whole demo at 1 and 2 threads (results threads_demo)")
+    p.add_argument("--trials", type=int, default=None, help="--demo: trials per family (default 10; 2 quick)")
+    p.add_argument("--max-epochs", type=int, default=None, help="--demo: epochs per trial (default 10; 1 quick)")
     args = p.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 3)
-    from forecasting.core.cpus import usable_cpus
+    from forecasting.core.cpus import default_threads, usable_cpus
+
+    if args.demo:
+        args.trials, args.max_epochs = args.trials or (2 if args.quick else 10), args.max_epochs or (1 if args.quick else 10)
+        run = C.Run(f"{NAME}_demo", args, {"trials": args.trials, "max_epochs": args.max_epochs})
+        res = run.finish({"rows": demo_rows(args), "default_threads": default_threads(reserved=1)})
+        C.write(args.out, f"{NAME}_demo", res, render_demo(res))
+        print(render_demo(res))
+        return res
 
     run = C.Run(NAME, args, {"repeats": args.repeats})
     res = run.finish({"repeats": args.repeats, "scenarios": [
