@@ -110,7 +110,8 @@ def summary(res: dict) -> str:
             f"{C.verdict(res['ratio'] >= GOAL_RATIO)}).{dataset} The wall time includes what the driver does alone: "
             "loading the model, reading the input's id column and cutting its rows into whole-series ranges "
             "(from code c5135e0 on; before, it read and checked the whole history and shipped the parts), "
-            "starting the cluster, and, for one file, joining the workers' part files (code 73113ef on; before, "
+            "the workers' start-up and imports (from code 3dd9ded on, beside the driver's own imports, model load and "
+            "planning; before, after them, at the first task), and, for one file, joining the workers' part files (code 73113ef on; before, "
             "gathering the parts' frames, merging and writing them).\n")
 
 

@@ -25,8 +25,7 @@ WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
 # What the Nanny sets before it starts a worker process (glibc reads MALLOC_* only at start-up). Dask's
 # default, MALLOC_TRIM_THRESHOLD_=65536, returns freed memory at once and fixes glibc's mmap threshold
 # at 128 KiB: every batch's tensors are then fresh mappings whose pages the kernel faults in and zeroes
-# (a forecast of 200,000 windows took 71 s with it, 50 s without it, 45 s with ours: single hand-timed
-# runs, no committed script). Our workers get Dask's other settings (one thread for the numeric
+# (`benchmarks/allocator.py`: a forecast took 1.51x as long with it as with ours, an epoch 1.34x). Our workers get Dask's other settings (one thread for the numeric
 # libraries) with ours, those of our command-line entry points (`forecasting.core.allocator`), on top.
 PRE_SPAWN = "distributed.nanny.pre-spawn-environ"
 # What each of our local workers imports as it starts, before it registers and takes a task (Dask's

@@ -198,7 +198,7 @@ def test_benchmark_ceiling_quick(tmp_path):
         (alone,), (pair,) = w["alone_s"], w["together_s"]
         assert alone > 0 and len(pair) == 2 and min(pair) > 0
         assert w["speedup"] == pytest.approx(2 * alone / max(pair))
-    assert [w["workload"] for w in res["workloads"]] == ["training epochs", "pure-Python loop"]
+    assert [w["workload"] for w in res["workloads"]] == ["training epochs", "batch-forecast part", "pure-Python loop"]
     assert "Two workers' ceiling" in (tmp_path / "ceiling.md").read_text()
 
 

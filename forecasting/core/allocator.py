@@ -4,9 +4,10 @@ glibc's malloc serves requests above its mmap threshold (at most 32 MiB) with fr
 returns them to the kernel when freed, and trims the top of its heap as soon as enough is free.
 Torch's CPU kernels allocate their outputs anew for every batch: a recurrent layer's gates over a
 window of 168-336 steps are tens of MiB at the batch sizes we train and predict with. Every batch
-then page-faults its buffers in and the kernel zeroes them: on this project's GRU/LSTM (one torch
-thread; hand-timed single runs, no committed script), keeping freed memory made training steps 7-16%
-and forecasts 10-29% faster, and `perf` put 30-40% of a 1M-series batch forecast in the kernel.
+then page-faults its buffers in and the kernel zeroes them. `benchmarks/allocator.py` (the demo's GRU,
+one torch thread, AMD EPYC): forecasts of 20,000 series took 1.30x as long under glibc's defaults as
+with this setting and 1.51x under Dask's worker default (trim at 64 KiB); training epochs 0.96x and
+1.34x (a tie with glibc's default: its epochs barely page-fault).
 
 `keep_freed_memory` turns both off (no mmap for large blocks, no trimming), so a buffer freed by
 one batch is reused by the next. The cost is that a process keeps its peak heap until it exits,
