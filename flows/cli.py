@@ -301,7 +301,7 @@ def run_train(job: TrainJob, home: Path, threads: int | None = None, cluster_spe
 
     # A local cluster's worker processes start inside the flow: they inherit the storage's real URL.
     # Off a cluster the flow scores the baselines and finishes each family beside the tuning: one core
-    # is theirs (the demo at 2 threads on 2 idle cores took 261 s, at 1 thread 222 s: hand-timed single runs).
+    # is theirs (`benchmarks/threads.py --demo`: the same trials for 23% less CPU, the wall time a tie).
     beside = 0 if cluster_spec else 1
     with (torch_threads(threads or default_threads(reserved=beside)),
           exported() if cluster_spec else contextlib.nullcontext()):
