@@ -8,6 +8,8 @@ STAMP  := $(VENV)/.installed
 
 install: $(STAMP)
 
+# --no-compile: pip byte-compiles every installed module by default (all of torch, MLflow, Prefect...);
+# Python compiles what is imported, once, on first use instead.
 # torch first, pinned: here pip finds the local CPU wheel; on a GPU machine the same
 # pin resolves to the CUDA build. The project's own `torch>=2.4` then adds nothing.
 $(STAMP): pyproject.toml
@@ -15,9 +17,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@echo "setup: installing torch==2.13.0 (the CPU wheel here, the CUDA build on a GPU machine)"
-	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q --no-compile torch==2.13.0
 	@echo "setup: installing the project and its dependencies (pip install -e '.[dev]')"
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-compile -e '.[dev]'
 	touch $(STAMP)
 	@echo "setup: done ($(VENV))"
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_benchmarks_smoke import _bench_quick
+from test_benchmarks_smoke import _bench_quick, slow_bench
 
 
 @pytest.mark.slow
@@ -33,6 +33,7 @@ def test_benchmark_cluster_quick(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.postgres
+@slow_bench
 def test_benchmark_scaleout_quick(tmp_path):
     """benchmarks/scaleout.py --quick: 1 and 2 tuning workers on fresh PostgreSQL databases."""
     psycopg2 = pytest.importorskip("psycopg2")

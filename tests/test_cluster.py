@@ -26,7 +26,7 @@ def _environ(restore_environ):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+@pytest.mark.parametrize("suffix", [pytest.param(".csv", marks=pytest.mark.variant), ".parquet"])
 def test_a_batch_forecast_on_a_local_cluster_equals_the_single_process_one(trained_home, tmp_path, capsys, suffix):
     """A CSV is read by the driver and shipped in parts; a long Parquet file's parts are read by the
     workers themselves (rows of whole series, across row groups): the same forecasts either way."""

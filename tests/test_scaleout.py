@@ -479,7 +479,8 @@ def files_holding(text: str, *roots: Path) -> list[Path]:
     return [p for p in files if text.encode() in p.read_bytes()]
 
 
-@pytest.mark.parametrize("runner", [[], ["--cluster", "local:2"]], ids=["processes", "dask"])
+@pytest.mark.parametrize("runner", [pytest.param([], marks=pytest.mark.variant), ["--cluster", "local:2"]],
+                         ids=["processes", "dask"])  # processes on PostgreSQL: test_two_workers_share_one_study
 def test_cli_train_with_two_workers(dataset, pg_url, servers, tmp_path, runner):
     """`forecasting train --workers 2 --storage postgresql://user:password@...` end to end, with the default
     local MLflow store (SQLite, written by both processes), reaches the trial count; the password is

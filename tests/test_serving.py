@@ -170,6 +170,7 @@ def _get_when_answering(url: str, within: float = 30.0) -> httpx.Response:
             time.sleep(0.5)
 
 
+@pytest.mark.variant  # the served model's HTTP requests: test_mlflow_models_serve_answers_json_and_csv_requests
 def test_mlflow_ui_starts_without_noise(served):
     """`forecasting ui`: the UI answers on 127.0.0.1 and prints no deprecation warnings or telemetry errors."""
     port = free_port()

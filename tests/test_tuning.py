@@ -153,7 +153,7 @@ def _tail(path: Path, n: int = 3000) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("wait", [True, False], ids=["after-grace", "at-once"])
+@pytest.mark.parametrize("wait", [True, pytest.param(False, marks=pytest.mark.variant)], ids=["after-grace", "at-once"])
 def test_killed_search_resumes(tmp_path, wait):
     """SIGKILL a search mid-trial, restart it (after the heartbeat grace period, or at once, when only
     the dead process id tells): finished trials stay, the killed trial is failed and retried with its
@@ -362,6 +362,7 @@ def test_surplus_trials_yield_to_lower_numbers():
 
 
 @pytest.mark.slow
+@pytest.mark.variant  # on PostgreSQL: test_scaleout.test_two_workers_share_one_study
 def test_two_searches_at_once_on_one_study_finish_exactly_n_trials(tmp_path, data):
     """Two processes tune one SQLite study with --trials 4: exactly 4 trials finish, however they
     interleave (a surplus trial fails alone, marked as such)."""
