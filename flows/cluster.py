@@ -25,8 +25,9 @@ WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
 # What the Nanny sets before it starts a worker process (glibc reads MALLOC_* only at start-up). Dask's
 # default, MALLOC_TRIM_THRESHOLD_=65536, returns freed memory at once and fixes glibc's mmap threshold
 # at 128 KiB: every batch's tensors are then fresh mappings whose pages the kernel faults in and zeroes
-# (`benchmarks/allocator.py`: a forecast took 1.51x as long with it as with ours, an epoch 1.34x). Our workers get Dask's other settings (one thread for the numeric
-# libraries) with ours, those of our command-line entry points (`forecasting.core.allocator`), on top.
+# (`benchmarks/allocator.py`: a forecast took 1.51x as long with it as with ours, an epoch 1.34x). Our
+# workers get Dask's other settings (one thread for the numeric libraries) with ours, those of our
+# command-line entry points (`forecasting.core.allocator`), on top.
 PRE_SPAWN = "distributed.nanny.pre-spawn-environ"
 # What each of our local workers imports as it starts, before it registers and takes a task (Dask's
 # `preload`), besides the command's flow module: MLflow's store check and model loader. A first task
@@ -89,6 +90,7 @@ def started_early(spec: str | None, preload: tuple[str, ...] = (), scratch: str 
     _check_installed()
     with ThreadPoolExecutor(1, thread_name_prefix="cluster-start") as pool:
         future = pool.submit(local_cluster, **local_options(spec, preload, scratch))
+        _STARTING[id(future)] = future
         try:
             yield future
         finally:
@@ -104,7 +106,6 @@ def task_runner(spec: str, started: Future | None = None):
     from prefect_dask import DaskTaskRunner
 
     if started is not None:
-        _STARTING[id(started)] = started
         return DaskTaskRunner(cluster_class=early_cluster, cluster_kwargs={"key": id(started)})
     if spec.startswith("local"):
         return DaskTaskRunner(cluster_class=local_cluster, cluster_kwargs=local_options(spec))
