@@ -34,9 +34,13 @@ import _common as C  # noqa: E402
 import _nhits as N  # noqa: E402
 import _seeds as S  # noqa: E402
 
+from forecasting.api.family_mix import COMBINED  # noqa: E402
 from forecasting.families import DEFAULT as FAMILIES  # noqa: E402  (the families `train` tunes by default)
 
 NAME = "demo"
+CHAMPION = "champion"  # the row of the model the demo forecasts with: its validation winner
+REPORTED = (*FAMILIES, CHAMPION)  # rows with a margin and a verdict: each family, and the demo's champion
+MODELS = (*FAMILIES, COMBINED, CHAMPION)  # rows that are not baselines
 TARGET_MARGIN = -0.05  # issue 18: at least 5% under the best baseline's MASE, statistical models included
 BUDGET = {"horizon": 24, "trials": 10, "max_epochs": 10, "max_train_windows": 16384, "max_val_windows": 4096}
 QUICK = {"horizon": 24, "trials": 2, "max_epochs": 1, "max_train_windows": 256, "max_val_windows": 256}
@@ -80,16 +84,23 @@ def make_job(seed: int, budget: dict):
 
 
 def run_seed(seed: int, budget: dict, quick: bool) -> dict:
-    """Ingest the bundled file into a fresh home and run the train flow as the demo does."""
+    """Ingest the bundled file into a fresh home and run the train flow as the demo does; the rows add
+    CHAMPION, the model the demo forecasts with (`flows.cli.validation_winner`: the family, or the
+    families' combination, best on the validation backtest)."""
+    from flows.cli import validation_winner
     from flows.server import prefect_api
     from flows.train import train_flow
 
+    job = make_job(seed, budget)
     with demo_home(quick) as home, prefect_api():
-        r = train_flow(make_job(seed, budget), home)
+        r = train_flow(job, home)
     table = r["table"]
     rows = table[["model", "mase", "val_backtest_mase"]].to_dict("records")
+    winner = validation_winner(r, job)
+    rows.append({**next(row for row in rows if row["model"] == winner), "model": CHAMPION, "winner": winner})
+    margins = r["summary"]["margins"] | {CHAMPION: r["summary"]["margins"][winner]}
     return {"rows": rows, "best_baseline": r["summary"]["best_baseline"],
-            "best_baseline_mase": r["summary"]["best_baseline_value"], "margins": r["summary"]["margins"]}
+            "best_baseline_mase": r["summary"]["best_baseline_value"], "margins": margins, "champion": winner}
 
 
 # --------------------------------------------------------------------------- statistical rows
@@ -271,12 +282,12 @@ def margins_with(runs: list[dict], stat: dict) -> tuple[dict, list[str]]:
     from forecasting.core.evaluation import best_baseline
 
     extra = [{"model": k, "mase": v["mase"]} for k, v in stat.items()]
-    margins, best = {f: [] for f in FAMILIES}, []
+    margins, best = {f: [] for f in REPORTED}, []
     for run in runs:
         rows = run["result"]["rows"]
-        name, value = best_baseline([*rows, *extra], "mase", tuple(FAMILIES))
+        name, value = best_baseline([*rows, *extra], "mase", MODELS)
         best.append(name)
-        for f in FAMILIES:
+        for f in REPORTED:
             margins[f] += [r["mase"] / value - 1.0 for r in rows if r["model"] == f]
     return {f: S.mean_sd(v) for f, v in margins.items()}, best
 
@@ -287,10 +298,10 @@ def merge(out: Path, key: str | None = None) -> dict:
     runs = S.load_seeds(out, NAME)
     if not runs:
         raise SystemExit(f"no {NAME}_seed*.json in {out}")
-    models = [r["model"] for r in runs[-1]["result"]["rows"]]
+    models = list(dict.fromkeys(row["model"] for run in runs for row in run["result"]["rows"]))
     mase = {m: S.mean_sd([row["mase"] for run in runs for row in run["result"]["rows"] if row["model"] == m])
             for m in models}
-    margins = {f: S.mean_sd([run["result"]["margins"][f] for run in runs]) for f in FAMILIES}
+    margins = {f: S.mean_sd([run["result"]["margins"][f] for run in runs]) for f in REPORTED}
     st = merge_statistical(out, runs[-1], key)
     nh = merge_nhits(out, runs[-1], st.get("statistical", {}).get("key"))
     stat = st.get("statistical", {}).get("rows", {})
@@ -299,9 +310,11 @@ def merge(out: Path, key: str | None = None) -> dict:
            "seed": ", ".join(str(r["seed"]) for r in runs), "runs": S.runs_meta(runs), "mase": mase,
            "margins": margins, "best_baselines": [r["result"]["best_baseline"] for r in runs],
            "margins_with_statistical": with_stat, "best_baselines_with_statistical": best_with, **st, **nh,
-           "ahead_of_nhits": {f: S.compare(mase[f], nh["nhits"]["mase"]) for f in FAMILIES if "mase" in nh["nhits"]},
-           "goals": {f: S.compare(with_stat[f], TARGET_MARGIN) for f in FAMILIES},
-           "ahead_of_statistical": {f: {k: S.compare(mase[f], v["mase"]) for k, v in stat.items()} for f in FAMILIES},
+           "ahead_of_nhits": {f: S.compare(mase[f], nh["nhits"]["mase"]) for f in REPORTED if "mase" in nh["nhits"]},
+           "goals": {f: S.compare(with_stat[f], TARGET_MARGIN) for f in REPORTED},
+           "ahead_of_statistical": {f: {k: S.compare(mase[f], v["mase"]) for k, v in stat.items()} for f in REPORTED},
+           "champions": [r["result"]["champion"] for r in runs], "present": {
+               m: sum(any(row["model"] == m for row in r["result"]["rows"]) for r in runs) for m in models},
            "per_seed": [{"seed": r["seed"], **r["result"]} for r in runs]}
     C.write(out, NAME, res, render(res))
     return res
@@ -355,8 +368,17 @@ def statistical_text(res: dict) -> str:
             f"cache key {st['key']}.\n")
 
 
+def _label(res: dict, m: str) -> str:
+    """A row's name in the table: the champion says which model won in each seed; a row that not every
+    seed has (the families' combination, where its check kept the best family alone) says in how many."""
+    if m == CHAMPION:
+        return f"champion (the demo's validation winner: {', '.join(res['champions'])})"
+    n, total = res["present"].get(m, len(res["seeds"])), len(res["seeds"])
+    return m if n == total else f"{m} ({n} of {total} seeds: registered where its check kept it)"
+
+
 def summary(res: dict) -> str:
-    rows = [[m, S.fmt(v, 4)] for m, v in res["mase"].items()]
+    rows = [[_label(res, m), S.fmt(v, 4)] for m, v in res["mase"].items()]
     rows += [[f"{k} (statsforecast, fitted on train, fixed)", f"{v['mase']:.4f}"]
              for k, v in ((res.get("statistical") or {}).get("rows") or {}).items()]
     nh = res.get("nhits") or {}
@@ -366,7 +388,7 @@ def summary(res: dict) -> str:
              f"({res['budget']['trials']} trials x {res['budget']['max_epochs']} epochs per family); the "
              "statistical rows do not depend on the seed.\n",
              C.table(["demo (ETTh1, 7 series, H=24)", "test MASE"], rows)]
-    lines += [_goal_line(res, f) for f in FAMILIES]
+    lines += [_goal_line(res, f) for f in REPORTED]
     nh_text = (f"N-HiTS row: {nh['setup']}. Fit + predict: {nh['cost']}.\n" if "mase" in nh
                else f"N-HiTS: no row ({nh['missing']}).\n" if nh else "")
     return "\n".join(lines) + "\n\n" + statistical_text(res) + nh_text

@@ -178,7 +178,7 @@ def _family(name: str) -> str:
 def _worker_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="processed dataset the study tunes on")
     add_options(p, TrainJob, skip=("families", "workers", "ensemble", "ensemble_seeds", "ensemble_combine",
-                                    "ensemble_check"))
+                                    "ensemble_check", "combine_families"))
     p.add_argument("--family", default=families.DEFAULT[0], type=_family, help="a registered model family")
     p.add_argument("--index", type=int, default=1, help="worker number: sampler seed offset")
     p.add_argument("--parent-run-id", help="MLflow run to nest the trials under (default: a run of its own)")
@@ -486,7 +486,7 @@ def cmd_demo(args, home: Path) -> None:
                      max_epochs=args.max_epochs, max_train_windows=args.max_train_windows,
                      max_val_windows=args.max_val_windows, plot_series=("OT",), force=args.force)
     model = "etth1-" + validation_winner(run_train(job, home, args.threads), job)
-    print(f"3/4 batch forecast with models:/{model}@champion (the family best on validation), 80% and 95% "
+    print(f"3/4 batch forecast with models:/{model}@champion (the model best on validation), 80% and 95% "
           "intervals", flush=True)
     out = Home.of(home).forecast_file(model)
     f = forecast_flow(model, r["path"], str(out), home=str(home), levels=(80, 95),
@@ -497,9 +497,12 @@ def cmd_demo(args, home: Path) -> None:
 
 
 def validation_winner(result: dict, job: TrainJob) -> str:
-    """The family whose final model scored best on the validation backtest (what gates champions)."""
+    """The family (or the families' combination) whose final model scored best on the validation
+    backtest (what gates champions)."""
+    from forecasting.pipeline.plan import model_names
+
     table = result["table"]
-    rows = table[table["model"].isin(job.families)]
+    rows = table[table["model"].isin(model_names(job))]
     return str(rows.loc[rows[f"val_backtest_{job.metric}"].astype(float).idxmin(), "model"])
 
 

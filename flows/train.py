@@ -1,4 +1,5 @@
-"""Train flow: tune each family, refit, backtest on validation, baselines, compare, register, promote."""
+"""Train flow: tune each family, refit, backtest on validation, combine the families where validation says
+so, baselines, compare, register, promote."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from prefect import flow, task
 
 from flows.common import COMPUTE, IO, say, step
 from forecasting.api.ensemble_check import EnsembleCheck
-from forecasting.api.forecaster import Forecaster, ForecasterConfig
+from forecasting.api.family_mix import COMBINED, FamilyMix
+from forecasting.api.forecaster import Fitted, Forecaster, ForecasterConfig
 from forecasting.api.jobs import TrainJob
 from forecasting.core import datasets
 from forecasting.core.data import Split
@@ -100,10 +102,10 @@ def register(ctx: RunContext, job: TrainJob, row: dict, df: pd.DataFrame, split:
 
 
 @task(**COMPUTE)
-def finish_family(ctx: RunContext, job: TrainJob, df, split: Split, result: TuneResult, family: str) -> dict:
-    """One tuned family's comparison row: its members (the ensemble check), refit (or load the trials'
-    fits) and score the test part once, backtest over the validation part, calibrate its intervals
-    and log the model."""
+def finish_family(ctx: RunContext, job: TrainJob, df, split: Split, result: TuneResult, family: str
+                  ) -> tuple[dict, Fitted]:
+    """One tuned family's comparison row and final model: its members (the ensemble check), refit (or
+    load the trials' fits) and score the test part once, then `backtest_and_log`."""
     cfgs, check = choose_members(ctx, job, df, split, result, family)
     if check is not None:
         say(f"[{job.dataset}: {check.describe(family, job.ensemble)}]")
@@ -113,19 +115,55 @@ def finish_family(ctx: RunContext, job: TrainJob, df, split: Split, result: Tune
     if row.get("loaded_fits"):
         reused(f"{job.dataset}: {family}: {row['loaded_fits']} of {len(cfgs)} fit(s) loaded from the trials that "
                "trained the same configuration on the same data (not retrained)")
-    with step(f"{job.dataset}: backtest {family} over the validation part"):
+    return backtest_and_log(ctx, job, df, split, row, forecaster), forecaster
+
+
+def backtest_and_log(ctx: RunContext, job: TrainJob, df, split: Split, row: dict, forecaster: Fitted) -> dict:
+    """A final model's validation backtest, its calibrated intervals and its logged model: the row
+    with their scores and the model's URI."""
+    name = row["model"]
+    with step(f"{job.dataset}: backtest {name} over the validation part"):
         row = backtest(forecaster, row, df, split, job)
     levels = "/".join(map(str, job.levels))
-    with step(f"{job.dataset}: {family} {levels}% intervals: calibrate on validation, score on test; log the model"
-              if job.levels else f"{job.dataset}: log the {family} model"):
+    with step(f"{job.dataset}: {name} {levels}% intervals: calibrate on validation, score on test; log the model"
+              if job.levels else f"{job.dataset}: log the {name} model"):
         return intervals(ctx, job, forecaster, row, df, split)
 
 
-def _families(ctx: RunContext, job: TrainJob, df, split: Split, cluster_workers: int = 0) -> list[dict]:
+@task(**COMPUTE)
+def check_combination(ctx: RunContext, job: TrainJob, df, split: Split, finals: dict[str, Fitted]
+                      ) -> FamilyMix | None:
+    return pipeline.combination_check(ctx, job, df, split, finals)
+
+
+@task(**COMPUTE)
+def combined_model(ctx: RunContext, job: TrainJob, df, split: Split, finals: dict[str, Fitted], mix: FamilyMix
+                   ) -> tuple[dict, Fitted]:
+    return pipeline.combined_model(ctx, job, df, split, finals, mix)
+
+
+def combine_families(ctx: RunContext, job: TrainJob, df, split: Split, finals: dict[str, Fitted]) -> list[dict]:
+    """The families' combination's comparison row, where the check keeps it (else none)."""
+    if not job.combine_families or len(finals) < 2:
+        return []
+    with step(f"{job.dataset}: combine the families' final models? (checked on held-out validation halves)"):
+        mix = check_combination(ctx, job, df, split, finals)
+    if mix is None:
+        return []
+    say(f"[{job.dataset}: {mix.describe()}]")
+    if not mix.combines:
+        return []
+    with step(f"{job.dataset}: {COMBINED} ({'+'.join(mix.kept)}, their fits), score the test part once"):
+        row, forecaster = combined_model(ctx, job, df, split, finals, mix)
+    return [backtest_and_log(ctx, job, df, split, row, forecaster)]
+
+
+def _families(ctx: RunContext, job: TrainJob, df, split: Split, cluster_workers: int = 0
+              ) -> tuple[list[dict], dict[str, Fitted]]:
     """Tune every family in turn (on the cluster's workers when `cluster_workers`), then finish it: one
-    comparison row each. A family is finished (ensemble check included) beside the next one's tuning
-    (a thread of this process: the tuning trains on one core, the finishing predicts on another); on a
-    cluster, after it."""
+    comparison row and one final model each. A family is finished (ensemble check included) beside
+    the next one's tuning (a thread of this process: the tuning trains on one core, the finishing
+    predicts on another); on a cluster, after it."""
     finishing = []
     for family in job.families:
         if cluster_workers:
@@ -135,7 +173,8 @@ def _families(ctx: RunContext, job: TrainJob, df, split: Split, cluster_workers:
             result = tune_family(ctx, job, df, split, family)
         args = (ctx, job, df, split, result, family)
         finishing.append(finish_family(*args) if cluster_workers else finish_family.submit(*args))
-    return [f if cluster_workers else f.result() for f in finishing]
+    done = [f if cluster_workers else f.result() for f in finishing]
+    return [row for row, _ in done], {row["model"]: model for row, model in done}
 
 
 # Deployments pass the job as a JSON object: it is rebuilt by the one deserializer, not by Prefect.
@@ -153,7 +192,8 @@ def train_flow(job: TrainJob | dict, home: str = ".", cluster_workers: int = 0) 
     # core, they use another); on a cluster, whose workers tune, after it.
     beside = None if cluster_workers else baseline_scores.submit(ctx, job, df, split)
     try:
-        rows = _families(ctx, job, df, split, cluster_workers)
+        rows, finals = _families(ctx, job, df, split, cluster_workers)
+        rows += combine_families(ctx, job, df, split, finals)
         with step(f"{job.dataset}: baselines (naive, seasonal naive, ridge) on the same windows"
                   + (", scored beside the tuning" if beside else "")):
             scores, kept = beside.result() if beside else baseline_scores(ctx, job, df, split)
@@ -164,7 +204,7 @@ def train_flow(job: TrainJob | dict, home: str = ".", cluster_workers: int = 0) 
         table, summary = compare(rows, job, ctx)
         pipeline.check_comparison(rows, job)
         with step(f"{job.dataset}: register and gate the champion on the validation backtest"):
-            registrations = [register(ctx, job, r, df, split) for r in rows if r["model"] in job.families]
+            registrations = [register(ctx, job, r, df, split) for r in rows if r["model"] in plan.model_names(job)]
     except BaseException:
         runs.end_run(ctx.parent_run_id, "FAILED")
         raise

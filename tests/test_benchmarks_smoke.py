@@ -149,8 +149,14 @@ def test_benchmark_demo_quick(tmp_path):
     (run,) = res["per_seed"]
     models = [r["model"] for r in run["rows"]]
     assert models[:2] == ["gru", "lstm"] and {"naive", "linear", "seasonal_naive_24"} <= set(models)
-    best = min((r for r in run["rows"] if r["model"] not in ("gru", "lstm")), key=lambda r: r["mase"])
+    best = min((r for r in run["rows"] if r["model"] not in ("gru", "lstm", "combined", "champion")),
+               key=lambda r: r["mase"])
     assert run["best_baseline"] == best["model"]
+    # the champion row is the model the demo forecasts with: the best on the validation backtest
+    champ = next(r for r in run["rows"] if r["model"] == "champion")
+    contenders = [r for r in run["rows"] if r["model"] in ("gru", "lstm", "combined")]
+    assert champ["winner"] == run["champion"] == min(contenders, key=lambda r: r["val_backtest_mase"])["model"]
+    assert champ["mase"] == next(r["mase"] for r in contenders if r["model"] == champ["winner"])
     gru = next(r for r in run["rows"] if r["model"] == "gru")
     assert res["margins"]["gru"]["mean"] == pytest.approx(gru["mase"] / best["mase"] - 1)
     # statsforecast rows on the same test windows; the margins to the best baseline include them

@@ -54,26 +54,40 @@ def test_store_is_under_home_when_no_tracking_uri_is_set(trained_home):
 BASELINES = ("naive", "seasonal_naive_24", "seasonal_naive_168", "linear")
 
 
+def combined_kept(trained_home) -> bool:
+    """What the families' combination check recorded on the pipeline run: combined or not."""
+    params = client_for(trained_home.home).get_run(trained_home.train["parent_run_id"]).data.params
+    kept = params["combined_families"].split(",")
+    return len(kept) > 1 and float(params["combine_check_combined"]) <= float(params["combine_check_single"])
+
+
+def models_of(trained_home) -> tuple[str, ...]:
+    return (*FAMILIES, "combined") if combined_kept(trained_home) else FAMILIES
+
+
 def test_comparison_table_has_both_families_and_the_baselines(trained_home):
     table = trained_home.train["table"]
-    assert list(table["model"]) == ["gru", "lstm", *BASELINES]
+    models = models_of(trained_home)
+    assert list(table["model"]) == [*models, *BASELINES]
     for col in ("mae", "rmse", "smape", "mase", "val_backtest_mase"):
         assert table[col].map(math.isfinite).all(), col
-    # The summary names the best baseline (lowest test MASE) and each family's margin to it.
+    # The summary names the best baseline (lowest test MASE) and each model's margin to it.
     summary = trained_home.train["summary"]
     base = table.set_index("model").loc[list(BASELINES), "mase"]
     assert summary["best_baseline"] == base.idxmin()
-    for fam in FAMILIES:
+    assert set(summary["margins"]) == set(models)
+    for fam in models:
         assert summary["margins"][fam] == pytest.approx(table.set_index("model").loc[fam, "mase"] / base.min() - 1)
-    assert (table.set_index("model").loc[["gru", "lstm"], "params"] > 0).all()
+    assert (table.set_index("model").loc[list(models), "params"] > 0).all()
 
 
 def test_first_train_registers_each_family_as_champion(trained_home):
     regs = {r["name"]: r for r in trained_home.train["registrations"]}
-    assert set(regs) == {f"{DATASET}-{f}" for f in FAMILIES}
+    models = models_of(trained_home)
+    assert set(regs) == {f"{DATASET}-{f}" for f in models}
     client = client_for(trained_home.home)
     table = trained_home.train["table"].set_index("model")
-    for family in FAMILIES:
+    for family in models:
         name = f"{DATASET}-{family}"
         r = regs[name]
         assert (r["version"], r["alias"], r["previous_champion"], r["metric"]) == (
@@ -89,6 +103,31 @@ def test_first_train_registers_each_family_as_champion(trained_home):
         assert model.tags["dataset"] == DATASET and model.tags["horizon"] == str(HORIZON)
         assert model.tags["frequency"] == "h" and model.tags["gate_metric"] == "val_backtest_mase"
         assert "champion moves only on val_backtest_mase" in model.description
+
+
+def test_the_families_combination_is_registered_and_forecasts_the_mean_of_their_members(trained_home, tmp_path):
+    """On this panel the check keeps the combination (recorded on the pipeline run): `syn-combined` holds
+    every member of the GRU's and the LSTM's final models and forecasts their mean, through the
+    registry and the forecast flow."""
+    from flows.forecast import forecast_flow
+    from forecasting.api.family_mix import members
+    from forecasting.tracking import registry
+
+    assert combined_kept(trained_home)
+    client_for(trained_home.home)
+    combined, _ = registry.load_forecaster(f"{DATASET}-combined")
+    parts = [m for f in FAMILIES for m in members(registry.load_forecaster(f"{DATASET}-{f}")[0])]
+    assert len(combined.members) == len(parts) >= 2
+    assert {m.cfg.family for m in combined.members} == set(FAMILIES)
+    history = pd.read_csv(trained_home.csv, parse_dates=["ds"])
+    want = pd.concat([p.predict(history)[0] for p in parts]).groupby(["unique_id", "ds"], as_index=False)["y_hat"].mean()
+    out = tmp_path / "syn-combined.csv"
+    r = forecast_flow(f"{DATASET}-combined", str(trained_home.csv), str(out), home=str(trained_home.home))
+    got = pd.read_csv(out, parse_dates=["ds"])
+    assert r["n_forecast"] == N_SERIES and len(got) == N_SERIES * HORIZON
+    merged = got.merge(want, on=["unique_id", "ds"], suffixes=("", "_mean"))
+    assert len(merged) == len(got)
+    assert merged["y_hat"].to_numpy() == pytest.approx(merged["y_hat_mean"].to_numpy(), rel=1e-5)
 
 
 def test_forecast_flow_writes_h_steps_per_series(trained_home, tmp_path):
@@ -445,9 +484,10 @@ def test_a_family_is_finished_beside_the_next_ones_tuning(prefect_api_url, monke
     def finish(ctx, job, df, split, result, family):
         if family == "gru":
             assert lstm_tuning.wait(10), "the GRU was finished before the LSTM's tuning started"
-        return {"model": family}
+        return {"model": family}, f"{family} model"
 
     monkeypatch.setattr(T, "tune_family", tune)
     monkeypatch.setattr(T, "finish_family", finish)
     job = SimpleNamespace(families=("gru", "lstm"), dataset="d", ensemble=3)
-    assert [r["model"] for r in flow(lambda: T._families(None, job, None, None))()] == ["gru", "lstm"]
+    rows, finals = flow(lambda: T._families(None, job, None, None))()
+    assert [r["model"] for r in rows] == ["gru", "lstm"] and finals == {"gru": "gru model", "lstm": "lstm model"}

@@ -46,7 +46,7 @@ def test_every_option_field_is_on_the_command_line_once():
     wanted = {"--" + flag_name(f).replace("_", "-") for _, f, _ in option_fields(TrainJob)}
     assert wanted <= train_flags
     pipeline_only = {"--models", "--workers", "--ensemble", "--ensemble-seeds", "--ensemble-combine",
-                     "--ensemble-check", "--no-ensemble-check"}
+                     "--ensemble-check", "--no-ensemble-check", "--combine-families", "--no-combine-families"}
     assert wanted - pipeline_only <= worker_flags
     assert not pipeline_only & worker_flags
     ingest_flags = {f for a in sub["ingest"]._actions for f in a.option_strings}
@@ -122,6 +122,7 @@ EVERY_TRAIN_OPTION: dict[str, tuple[list[str], object]] = {
     "ensemble_seeds": (["--ensemble-seeds", "3"], 3),
     "ensemble_combine": (["--ensemble-combine", "median"], "median"),
     "ensemble_check": (["--no-ensemble-check"], False),
+    "combine_families": (["--no-combine-families"], False),
     "seasons": (["--seasons", "24,168"], (24, 168)),
     "backtest.n_windows": (["--backtest-windows", "4"], 4),
     "backtest.step": (["--backtest-step", "6"], 6),
@@ -148,7 +149,8 @@ def test_every_train_option_round_trips_through_the_command_line_and_json():
         calendar=value["calendar"], max_train_windows=value["max_train_windows"],
         max_val_windows=value["max_val_windows"], metric=value["metric"], max_lookback=value["max_lookback"],
         workers=value["workers"], ensemble=value["ensemble"], ensemble_seeds=value["ensemble_seeds"],
-        ensemble_combine=value["ensemble_combine"], ensemble_check=value["ensemble_check"], seasons=value["seasons"],
+        ensemble_combine=value["ensemble_combine"], ensemble_check=value["ensemble_check"],
+        combine_families=value["combine_families"], seasons=value["seasons"],
         backtest=BacktestConfig(value["backtest.n_windows"], value["backtest.step"]),
         objective=value["objective"], levels=value["levels"], plot_series=value["plot_series"],
         statistical=value["statistical"], force=value["force"])

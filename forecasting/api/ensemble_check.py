@@ -70,7 +70,8 @@ def halves(series: np.ndarray) -> np.ndarray:
     return np.where(count == 1, series % 2, half).astype(np.int8)
 
 
-def _score(y: np.ndarray, y_hat: np.ndarray, scale: np.ndarray, metric: str) -> float:
+def score(y: np.ndarray, y_hat: np.ndarray, scale: np.ndarray, metric: str) -> float:
+    """`metric` of forecasts y_hat [N, H] of actuals y [N, H] (MASE scales `scale` [N])."""
     return point_metrics(y, y_hat, scale)[metric]
 
 
@@ -82,12 +83,29 @@ def cross_fitted(preds: np.ndarray, y: np.ndarray, scale: np.ndarray, half: np.n
     single = combined = 0.0
     for h in (0, 1):
         pick, held = half != h, half == h
-        losses = [_score(y[pick], p[pick], scale[pick], metric) for p in preds]
+        losses = [score(y[pick], p[pick], scale[pick], metric) for p in preds]
         top = kept(losses, k)
         share = held.mean()
-        single += share * _score(y[held], preds[top[0]][held], scale[held], metric)
-        combined += share * _score(y[held], COMBINES[combine](preds[top][:, held], axis=0), scale[held], metric)
+        single += share * score(y[held], preds[top[0]][held], scale[held], metric)
+        combined += share * score(y[held], COMBINES[combine](preds[top][:, held], axis=0), scale[held], metric)
     return float(single), float(combined)
+
+
+def validation_forecasts(ens: Ensemble, df: pd.DataFrame, split: Split, max_windows: int = MAX_WINDOWS
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Every member's forecasts [M, N, H] of (at most `max_windows` evenly spaced) validation windows,
+    their actuals [N, H] (original scale), MASE scales [N] and halves [N] (`halves`); None when a
+    half has no window."""
+    w = ens.windows(df, split, "val")
+    idx = np.unique(np.linspace(0, len(w) - 1, min(len(w), max_windows)).round().astype(int))
+    series = w.series_index[idx]  # [N]
+    half = halves(series)
+    if len(idx) == 0 or half.all() or not half.any():
+        return None
+    x, y = w.arrays(idx)  # [N, L, F], [N, H] standardized
+    mean, std = ens.scaler_.mean[series, 0], ens.scaler_.std[series, 0]  # [N]
+    preds = ens.member_forecasts(x) * std[None, :, None] + mean[None, :, None]  # [M, N, H] original scale
+    return preds, y * std[:, None] + mean[:, None], ens.mase_scale_[series], half
 
 
 def check(fits: list[Forecaster], df: pd.DataFrame, split: Split, k: int, metric: str = "mase",
@@ -97,16 +115,8 @@ def check(fits: list[Forecaster], df: pd.DataFrame, split: Split, k: int, metric
     (fewer than two fits, or a half without windows)."""
     if len(fits) < 2 or k < 2:
         return None
-    ens = Ensemble(fits, combine)
-    w = ens.windows(df, split, "val")
-    idx = np.unique(np.linspace(0, len(w) - 1, min(len(w), max_windows)).round().astype(int))
-    series = w.series_index[idx]  # [N]
-    half = halves(series)
-    if len(idx) == 0 or half.all() or not half.any():
+    found = validation_forecasts(Ensemble(fits, combine), df, split, max_windows)
+    if found is None:
         return None
-    x, y = w.arrays(idx)  # [N, L, F], [N, H] standardized
-    mean, std = ens.scaler_.mean[series, 0], ens.scaler_.std[series, 0]  # [N]
-    preds = ens.member_forecasts(x) * std[None, :, None] + mean[None, :, None]  # [T, N, H] original scale
-    y = y * std[:, None] + mean[:, None]
-    single, combined = cross_fitted(preds, y, ens.mase_scale_[series], half, k, metric, combine)
+    single, combined = cross_fitted(*found, k, metric, combine)
     return EnsembleCheck(k if combined <= single else 1, single, combined, len(fits), metric)

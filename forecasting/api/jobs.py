@@ -99,6 +99,10 @@ class TrainJob:
     ensemble_seeds: int = option(1, "refit each of those configurations with N seeds (seed, seed+1, ...): N members "
                                  "each, so an ensemble across seeds as well as lookbacks")
     ensemble_combine: str = option("mean", "how an ensemble's members are combined, per point", choices=COMBINES)
+    combine_families: bool = option(True, "with two or more families, also register the combination of their final "
+                                    "models as <dataset>-combined (their fits: no training), where a check on held-out "
+                                    "validation halves finds it no worse than the best family alone (families ranked "
+                                    "on one half, scored on the other)")
     seasons: tuple[int, ...] = option((), "seasonal periods in steps, e.g. 48,336 (default: every period the "
                                       "frequency implies that the training history covers twice)", parse=int_list)
     backtest: BacktestConfig = BacktestConfig()  # cutoffs over the validation part

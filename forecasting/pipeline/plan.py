@@ -15,6 +15,7 @@ import pandas as pd
 
 from forecasting import families
 from forecasting.api.ensemble import Ensemble
+from forecasting.api.family_mix import COMBINED
 from forecasting.api.fitcache import FitCache, fit_or_load
 from forecasting.api.forecaster import Fitted, Forecaster, ForecasterConfig
 from forecasting.api.jobs import ABSOLUTE_METRICS, TrainJob
@@ -157,14 +158,20 @@ def fit_final(df: pd.DataFrame, split: Split, cfgs: list[ForecasterConfig], cach
               combine: str = "mean") -> tuple[Forecaster | Ensemble, dict]:
     """Refit one configuration, or each of several as an ensemble (`combine`: mean or median),
     loading the fits a trial already made of the same configuration on the same data (`cache`);
-    returns the model and its cost (seconds, peak memory and best epoch of the fits, how many were loaded)."""
+    returns the model and its cost (`fit_cost`)."""
     fitted = [fit_or_load(c, df, split, cache) for c in cfgs]
     members = [f for f, _ in fitted]
-    fits = [f.fit_result_ for f in members]
-    cost = {"train_seconds": sum(r.seconds for r in fits), "peak_memory_mb": max(r.peak_memory_mb for r in fits),
-            "best_epoch": fits[0].best_epoch, "device": fits[0].device, "ensemble_size": len(cfgs),
-            "loaded_fits": sum(kept for _, kept in fitted)}
+    cost = fit_cost(members, loaded=sum(kept for _, kept in fitted))
     return (members[0] if len(members) == 1 else Ensemble(members, combine)), cost
+
+
+def fit_cost(members: list[Forecaster], loaded: int) -> dict:
+    """What fitting `members` cost (seconds, peak memory and best epoch of their fits; how many of them
+    were `loaded` rather than trained)."""
+    fits = [f.fit_result_ for f in members]
+    return {"train_seconds": sum(r.seconds for r in fits), "peak_memory_mb": max(r.peak_memory_mb for r in fits),
+            "best_epoch": fits[0].best_epoch, "device": fits[0].device, "ensemble_size": len(members),
+            "loaded_fits": loaded}
 
 
 def validation_backtest(forecaster: Fitted, df: pd.DataFrame, split: Split, job: TrainJob,
@@ -210,6 +217,12 @@ def comparison_columns(job: TrainJob) -> list[str]:
     shown = [f"{k}_{lv}" for lv in sorted(job.levels) for k in ("coverage", "msis")]
     i = COMPARISON_COLUMNS.index("vs_best_baseline") + 1
     return COMPARISON_COLUMNS[:i] + shown + COMPARISON_COLUMNS[i:]
+
+
+def model_names(job: TrainJob) -> tuple[str, ...]:
+    """The comparison rows that are models (the rest are baselines): every family of the job, and the
+    combination of their final models (`family_mix`) where the pipeline keeps it."""
+    return (*job.families, COMBINED)
 
 
 def gate_metric(job: TrainJob) -> str:

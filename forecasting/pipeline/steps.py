@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from forecasting.api import family_mix
 from forecasting.api.ensemble import Ensemble
-from forecasting.api.forecaster import Forecaster, ForecasterConfig, build_panel
+from forecasting.api.family_mix import COMBINED, FamilyMix
+from forecasting.api.forecaster import Fitted, Forecaster, ForecasterConfig, build_panel
 from forecasting.api.jobs import TrainJob
 from forecasting.core.columns import CUTOFF, ID
 from forecasting.core.data import Split
@@ -36,11 +38,13 @@ from forecasting.pipeline.plan import (
     calibration_backtest,
     comparison_columns,
     fit_cache,
+    fit_cost,
     fit_final,
     gate_metric,
     inference_ms_per_1000,
     interval_names,
     last_windows,
+    model_names,
     search_space,
     test_backtest,
     train_end,
@@ -77,21 +81,52 @@ def final_model(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split, 
     """Refit the best configuration (or the K best as an ensemble), evaluate once on test, log run and
     artifacts (with `check`, the ensemble check's record). Returns the comparison row and the fitted
     model (backtested, calibrated and logged as a pyfunc model by the next steps)."""
-    with runs.run(ctx.experiment_id, f"{family}-final", ctx.parent_run_id,
-                  tags={"kind": "final", "family": family}) as run_id:
+    def make() -> tuple[Forecaster | Ensemble, dict, dict]:
         forecaster, cost = fit_final(df, split, cfgs, fit_cache(ctx), job.ensemble_combine)
+        return forecaster, cost, {"ensemble_size": len(cfgs), "ensemble_combine": job.ensemble_combine, **(check or {})}
+
+    return _final_run(ctx, job, df, split, family, make)
+
+
+def combined_model(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split, finals: dict[str, Fitted],
+                   mix: FamilyMix) -> tuple[dict, Ensemble]:
+    """The combination of the kept families' final models (`family_mix`; their fits, no training),
+    evaluated once on test and logged as its own final run, like a family's."""
+    def make() -> tuple[Ensemble, dict, dict]:
+        forecaster = family_mix.pooled([finals[f] for f in mix.kept], job.ensemble_combine)
+        cost = fit_cost(forecaster.members, loaded=len(forecaster.members))
+        return forecaster, cost, {"ensemble_size": len(forecaster.members), "ensemble_combine": job.ensemble_combine,
+                                  **mix.params()}
+
+    return _final_run(ctx, job, df, split, COMBINED, make)
+
+
+def combination_check(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split, finals: dict[str, Fitted]
+                      ) -> FamilyMix | None:
+    """Whether to combine the families' final models (`family_mix.check`), recorded on the pipeline run."""
+    mix = family_mix.check(finals, df, split, job.metric, job.ensemble_combine)
+    if mix is not None:
+        runs.log_values(ctx.parent_run_id, params=mix.params())
+    return mix
+
+
+def _final_run(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split, name: str, make
+               ) -> tuple[dict, Forecaster | Ensemble]:
+    """A final model's run: `make()` -> (model, cost, extra params) inside it, the test part scored
+    once, parameters, metrics, history and loss curves logged. Returns the comparison row and the model."""
+    with runs.run(ctx.experiment_id, f"{name}-final", ctx.parent_run_id,
+                  tags={"kind": "final", "family": name}) as run_id:
+        forecaster, cost, extra = make()
         ev = forecaster.evaluate(df, split, "test")
         x, _ = forecaster.windows(df, split, "test").arrays()
-        row = {"model": family, **ev.metrics, "params": forecaster.n_parameters, **cost,
+        row = {"model": name, **ev.metrics, "params": forecaster.n_parameters, **cost,
                "infer_ms_per_1000": inference_ms_per_1000(forecaster, x), "run_id": run_id}
-        params = runs.params_of(forecaster) | {"ensemble_size": len(cfgs), "ensemble_combine": job.ensemble_combine,
-                                               **(check or {})}
-        runs.log_values(run_id, params=params,
+        runs.log_values(run_id, params=runs.params_of(forecaster) | extra,
                         metrics={f"test_{k}": v for k, v in ev.metrics.items()} | {
                             k: row[k] for k in ("train_seconds", "peak_memory_mb", "best_epoch",
                                                 "infer_ms_per_1000", "loaded_fits")} | {"n_parameters": row["params"]})
         runs.log_history(run_id, forecaster.fit_result_.history)
-        runs.log_loss_curves(run_id, forecaster, f"{job.dataset} {family} H={job.horizon}")
+        runs.log_loss_curves(run_id, forecaster, f"{job.dataset} {name} H={job.horizon}")
     return row, forecaster
 
 
@@ -257,14 +292,14 @@ def comparison(rows: list[dict], job: TrainJob, parent_run_id: str | None = None
 
     Returns the table (logged as CSV and Markdown on the parent run) and a summary naming the best
     baseline and each model's margin (tags and metrics of the parent run)."""
-    best = best_baseline(rows, job.metric, job.families)
+    best = best_baseline(rows, job.metric, model_names(job))
     table = pd.DataFrame(rows)
     table["vs_best_baseline"] = table[job.metric] / best[1] - 1.0 if best else np.nan
     table = table.reindex(columns=comparison_columns(job))
     summary = {"best_baseline": best[0] if best else None, "metric": job.metric,
                "best_baseline_value": best[1] if best else None,
                "margins": {r["model"]: float(r[job.metric]) / best[1] - 1.0
-                           for r in rows if best and r["model"] in job.families}}
+                           for r in rows if best and r["model"] in model_names(job)}}
     if parent_run_id:
         runs.log_table(parent_run_id, table, "comparison")
         runs.log_values(parent_run_id, tags={"best_baseline": summary["best_baseline"]},
@@ -278,7 +313,7 @@ def key_scores(rows: list[dict], job: TrainJob, summary: dict) -> dict[str, floa
     gate = gate_metric(job)
     scores = {f"test_{job.metric}_vs_best_baseline_{k}": v for k, v in summary["margins"].items()}
     for r in rows:
-        if r["model"] in job.families:
+        if r["model"] in model_names(job):
             scores |= {f"{r['model']}.test_{job.metric}": float(r[job.metric]),
                        f"{r['model']}.{gate}": float(r.get(gate, "nan"))}
     if summary["best_baseline"] is not None:

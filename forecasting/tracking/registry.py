@@ -15,7 +15,8 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from forecasting.api.forecaster import Forecaster
+from forecasting.api.family_mix import members
+from forecasting.api.forecaster import Fitted, Forecaster
 from forecasting.core.columns import ID, TARGET, TIME
 from forecasting.core.errors import ModelNotFoundError
 from forecasting.core.home import sqlite_path
@@ -39,9 +40,16 @@ def log_model(run_id: str, forecaster: Forecaster, example: pd.DataFrame) -> str
             info = mlflow.pyfunc.log_model(
                 name="model", python_model=serving.ForecastModel(), artifacts={"forecaster": str(path)},
                 signature=serving.signature(forecaster.cfg.model.horizon), input_example=example,
-                pip_requirements=serving.pip_requirements(), code_paths=serving.code_paths(forecaster.family.module),
+                pip_requirements=serving.pip_requirements(), code_paths=_code_paths(forecaster),
             )
     return info.model_uri
+
+
+def _code_paths(forecaster: Fitted) -> list[str]:
+    """What the logged model bundles: the package, and every plug-in family module its members need
+    (a combination of families may hold several)."""
+    modules = sorted({m.family.module for m in members(forecaster)})
+    return list(dict.fromkeys(p for module in modules for p in serving.code_paths(module)))
 
 
 def register(model_uri: str, name: str, metric: str, value: float, tags: dict | None = None,
