@@ -65,7 +65,8 @@ import _nhits as N  # noqa: E402
 import _seeds as S  # noqa: E402
 
 from forecasting import families  # noqa: E402
-from forecasting.api import ensemble_check  # noqa: E402
+from forecasting.api import ensemble_check, family_mix  # noqa: E402
+from forecasting.api.ensemble import Ensemble  # noqa: E402
 from forecasting.api.fitcache import FitCache  # noqa: E402
 from forecasting.api.forecaster import Forecaster, ForecasterConfig  # noqa: E402
 from forecasting.core.data import Split  # noqa: E402
@@ -356,7 +357,8 @@ def run_family(df: pd.DataFrame, split_val: Split, split_full: Split, ids: list[
     done = sorted((t for t in result.study.trials if t.value is not None and t.state.name == "COMPLETE"),
                   key=lambda t: t.value)[:ENSEMBLE]
     # train's ensemble check on the trials' own fits (validation: each series' last 48 training points)
-    check = ensemble_check.check(search.trial_fits(result, family, cache, split_val), df, split_val, ENSEMBLE)
+    val_fits = search.trial_fits(result, family, cache, split_val)
+    check = ensemble_check.check(val_fits, df, split_val, ENSEMBLE)
     members, cals, fits = [], [], []
     for t in done:
         print(f"[m4] {family}: refit trial {t.number}", file=sys.stderr, flush=True)
@@ -373,7 +375,11 @@ def run_family(df: pd.DataFrame, split_val: Split, split_full: Split, ids: list[
     out = {"single": members[0], "ensemble": np.mean(members, axis=0), "median": np.median(members, axis=0),
            "single_cal": cals[0], "ensemble_cal": np.mean(cals, axis=0), "median_cal": np.median(cals, axis=0)}
     chosen = "single" if check is not None and check.k == 1 else "ensemble"  # no check possible: combined
-    return {**out, "checked": out[chosen], "checked_cal": out[f"{chosen}_cal"]}, record
+    n = 1 if chosen == "single" else len(members)
+    # what `train`'s families' combination pools from this family: its chosen members (their validation
+    # fits for the combination check, their refits' test and calibration forecasts)
+    pool = {"val_fits": val_fits[:n], "members": members[:n], "cals": cals[:n]}
+    return {**out, "checked": out[chosen], "checked_cal": out[f"{chosen}_cal"], "pool": pool}, record
 
 
 def linear_forecasts(df: pd.DataFrame, split_val: Split, ids: list[str], seed: int,
@@ -591,19 +597,39 @@ def run_models(df: pd.DataFrame, split_val: Split, split_full: Split, ids: list[
                y_test: np.ndarray, args: argparse.Namespace) -> tuple[dict, dict, dict]:
     """Every family, each in its own space (`family_space`): point scores, tuning records (with the space's
     label) and interval scores per variant."""
-    ours, records, intervals = {}, {}, {}
+    ours, records, intervals, pools = {}, {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for fam in args.families:
             space, prior, label = family_space(fam, args.quick)
             fc, records[fam] = run_family(df, split_val, split_full, ids, fam, args, space, prior, Path(tmp))
-            records[fam]["space"] = label
+            records[fam]["space"], pools[fam] = label, fc
             for variant in VARIANTS:
                 ours[f"{fam}_{variant}"] = m4_scores(y_test, fc[variant], insample)
                 intervals[f"{fam}_{variant}"] = interval_row(fc[f"{variant}_cal"], fc[variant], y_test, insample,
                                                              ids, df, args.cal_windows)
             print(f"[m4] seed {args.seed} {fam}: {ours[f'{fam}_single']} "
                   f"MSIS {intervals[f'{fam}_single']['msis_95']:.3f}", file=sys.stderr, flush=True)
+        for key, (fc, cal) in combination(pools, df, split_val, records).items():
+            ours[key] = m4_scores(y_test, fc, insample)
+            intervals[key] = interval_row(cal, fc, y_test, insample, ids, df, args.cal_windows)
     return ours, records, intervals
+
+
+def combination(pools: dict[str, dict], df: pd.DataFrame, split_val: Split, records: dict) -> dict:
+    """`train`'s families' combination (`family_mix`) with two or more families: the check on the chosen
+    members' validation fits, then the mean of the kept families' chosen refits ("combined", always
+    reported) and the model `train` ends with ("default": the combination where the check keeps it, else
+    the best family's own choice); each as (test forecasts [S, H], calibration forecasts [K, S, H])."""
+    if len(pools) < 2 or any(not p["pool"]["val_fits"] for p in pools.values()):
+        return {}
+    finals = {fam: p["pool"]["val_fits"][0] if len(p["pool"]["val_fits"]) == 1 else Ensemble(p["pool"]["val_fits"])
+              for fam, p in pools.items()}
+    mix = family_mix.check(finals, df, split_val, "mase")
+    records["combination_check"] = mix.params() | {"combines": mix.combines}
+    fc = np.mean([m for fam in mix.kept for m in pools[fam]["pool"]["members"]], axis=0)
+    cal = np.mean([c for fam in mix.kept for c in pools[fam]["pool"]["cals"]], axis=0)
+    best = pools[mix.kept[0]]
+    return {"combined": (fc, cal), "default": (fc, cal) if mix.combines else (best["checked"], best["checked_cal"])}
 
 
 def run_baselines(df: pd.DataFrame, split_val: Split, ids: list[str], insample: list[np.ndarray], y_test: np.ndarray,
@@ -660,6 +686,7 @@ def main(argv: list[str] | None = None) -> dict:
     lookbacks = (QUICK_SPACE if args.quick else SPACE).lookbacks  # shared by every family's space
     args.cal_windows = calibration_windows(lengths, max(lookbacks))
     ours, records, intervals = run_models(df, split_val, split_full, ids, insample, y_test, args)
+    combination_check = records.pop("combination_check", None)
     intervals["sNaive"] = interval_row(snaive_calibration(insample, args.cal_windows),
                                        np.stack([seasonal_naive(x) for x in insample]), y_test, insample, ids, df,
                                        args.cal_windows)
@@ -668,6 +695,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = run.finish({"n_series": len(ids), "horizon": H, "seasonality": M, "seasons": list(SEASONS),
                       "train_lengths": {"min": int(lengths.min()), "max": int(lengths.max())},
                       "search_spaces": spaces, "priors": priors, "tuning": records, "ours": ours,
+                      "combination_check": combination_check,
                       "intervals": intervals, "interval_setup": interval_setup(args.cal_windows),
                       "linear": lin_rec, "baselines_recomputed": checks, "statistical": statistical,
                       "official": official_scores(args.data_dir), "official_intervals": official_intervals(args.data_dir)})
@@ -685,7 +713,10 @@ def interval_setup(k: int) -> dict:
 
 # --------------------------------------------------------------------------- seeds and report
 
-LABELS = {"sNaive": "Seasonal naive (m = 24)"}  # other rows: see `label`
+LABELS = {"sNaive": "Seasonal naive (m = 24)",  # other rows: see `label`
+          "combined": "families combined (ours: the mean of every family's train's-default members)",
+          "default": "ours, what train ends with: the families combined where their check keeps it, else the "
+                     "best family's train's default"}
 OWA_TARGET = 0.48  # issue 18 (the M4 winner, Smyl's ES-RNN, scored 0.440)
 AHEAD = {"better": "yes", "worse": "no", "tie": "tie (within 2 sd)"}
 
@@ -760,7 +791,8 @@ def merge(out: Path) -> dict:
            "runs": S.runs_meta(runs), "aggregate": agg, "best_baseline": best_base, "best_baseline_owa": best_owa,
            "goals": goals, "nhits": nhits,
            "per_seed": [{"seed": r["seed"], "ours": r["ours"], "tuning": r["tuning"],
-                         "intervals": r.get("intervals")} for r in runs]}
+                         "intervals": r.get("intervals"), "combination_check": r.get("combination_check")}
+                        for r in runs]}
     res.update(merge_intervals(runs))
     res.update(merge_statistical(runs))
     C.write(out, NAME, res, render(res))
@@ -912,8 +944,17 @@ def _check_choices(res: dict) -> str:
     """Members the ensemble check kept, per family and seed (older results: not run)."""
     kept = {fam: [(t.get("ensemble_check") or {}).get("ensemble_check_kept") for t in
                   (run["tuning"].get(fam, {}) for run in res["per_seed"])] for fam in res["per_seed"][0]["tuning"]}
-    return "; ".join(f"{fam.upper()} kept {', '.join(str(k) if k else '–' for k in ks)} member(s) in seeds "
+    text = "; ".join(f"{fam.upper()} kept {', '.join(str(k) if k else '–' for k in ks)} member(s) in seeds "
                      f"{res['seeds']}" for fam, ks in kept.items())
+    mixes = [run.get("combination_check") for run in res["per_seed"]]
+    if any(mixes):  # older results: not run
+        said = ["–" if m is None else (f"combined ({m['combine_check_combined']:.4f} vs {m['combine_check_single']:.4f})"
+                                       if m["combines"] else f"{m['combined_families'].split(',')[0]} alone "
+                                       f"({m['combine_check_single']:.4f} vs {m['combine_check_combined']:.4f})")
+                for m in mixes]
+        text += (f"; the families' combination check (the same halves, families ranked on one) chose: "
+                 f"{', '.join(said)} in seeds {res['seeds']}")
+    return text
 
 
 TUNED = ("lookback", "segment", "hidden", "layers", "norm", "highway", "init", "trend", "multiplicative", "lags", "loss")

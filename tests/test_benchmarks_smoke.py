@@ -129,6 +129,11 @@ def test_benchmark_m4_hourly_quick(tmp_path):
         assert head["owa"] == pytest.approx(0.5 * (head["smape"] / 18.383 + head["mase"] / 2.395))
         assert res["aggregate"][key]["owa"]["mean"] == pytest.approx(head["owa"])
     assert {"Naive", "sNaive", "sNaive168", "Naive2", "Linear"} <= set(res["baselines_recomputed"])
+    # train's families' combination: recorded, and "default" is the combination where the check keeps it
+    ours, check = res["per_seed"][0]["ours"], res["per_seed"][0]["combination_check"]
+    assert set(check["combined_families"].split(",")) <= {"gru", "lstm"} and {"combined", "default"} <= set(ours)
+    best = check["combined_families"].split(",")[0]
+    assert ours["default"] == (ours["combined"] if check["combines"] else ours[f"{best}_checked"])
     # statsforecast rows, fitted per series, computed by this (first) seed and cached for later ones
     st = res["statistical"]
     assert set(st["rows"]) == {"MSTL", "AutoETS", "AutoTheta"} and st["computed_by_seeds"] == [0]
