@@ -98,7 +98,8 @@ def combined_model(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Spli
         return forecaster, cost, {"ensemble_size": len(forecaster.members), "ensemble_combine": job.ensemble_combine,
                                   **mix.params()}
 
-    return _final_run(ctx, job, df, split, COMBINED, make)
+    # No loss curves: it trained nothing; each family's final run holds its own.
+    return _final_run(ctx, job, df, split, COMBINED, make, curves=False)
 
 
 def combination_check(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split, finals: dict[str, Fitted]
@@ -110,10 +111,11 @@ def combination_check(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: S
     return mix
 
 
-def _final_run(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split, name: str, make
-               ) -> tuple[dict, Forecaster | Ensemble]:
+def _final_run(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split, name: str, make,
+               curves: bool = True) -> tuple[dict, Forecaster | Ensemble]:
     """A final model's run: `make()` -> (model, cost, extra params) inside it, the test part scored
-    once, parameters, metrics, history and loss curves logged. Returns the comparison row and the model."""
+    once, parameters and metrics logged, and with `curves` the fit's history and loss curves. Returns
+    the comparison row and the model."""
     with runs.run(ctx.experiment_id, f"{name}-final", ctx.parent_run_id,
                   tags={"kind": "final", "family": name}) as run_id:
         forecaster, cost, extra = make()
@@ -125,8 +127,9 @@ def _final_run(ctx: RunContext, job: TrainJob, df: pd.DataFrame, split: Split, n
                         metrics={f"test_{k}": v for k, v in ev.metrics.items()} | {
                             k: row[k] for k in ("train_seconds", "peak_memory_mb", "best_epoch",
                                                 "infer_ms_per_1000", "loaded_fits")} | {"n_parameters": row["params"]})
-        runs.log_history(run_id, forecaster.fit_result_.history)
-        runs.log_loss_curves(run_id, forecaster, f"{job.dataset} {name} H={job.horizon}")
+        if curves:
+            runs.log_history(run_id, forecaster.fit_result_.history)
+            runs.log_loss_curves(run_id, forecaster, f"{job.dataset} {name} H={job.horizon}")
     return row, forecaster
 
 
