@@ -1,6 +1,6 @@
 """Regenerate the "Results" Markdown block (benchmarks/results/README.md) from the JSON files alone.
 
-Every number comes from `<results>/{etth1,etth1_h24_intervals,m4_hourly,demo,forms,ensemble_choice,speed,scaleout,cluster,ceiling}.json`
+Every number comes from `<results>/{etth1,etth1_h24_intervals,m4_hourly,demo,forms,ensemble_choice,family_mix,speed,scaleout,cluster,ceiling}.json`
 through the benchmark scripts' own renderers (`summary()` unless a section names another); nothing is
 typed by hand. A missing JSON file is named, not invented.
 
@@ -29,6 +29,7 @@ SECTIONS = (
     ("forms", "Which model forms win on validation (M4 Hourly, ETTh1, ETTh2)", "forms", "summary"),
     ("ensemble_choice", "An ensemble of the 3 best trials or the best one (ETTh2, development data)",
      "ensemble_choice", "summary"),
+    ("family_mix", "The families' combination or the best family (ETTh2, development data)", "family_mix", "summary"),
     ("speed", "Speed (ratios measured within one run)", "speed", "summary"),
     ("scaleout", "Scale-out (tuning workers sharing one study)", "scaleout", "summary"),
     ("cluster", "Batch forecast on a Dask cluster", "cluster", "summary"),

@@ -121,6 +121,25 @@ def _check_etth1_statistical(res: dict, run: dict, out: Path) -> None:
 @pytest.mark.slow
 @_needs_bench_data
 @slow_bench
+def test_benchmark_family_mix_quick(tmp_path):
+    """The families' combination on ETTh2 through the real train flow: each rule's champion is its lowest
+    validation-backtest row, and the combined row is there exactly where the check recorded it kept."""
+    res = _bench_quick("family_mix.py", "family_mix", tmp_path)
+    (run,) = res["per_seed"]
+    models = run["models"]
+    assert {"gru", "lstm", "linear"} <= set(models) and run["check"]["combined_families"]
+    kept = (len(run["check"]["combined_families"].split(",")) > 1
+            and float(run["check"]["combine_check_combined"]) <= float(run["check"]["combine_check_single"]))
+    assert ("combined" in models) == kept
+    assert run["champions"]["families"] == min(("gru", "lstm"), key=lambda m: models[m]["val"])
+    assert run["champions"]["with_combined"] == min((m for m in ("gru", "lstm", "combined") if m in models),
+                                                    key=lambda m: models[m]["val"])
+    assert res["summary"]["test"]["verdict"] == "one seed: no verdict"
+
+
+@pytest.mark.slow
+@_needs_bench_data
+@slow_bench
 def test_benchmark_m4_hourly_quick(tmp_path):
     res = _bench_quick("m4_hourly.py", "m4_hourly", tmp_path)
     assert res["n_series"] == 20 and res["seeds"] == [0]
@@ -245,7 +264,8 @@ def test_benchmark_missing_data_dir_fails_clearly(tmp_path):
         assert not list(tmp_path.glob("*.json"))
 
 
-_REPORT_SECTIONS = ("etth1", "etth1_h24_intervals", "m4_hourly", "demo", "forms", "ensemble_choice", "speed", "scaleout", "cluster", "ceiling")
+_REPORT_SECTIONS = ("etth1", "etth1_h24_intervals", "m4_hourly", "demo", "forms", "ensemble_choice", "family_mix", "speed",
+                    "scaleout", "cluster", "ceiling")
 
 
 def _report(results: Path, out: Path) -> str:
