@@ -19,6 +19,8 @@ from __future__ import annotations
 import statistics
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -33,27 +35,36 @@ FAMILIES = ("gru", "lstm")
 ARMS = (("k1", 1, False), (f"k{K}", K, False), ("checked", K, True))
 
 
-def run_seed(data: Path, seed: int, quick: bool) -> dict:
-    """Both jobs of one seed in one fresh home; per family and K, the gate and test MASE."""
+@contextmanager
+def etth2_home(data: Path, quick: bool) -> Iterator[str]:
+    """A fresh home holding ETTh2 ingested as dataset "etth2" (under `quick` its first QUICK_ROWS rows)."""
     import pandas as pd
 
-    from flows.server import prefect_api
-    from flows.train import train_flow
-    from forecasting.api.jobs import TrainJob
     from forecasting.core import datasets
     from forecasting.core.data import IngestConfig
-    from forecasting.core.options import from_flags
 
-    out: dict = {}
-    with tempfile.TemporaryDirectory() as home, prefect_api():
+    with tempfile.TemporaryDirectory() as home:
         src = data
         if quick:
             src = Path(home) / "etth2.csv"
             pd.read_csv(data, nrows=QUICK_ROWS).to_csv(src, index=False)
         datasets.ingest(src, "etth2", home, IngestConfig(format="wide"))
+        yield home
+
+
+def run_seed(data: Path, seed: int, quick: bool) -> dict:
+    """Both jobs of one seed in one fresh home; per family and K, the gate and test MASE."""
+    from flows.server import prefect_api
+    from flows.train import train_flow
+    from forecasting.api.jobs import TrainJob
+    from forecasting.core.options import from_flags
+
+    out: dict = {}
+    with etth2_home(data, quick) as home, prefect_api():
         for arm, k, checked in ARMS:
+            # Within each family only: the families' combination is family_mix.py's question.
             job = from_flags(TrainJob, dataset="etth2", models=FAMILIES, seed=seed, device="cpu", ensemble=k,
-                             ensemble_check=checked, **(QUICK if quick else BUDGET))
+                             ensemble_check=checked, combine_families=False, **(QUICK if quick else BUDGET))
             r = train_flow(job, home)
             table = r["table"].set_index("model")
             out[arm] = {m: {"val": float(table.loc[m, "val_backtest_mase"]), "test": float(table.loc[m, "mase"])}
@@ -69,7 +80,7 @@ def _final_params(experiment_id: str, parent_run_id: str) -> dict[str, dict]:
 
     found = MlflowClient().search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}' and "
                                        "tags.kind = 'final'")
-    return {run.data.tags["family"]: run.data.params for run in found}
+    return {run.data.tags["family"]: run.data.params for run in found if run.data.tags["family"] in FAMILIES}
 
 
 def merge(out: Path) -> dict:
@@ -122,18 +133,24 @@ def _fmt(m: dict) -> str:
     return f"{m['mean']:.4f} ± {m['sd']:.4f}"
 
 
-def main(argv: list[str] | None = None) -> dict:
-    p = C.parser(__doc__.splitlines()[0])
+def etth2_main(name: str, doc: str, argv: list[str] | None, run_seed, merge, budget) -> dict:
+    """The command of a benchmark on ETTh2 (development data): `run_seed(data, seed, quick)` for one seed,
+    written and merged into `--out` (`merge(out)`), or only `--merge-only`; `budget(quick)` is recorded."""
+    p = C.parser(doc.splitlines()[0])
     p.add_argument("--merge-only", action="store_true", help="only fold the seed files into the result")
     args = p.parse_args(argv)
     if args.merge_only:
         return merge(args.out)
     C.set_threads(args.threads)
     (data,) = C.require(args.data_dir, "ett/ETTh2.csv")
-    budget = {**(QUICK if args.quick else BUDGET), "arms": [list(a) for a in ARMS]}
-    run = C.Run(NAME, args, budget, extra_versions=("optuna", "mlflow", "prefect"))
+    run = C.Run(name, args, budget(args.quick), extra_versions=("optuna", "mlflow", "prefect"))
     out = run.finish({"result": run_seed(data, args.seed, args.quick)})
-    return S.write_and_merge(args.out, NAME, args.seed, out, merge)
+    return S.write_and_merge(args.out, name, args.seed, out, merge)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return etth2_main(NAME, __doc__, argv, run_seed, merge,
+                      lambda quick: {**(QUICK if quick else BUDGET), "arms": [list(a) for a in ARMS]})
 
 
 if __name__ == "__main__":

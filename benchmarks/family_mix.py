@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 import _seeds as S  # noqa: E402
-from demo import BUDGET, QUICK, QUICK_ROWS  # noqa: E402
+from demo import BUDGET, QUICK  # noqa: E402
+from ensemble_choice import etth2_home, etth2_main  # noqa: E402
 
 NAME = "family_mix"
 FAMILIES = ("gru", "lstm")
@@ -35,22 +35,14 @@ RULES = {"families": "the family best on validation (the rule before)",
 def run_seed(data: Path, seed: int, quick: bool) -> dict:
     """The demo's job on ETTh2 in a fresh home: each model's validation-backtest and test MASE, the
     combination check's record, and the champion of each rule."""
-    import pandas as pd
     from mlflow import MlflowClient
 
     from flows.server import prefect_api
     from flows.train import train_flow
     from forecasting.api.jobs import TrainJob
-    from forecasting.core import datasets
-    from forecasting.core.data import IngestConfig
     from forecasting.core.options import from_flags
 
-    with tempfile.TemporaryDirectory() as home, prefect_api():
-        src = data
-        if quick:
-            src = Path(home) / "etth2.csv"
-            pd.read_csv(data, nrows=QUICK_ROWS).to_csv(src, index=False)
-        datasets.ingest(src, "etth2", home, IngestConfig(format="wide"))
+    with etth2_home(data, quick) as home, prefect_api():
         job = from_flags(TrainJob, dataset="etth2", models=FAMILIES, seed=seed, device="cpu",
                          **(QUICK if quick else BUDGET))
         r = train_flow(job, home)
@@ -100,7 +92,7 @@ def render(res: dict) -> str:
 
 def summary(res: dict) -> str:
     """The two rules' champions per part, paired by seed, and what the check did in each seed."""
-    rows = [[part, _fmt(s["families"]), _fmt(s["with_combined"]), _fmt(s["diff"]), s["verdict"]]
+    rows = [[part, S.fmt(s["families"], 4), S.fmt(s["with_combined"], 4), S.fmt(s["diff"], 4), s["verdict"]]
             for part, s in res["summary"].items()]
     seeds = "; ".join(
         f"seed {seed}: {_check_text(r)}, champion {r['champions']['with_combined']} "
@@ -122,21 +114,8 @@ def _check_text(r: dict) -> str:
     return f"{kept} ({float(c['combine_check_combined']):.4f} vs {float(c['combine_check_single']):.4f})"
 
 
-def _fmt(m: dict) -> str:
-    return f"{m['mean']:.4f} ± {m['sd']:.4f}"
-
-
 def main(argv: list[str] | None = None) -> dict:
-    p = C.parser(__doc__.splitlines()[0])
-    p.add_argument("--merge-only", action="store_true", help="only fold the seed files into the result")
-    args = p.parse_args(argv)
-    if args.merge_only:
-        return merge(args.out)
-    C.set_threads(args.threads)
-    (data,) = C.require(args.data_dir, "ett/ETTh2.csv")
-    run = C.Run(NAME, args, dict(QUICK if args.quick else BUDGET), extra_versions=("optuna", "mlflow", "prefect"))
-    out = run.finish({"result": run_seed(data, args.seed, args.quick)})
-    return S.write_and_merge(args.out, NAME, args.seed, out, merge)
+    return etth2_main(NAME, __doc__, argv, run_seed, merge, lambda quick: dict(QUICK if quick else BUDGET))
 
 
 if __name__ == "__main__":
