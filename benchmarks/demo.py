@@ -313,11 +313,22 @@ def merge(out: Path, key: str | None = None) -> dict:
            "ahead_of_nhits": {f: S.compare(mase[f], nh["nhits"]["mase"]) for f in REPORTED if "mase" in nh["nhits"]},
            "goals": {f: S.compare(with_stat[f], TARGET_MARGIN) for f in REPORTED},
            "ahead_of_statistical": {f: {k: S.compare(mase[f], v["mase"]) for k, v in stat.items()} for f in REPORTED},
-           "champions": [r["result"]["champion"] for r in runs], "present": {
+           "champions": [r["result"]["champion"] for r in runs], "champion_before": champion_before(runs), "present": {
                m: sum(any(row["model"] == m for row in r["result"]["rows"]) for r in runs) for m in models},
            "per_seed": [{"seed": r["seed"], **r["result"]} for r in runs]}
     C.write(out, NAME, res, render(res))
     return res
+
+
+def champion_before(runs: list[dict]) -> dict:
+    """The margin (to each seed's flow best baseline, mean ± sd) of the champion the rule before the
+    families' combination picked: the family best on the validation backtest."""
+    margins = []
+    for run in runs:
+        rows = {r["model"]: r for r in run["result"]["rows"]}
+        best = min(FAMILIES, key=lambda f: rows[f]["val_backtest_mase"])
+        margins.append(rows[best]["mase"] / run["result"]["best_baseline_mase"] - 1.0)
+    return S.mean_sd(margins)
 
 
 def _verdict(v: str, mean: float) -> str:
@@ -389,6 +400,9 @@ def summary(res: dict) -> str:
              "statistical rows do not depend on the seed.\n",
              C.table(["demo (ETTh1, 7 series, H=24)", "test MASE"], rows)]
     lines += [_goal_line(res, f) for f in REPORTED]
+    if "champion_before" in res:
+        lines.append(f"- The champion by the rule before the families' combination (the family best on the validation "
+                     f"backtest) in the same runs: {_margin(res['champion_before'])} to the flow's best baseline.")
     nh_text = (f"N-HiTS row: {nh['setup']}. Fit + predict: {nh['cost']}.\n" if "mase" in nh
                else f"N-HiTS: no row ({nh['missing']}).\n" if nh else "")
     return "\n".join(lines) + "\n\n" + statistical_text(res) + nh_text

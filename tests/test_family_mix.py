@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forecasting.api.ensemble import Ensemble
-from forecasting.api.family_mix import FamilyMix, check, cross_fitted, members, pooled
+from forecasting.api.ensemble import Ensemble, members
+from forecasting.api.family_mix import FamilyMix, check, cross_fitted, pooled
 
 
 def test_cross_fitted_scores_by_hand():

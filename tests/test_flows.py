@@ -110,7 +110,7 @@ def test_the_families_combination_is_registered_and_forecasts_the_mean_of_their_
     every member of the GRU's and the LSTM's final models and forecasts their mean, through the
     registry and the forecast flow."""
     from flows.forecast import forecast_flow
-    from forecasting.api.family_mix import members
+    from forecasting.api.ensemble import members
     from forecasting.tracking import registry
 
     assert combined_kept(trained_home)

@@ -55,11 +55,6 @@ class Ensemble(Fitted):
         return max(self.members, key=lambda m: m.cfg.model.lookback).cfg
 
     @property
-    def family(self):
-        """The members' family (an ensemble is of one family: the best trials of its search)."""
-        return self.members[0].family
-
-    @property
     def scaler_(self):
         return self.members[0].scaler_
 
@@ -141,6 +136,11 @@ class Ensemble(Fitted):
                   meta.get("combine", "mean"))  # saved before the median existed: the mean
         ens.conformal_ = load_conformal(path)
         return ens
+
+
+def members(f: Fitted) -> list[Forecaster]:
+    """The fitted forecasters a model consists of: an ensemble's members, or the forecaster itself."""
+    return list(f.members) if isinstance(f, Ensemble) else [f]
 
 
 def load_forecaster(path: str | Path) -> Forecaster | Ensemble:

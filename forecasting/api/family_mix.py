@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from forecasting.api.ensemble import COMBINES, Ensemble
+from forecasting.api.ensemble import COMBINES, Ensemble, members
 from forecasting.api.ensemble_check import MAX_WINDOWS, kept, score, validation_forecasts
-from forecasting.api.forecaster import Fitted, Forecaster
+from forecasting.api.forecaster import Fitted
 from forecasting.core.data import Split
 
 COMBINED = "combined"  # the comparison row and registered model (`<dataset>-combined`) of the combination
@@ -54,11 +54,6 @@ class FamilyMix:
         verdict = f"registered as '{COMBINED}'" if self.combines else "not registered (the best family alone is kept)"
         return (f"families combined ({'+'.join(self.kept)}) on held-out validation halves: {self.metric} "
                 f"{self.combined:.4f}, the best family alone {self.single:.4f}: {verdict}")
-
-
-def members(f: Fitted) -> list[Forecaster]:
-    """The fitted forecasters a final model consists of."""
-    return list(f.members) if isinstance(f, Ensemble) else [f]
 
 
 def pooled(finals: list[Fitted], combine: str = "mean") -> Ensemble:

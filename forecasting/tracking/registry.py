@@ -15,7 +15,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from forecasting.api.family_mix import members
+from forecasting.api.ensemble import members
 from forecasting.api.forecaster import Fitted, Forecaster
 from forecasting.core.columns import ID, TARGET, TIME
 from forecasting.core.errors import ModelNotFoundError
